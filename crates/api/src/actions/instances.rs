@@ -1,0 +1,429 @@
+//! DescribeDBInstances: the registered deployments, as TencentDB lists them.
+//!
+//! Fields and filters follow the backup actions reference §10. mongobak does
+//! not manage servers, so fields about billing, sizing and networks carry the
+//! neutral values TencentDB uses for "none" (0, "", empty lists); what is
+//! known (ID, name, region, cluster type, replica sets, address, creation
+//! time) is real.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use mongobak_catalog::Instance;
+
+use super::{to_fields, CallContext};
+use crate::access::instance_resource;
+use crate::error::{ApiError, ErrorKind};
+use crate::params::Params;
+
+/// Status of a registered instance: 2, running.
+const STATUS_RUNNING: i64 = 2;
+/// InstanceType of a registered instance: 1, a formal instance.
+const INSTANCE_TYPE_FORMAL: i64 = 1;
+
+#[derive(Debug, PartialEq, Eq)]
+enum OrderBy {
+    ProjectId,
+    InstanceName,
+    CreateTime,
+}
+
+#[derive(Debug)]
+struct Request {
+    instance_ids: Option<Vec<String>>,
+    instance_type: Option<i64>,
+    cluster_type: Option<i64>,
+    status: Option<Vec<i64>>,
+    vpc_id: Option<String>,
+    subnet_id: Option<String>,
+    pay_mode: Option<i64>,
+    project_ids: Option<Vec<i64>>,
+    search_key: Option<String>,
+    has_tags: bool,
+    limit: usize,
+    offset: usize,
+    order_by: OrderBy,
+    descending: bool,
+}
+
+impl Request {
+    fn parse(mut p: Params) -> Result<Self, ApiError> {
+        let instance_type = p.opt_i64("InstanceType")?;
+        if instance_type.is_some_and(|t| !(-1..=3).contains(&t)) {
+            return Err(ApiError::bad_value(
+                ErrorKind::InvalidParameterValue,
+                "InstanceType",
+                "expected -1, 0, 1, 2 or 3",
+            ));
+        }
+        let cluster_type = p.opt_i64("ClusterType")?;
+        if cluster_type.is_some_and(|t| !(-1..=1).contains(&t)) {
+            return Err(ApiError::bad_value(
+                ErrorKind::ClusterTypeError,
+                "ClusterType",
+                "expected -1 (all), 0 (replica set) or 1 (sharded cluster)",
+            ));
+        }
+        let status = p.opt_i64_list("Status")?;
+        if let Some(bad) = status
+            .iter()
+            .flatten()
+            .find(|s| ![0, 1, 2, -2, -3].contains(*s))
+        {
+            return Err(ApiError::bad_value(
+                ErrorKind::IllegalInstanceStatus,
+                "Status",
+                format_args!("{bad} is not one of 0, 1, 2, -2, -3"),
+            ));
+        }
+        let pay_mode = p.opt_i64("PayMode")?;
+        if pay_mode.is_some_and(|m| !(0..=1).contains(&m)) {
+            return Err(ApiError::bad_value(
+                ErrorKind::InvalidParameterValue,
+                "PayMode",
+                "expected 0 (pay as you go) or 1 (monthly)",
+            ));
+        }
+        let tags = p.opt_object_list("Tags", None, |tag| {
+            tag.string("TagKey")?;
+            tag.opt_string("TagValue")?;
+            Ok(())
+        })?;
+        let limit = p.opt_i64("Limit")?.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::bad_value(
+                ErrorKind::LimitOutOfRange,
+                "Limit",
+                "expected 1 to 100",
+            ));
+        }
+        let offset = p.opt_i64("Offset")?.unwrap_or(0);
+        if !(0..=10_000).contains(&offset) {
+            return Err(ApiError::bad_value(
+                ErrorKind::OffsetOutOfRange,
+                "Offset",
+                "expected 0 to 10000",
+            ));
+        }
+        let order_by = match p.opt_string("OrderBy")?.as_deref() {
+            None | Some("CreateTime") => OrderBy::CreateTime,
+            Some("ProjectId") => OrderBy::ProjectId,
+            Some("InstanceName") => OrderBy::InstanceName,
+            Some(other) => {
+                return Err(ApiError::bad_value(
+                    ErrorKind::InvalidParameterValue,
+                    "OrderBy",
+                    format_args!("`{other}` is not ProjectId, InstanceName or CreateTime"),
+                ))
+            }
+        };
+        let descending = match p.opt_string("OrderByType")?.as_deref() {
+            None => true,
+            Some(t) if t.eq_ignore_ascii_case("DESC") => true,
+            Some(t) if t.eq_ignore_ascii_case("ASC") => false,
+            Some(other) => {
+                return Err(ApiError::bad_value(
+                    ErrorKind::InvalidParameterValue,
+                    "OrderByType",
+                    format_args!("`{other}` is not ASC or DESC"),
+                ))
+            }
+        };
+        let request = Request {
+            instance_ids: p.opt_string_list("InstanceIds")?,
+            instance_type,
+            cluster_type,
+            status,
+            vpc_id: p.opt_string("VpcId")?,
+            subnet_id: p.opt_string("SubnetId")?,
+            pay_mode,
+            project_ids: p.opt_i64_list("ProjectIds")?,
+            search_key: p.opt_string("SearchKey")?,
+            has_tags: tags.is_some_and(|t| !t.is_empty()),
+            limit: limit as usize,
+            offset: offset as usize,
+            order_by,
+            descending,
+        };
+        p.finish()?;
+        Ok(request)
+    }
+
+    fn matches(&self, instance: &Instance, address: &Address) -> bool {
+        listed(&self.instance_ids, &instance.id)
+            && self
+                .instance_type
+                .is_none_or(|t| [0, -1, INSTANCE_TYPE_FORMAL].contains(&t))
+            && self
+                .cluster_type
+                .is_none_or(|t| t == -1 || t == instance.cluster_type.code())
+            && listed(&self.status, &STATUS_RUNNING)
+            && self.vpc_id.as_deref().is_none_or(str::is_empty)
+            && self.subnet_id.as_deref().is_none_or(str::is_empty)
+            && self.pay_mode.is_none_or(|m| m == 0)
+            && listed(&self.project_ids, &0)
+            && self.search_key.as_deref().is_none_or(|key| {
+                instance.id.contains(key) || instance.name.contains(key) || address.host == key
+            })
+            && !self.has_tags
+    }
+}
+
+/// A list filter: absent or empty lets everything through.
+fn listed<T: PartialEq>(filter: &Option<Vec<T>>, value: &T) -> bool {
+    filter
+        .as_ref()
+        .is_none_or(|list| list.is_empty() || list.contains(value))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Response {
+    total_count: usize,
+    instance_details: Vec<InstanceDetail>,
+}
+
+/// `InstanceDetail`; field names are the SDK model's.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InstanceDetail {
+    instance_id: String,
+    instance_name: String,
+    pay_mode: i64,
+    project_id: i64,
+    cluster_type: i64,
+    region: String,
+    zone: String,
+    net_type: i64,
+    vpc_id: String,
+    subnet_id: String,
+    status: i64,
+    vip: String,
+    vport: u64,
+    create_time: String,
+    dead_line: String,
+    mongo_version: String,
+    memory: u64,
+    volume: u64,
+    cpu_num: u64,
+    machine_type: String,
+    secondary_num: u64,
+    replication_set_num: u64,
+    auto_renew_flag: i64,
+    used_volume: u64,
+    maintenance_start: String,
+    maintenance_end: String,
+    replica_sets: Vec<ShardInfo>,
+    readonly_instances: Vec<Value>,
+    standby_instances: Vec<Value>,
+    clone_instances: Vec<Value>,
+    related_instance: Value,
+    tags: Vec<Value>,
+    instance_ver: u64,
+    cluster_ver: u64,
+    protocol: i64,
+    instance_type: i64,
+    instance_status_desc: String,
+    real_instance_id: String,
+}
+
+/// `ShardInfo`: one replica set / shard.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ShardInfo {
+    used_volume: f64,
+    replica_set_id: String,
+    replica_set_name: String,
+    memory: u64,
+    volume: u64,
+    oplog_size: u64,
+    secondary_num: u64,
+    real_replica_set_id: String,
+}
+
+/// Host and port of the first server of a connection URI, without the
+/// credentials.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Address {
+    host: String,
+    port: u64,
+}
+
+fn address_of(uri: &str) -> Address {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return Address::default();
+    };
+    let hosts = rest.split(['/', '?']).next().unwrap_or("");
+    let hosts = hosts.rsplit_once('@').map_or(hosts, |(_, h)| h);
+    let first = hosts.split(',').next().unwrap_or("");
+    let default_port = if scheme == "mongodb+srv" { 0 } else { 27017 };
+    match first.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') => Address {
+            host: host.to_string(),
+            port: port.parse().unwrap_or(default_port),
+        },
+        _ => Address {
+            host: first.to_string(),
+            port: default_port,
+        },
+    }
+}
+
+pub(super) async fn describe_db_instances(
+    ctx: &CallContext<'_>,
+    params: Params,
+) -> Result<Value, ApiError> {
+    let request = Request::parse(params)?;
+    let instances = ctx
+        .api
+        .catalog
+        .instances_of(&ctx.caller.owner_uin, ctx.region)
+        .await
+        .map_err(crate::catalog_error)?;
+    let mut selected: Vec<(Instance, Address)> = instances
+        .into_iter()
+        .filter(|i| {
+            ctx.caller
+                .may_access(&instance_resource(&i.region, &i.owner_uin, &i.id))
+        })
+        .map(|i| {
+            let address = i
+                .replica_set_uris
+                .first()
+                .map(|u| address_of(u))
+                .unwrap_or_default();
+            (i, address)
+        })
+        .filter(|(i, a)| request.matches(i, a))
+        .collect();
+    match request.order_by {
+        // Every registered instance is in project 0: keep creation order.
+        OrderBy::ProjectId | OrderBy::CreateTime => {
+            selected.sort_by(|(a, _), (b, _)| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
+        }
+        OrderBy::InstanceName => {
+            selected.sort_by(|(a, _), (b, _)| (&a.name, &a.id).cmp(&(&b.name, &b.id)))
+        }
+    }
+    if request.descending {
+        selected.reverse();
+    }
+    let total_count = selected.len();
+    let instance_details = selected
+        .into_iter()
+        .skip(request.offset)
+        .take(request.limit)
+        .map(|(instance, address)| detail(ctx, instance, address))
+        .collect();
+    to_fields(Response {
+        total_count,
+        instance_details,
+    })
+}
+
+fn detail(ctx: &CallContext<'_>, instance: Instance, address: Address) -> InstanceDetail {
+    let replica_sets = instance
+        .replica_set_ids()
+        .into_iter()
+        .map(|id| ShardInfo {
+            used_volume: 0.0,
+            replica_set_name: id.clone(),
+            real_replica_set_id: id.clone(),
+            replica_set_id: id,
+            memory: 0,
+            volume: 0,
+            oplog_size: 0,
+            secondary_num: 0,
+        })
+        .collect();
+    let zone = format!("{}-1", instance.region);
+    InstanceDetail {
+        pay_mode: 0,
+        project_id: 0,
+        cluster_type: instance.cluster_type.code(),
+        zone,
+        net_type: 1,
+        vpc_id: String::new(),
+        subnet_id: String::new(),
+        status: STATUS_RUNNING,
+        vip: address.host,
+        vport: address.port,
+        create_time: ctx.api.format_time(instance.created_at),
+        dead_line: "0000-00-00 00:00:00".into(),
+        mongo_version: String::new(),
+        memory: 0,
+        volume: 0,
+        cpu_num: 0,
+        machine_type: String::new(),
+        secondary_num: 0,
+        replication_set_num: instance.replica_set_uris.len() as u64,
+        auto_renew_flag: 0,
+        used_volume: 0,
+        maintenance_start: "00:00:00".into(),
+        maintenance_end: "00:00:00".into(),
+        replica_sets,
+        readonly_instances: Vec::new(),
+        standby_instances: Vec::new(),
+        clone_instances: Vec::new(),
+        related_instance: serde_json::json!({"InstanceId": "", "Region": ""}),
+        tags: Vec::new(),
+        instance_ver: 0,
+        cluster_ver: 0,
+        protocol: 1,
+        instance_type: INSTANCE_TYPE_FORMAL,
+        instance_status_desc: String::new(),
+        real_instance_id: instance.id.clone(),
+        instance_name: instance.name,
+        region: instance.region,
+        instance_id: instance.id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_leave_credentials_out() {
+        assert_eq!(
+            address_of("mongodb://user:p%40ss@db1.example:27018,db2:27017/admin?replicaSet=rs0"),
+            Address {
+                host: "db1.example".into(),
+                port: 27018
+            }
+        );
+        assert_eq!(
+            address_of("mongodb://127.0.0.1/?directConnection=true"),
+            Address {
+                host: "127.0.0.1".into(),
+                port: 27017
+            }
+        );
+        assert_eq!(address_of("mongodb+srv://u:p@cluster.example/").port, 0);
+        assert_eq!(address_of("garbage"), Address::default());
+    }
+
+    #[test]
+    fn cluster_type_is_checked() {
+        let p = Params::new(serde_json::json!({"ClusterType": 5})).unwrap();
+        assert_eq!(
+            Request::parse(p).unwrap_err().kind(),
+            ErrorKind::ClusterTypeError
+        );
+        let p = Params::new(serde_json::json!({"Limit": 0})).unwrap();
+        assert_eq!(
+            Request::parse(p).unwrap_err().kind(),
+            ErrorKind::LimitOutOfRange
+        );
+        let p = Params::new(serde_json::json!({"Offset": 10001})).unwrap();
+        assert_eq!(
+            Request::parse(p).unwrap_err().kind(),
+            ErrorKind::OffsetOutOfRange
+        );
+        let p =
+            Params::new(serde_json::json!({"ClusterType": 1, "Limit": "7", "OrderByType": "asc"}))
+                .unwrap();
+        let r = Request::parse(p).unwrap();
+        assert_eq!((r.cluster_type, r.limit, r.descending), (Some(1), 7, false));
+    }
+}

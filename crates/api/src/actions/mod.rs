@@ -1,0 +1,184 @@
+//! The mongodb actions: which exist, which mongobak provides, and dispatch.
+//!
+//! Each provided action lives in a module of its area with a typed request
+//! (`parse` from [`Params`]), a handler and a serde response. An action that
+//! exists in the TencentDB for MongoDB API but that mongobak does not provide
+//! (creating instances, billing, ...) answers `UnsupportedOperation`; a name
+//! that is no mongodb action at all answers `InvalidAction`.
+
+mod instances;
+
+use serde_json::Value;
+
+use crate::access::Caller;
+use crate::error::{ApiError, ErrorKind};
+use crate::params::Params;
+use crate::Api;
+
+/// The actions mongobak provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// List registered instances.
+    DescribeDBInstances,
+}
+
+impl Action {
+    /// Every provided action.
+    pub const ALL: &'static [Action] = &[Action::DescribeDBInstances];
+
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::DescribeDBInstances => "DescribeDBInstances",
+        }
+    }
+
+    /// Resolves an `Action` parameter: a provided action, or the error for
+    /// an unprovided or unknown one.
+    pub fn resolve(name: &str) -> Result<Action, ApiError> {
+        if let Some(action) = Action::ALL.iter().find(|a| a.name() == name) {
+            return Ok(*action);
+        }
+        if MONGODB_ACTIONS.contains(&name) {
+            return Err(ApiError::new(
+                ErrorKind::UnsupportedOperation,
+                format!(
+                    "The action {name} exists in TencentDB for MongoDB but mongobak does not provide it: \
+                     mongobak backs up deployments you run yourself and does not manage their servers."
+                ),
+            ));
+        }
+        Err(ApiError::new(
+            ErrorKind::InvalidAction,
+            format!("The action {name} does not exist in the mongodb API, version 2019-07-25."),
+        ))
+    }
+}
+
+/// Everything a handler needs about the call besides its parameters.
+pub(crate) struct CallContext<'a> {
+    pub api: &'a Api,
+    pub caller: &'a Caller,
+    pub region: &'a str,
+}
+
+/// Runs `action` and returns the fields of its `Response` object.
+pub(crate) async fn dispatch(
+    ctx: &CallContext<'_>,
+    action: Action,
+    params: Params,
+) -> Result<Value, ApiError> {
+    match action {
+        Action::DescribeDBInstances => instances::describe_db_instances(ctx, params).await,
+    }
+}
+
+/// Serializes a response struct into the fields of `Response`.
+pub(crate) fn to_fields(response: impl serde::Serialize) -> Result<Value, ApiError> {
+    serde_json::to_value(response).map_err(|e| {
+        tracing::error!(error = %e, "response does not serialize");
+        ApiError::internal()
+    })
+}
+
+/// Every action of the mongodb API, version 2019-07-25 (from the official
+/// SDK's client).
+pub(crate) const MONGODB_ACTIONS: &[&str] = &[
+    "AssignProject",
+    "CheckDBInstanceElasticCpuScalable",
+    "CloseAuditService",
+    "CreateAccountUser",
+    "CreateAuditLogFile",
+    "CreateBackupDBInstance",
+    "CreateBackupDownloadTask",
+    "CreateDBInstance",
+    "CreateDBInstanceHour",
+    "CreateDBInstanceParamTpl",
+    "CreateInstanceRole",
+    "CreateInstanceUser",
+    "CreateLogDownloadTask",
+    "CreateSlowLogPatternDownloadTask",
+    "DeleteAccountUser",
+    "DeleteAuditLogFile",
+    "DeleteDBBackups",
+    "DeleteInstanceRole",
+    "DeleteInstanceUser",
+    "DeleteLogDownloadTask",
+    "DescribeAccountUsers",
+    "DescribeAsyncRequestInfo",
+    "DescribeAuditConfig",
+    "DescribeAuditInstanceList",
+    "DescribeAuditLogFiles",
+    "DescribeAuditLogs",
+    "DescribeBackupDownloadTask",
+    "DescribeBackupRules",
+    "DescribeClientConnections",
+    "DescribeCurrentOp",
+    "DescribeDBBackups",
+    "DescribeDBInstanceDeal",
+    "DescribeDBInstanceLogToCLS",
+    "DescribeDBInstanceNamespace",
+    "DescribeDBInstanceNodeProperty",
+    "DescribeDBInstanceParamTpl",
+    "DescribeDBInstanceParamTplDetail",
+    "DescribeDBInstanceURL",
+    "DescribeDBInstances",
+    "DescribeDetailedSlowLogs",
+    "DescribeInstanceParams",
+    "DescribeInstanceRoles",
+    "DescribeInstanceSSL",
+    "DescribeInstanceUsers",
+    "DescribeLogDownloadTasks",
+    "DescribeMongodbLogs",
+    "DescribePasswordRotation",
+    "DescribeSRVConnectionDomain",
+    "DescribeSecurityGroup",
+    "DescribeSlowLogPatterns",
+    "DescribeSlowLogs",
+    "DescribeSpecInfo",
+    "DescribeTransparentDataEncryptionStatus",
+    "DisableSRVConnectionUrl",
+    "DropDBInstanceParamTpl",
+    "EnablePasswordRotation",
+    "EnableSRVConnectionUrl",
+    "EnableTransparentDataEncryption",
+    "EnableWanService",
+    "FlashBackDBInstance",
+    "FlushInstanceRouterConfig",
+    "IncreaseDBInstanceConnectionLimit",
+    "InquirePriceCreateDBInstances",
+    "InquirePriceModifyDBInstanceSpec",
+    "InquirePriceRenewDBInstances",
+    "InstanceEnableSSL",
+    "IsolateDBInstance",
+    "KillOps",
+    "ModifyAuditService",
+    "ModifyBackupExpireTime",
+    "ModifyDBInstanceLogToCLS",
+    "ModifyDBInstanceNetworkAddress",
+    "ModifyDBInstanceParamTpl",
+    "ModifyDBInstanceSecurityGroup",
+    "ModifyDBInstanceSpec",
+    "ModifyInstanceAz",
+    "ModifyInstanceParams",
+    "ModifySRVConnectionUrl",
+    "OfflineIsolatedDBInstance",
+    "OpenAuditService",
+    "PromoteDBInstanceToActive",
+    "RenameInstance",
+    "RenewDBInstances",
+    "ResetDBInstancePassword",
+    "RestartNodes",
+    "RestoreDBInstance",
+    "ScaleDownDBInstanceCpu",
+    "ScaleUpDBInstanceCpu",
+    "SetAccountUserPrivilege",
+    "SetBackupRules",
+    "SetDBInstanceDeletionProtection",
+    "SetInstanceMaintenance",
+    "TerminateDBInstances",
+    "UpdateInstanceRole",
+    "UpdateInstanceUser",
+    "UpgradeDBInstanceKernelVersion",
+    "UpgradeDbInstanceVersion",
+];

@@ -1,0 +1,177 @@
+//! The Tencent Cloud error codes mongobak answers with.
+//!
+//! Every failure a client can see is one variant of [`ApiError`]; its wire
+//! code (`code()`) is what the official SDKs put into their exception, so the
+//! spelling of each code is part of our promise (see the protocol reference
+//! §4 and the per-action error lists). Messages name the offending parameter
+//! and never echo secrets, SQL, paths or URIs.
+
+use std::fmt;
+
+/// An error answered to an API client, rendered into the standard envelope
+/// `{"Response": {"Error": {"Code", "Message"}, "RequestId"}}` with HTTP 200.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    kind: ErrorKind,
+    message: String,
+}
+
+/// The error codes, one variant per wire code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// `AuthFailure.InvalidAuthorization`: the Authorization header is malformed.
+    InvalidAuthorization,
+    /// `AuthFailure.SecretIdNotFound`: unknown or disabled SecretId.
+    SecretIdNotFound,
+    /// `AuthFailure.SignatureExpire`: timestamp too far from the server clock.
+    SignatureExpire,
+    /// `AuthFailure.SignatureFailure`: the signature does not match.
+    SignatureFailure,
+    /// `AuthFailure.TokenFailure`: a temporary-credential token was sent;
+    /// mongobak issues none, so none is valid.
+    TokenFailure,
+    /// `InternalError`: a server fault; details are logged, not returned.
+    InternalError,
+    /// `InternalError.CheckAppIdFailed`: the caller's AppId cannot be verified.
+    CheckAppIdFailed,
+    /// `InvalidAction`: no such action.
+    InvalidAction,
+    /// `InvalidParameter`: a parameter has the wrong type or shape.
+    InvalidParameter,
+    /// `InvalidParameter.PermissionDenied`: a sub-account's policy forbids it.
+    PermissionDenied,
+    /// `InvalidParameterValue`: a parameter's value is outside its set or range.
+    InvalidParameterValue,
+    /// `InvalidParameterValue.ClusterTypeError`.
+    ClusterTypeError,
+    /// `InvalidParameterValue.IllegalInstanceStatus`.
+    IllegalInstanceStatus,
+    /// `InvalidParameterValue.LimitParaOutOfRange`.
+    LimitOutOfRange,
+    /// `InvalidParameterValue.NotFoundInstance`.
+    NotFoundInstance,
+    /// `InvalidParameterValue.OffsetParaOutOfRange`.
+    OffsetOutOfRange,
+    /// `MissingParameter`: a required parameter is absent.
+    MissingParameter,
+    /// `NoSuchVersion`: the Version is not `2019-07-25`.
+    NoSuchVersion,
+    /// `RequestLimitExceeded`: the per-account, per-action rate was exceeded.
+    RequestLimitExceeded,
+    /// `RequestSizeLimitExceeded`: the body is larger than the configured limit.
+    RequestSizeLimitExceeded,
+    /// `UnknownParameter`: a parameter this action does not define.
+    UnknownParameter,
+    /// `UnsupportedOperation`: a real mongodb action that mongobak does not provide.
+    UnsupportedOperation,
+    /// `UnsupportedProtocol`: an HTTP method other than GET or POST.
+    UnsupportedProtocol,
+    /// `UnsupportedRegion`: a region mongobak does not serve.
+    UnsupportedRegion,
+}
+
+impl ErrorKind {
+    /// The wire code, exactly as the official SDKs expect it.
+    pub fn code(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            InvalidAuthorization => "AuthFailure.InvalidAuthorization",
+            SecretIdNotFound => "AuthFailure.SecretIdNotFound",
+            SignatureExpire => "AuthFailure.SignatureExpire",
+            SignatureFailure => "AuthFailure.SignatureFailure",
+            TokenFailure => "AuthFailure.TokenFailure",
+            InternalError => "InternalError",
+            CheckAppIdFailed => "InternalError.CheckAppIdFailed",
+            InvalidAction => "InvalidAction",
+            InvalidParameter => "InvalidParameter",
+            PermissionDenied => "InvalidParameter.PermissionDenied",
+            InvalidParameterValue => "InvalidParameterValue",
+            ClusterTypeError => "InvalidParameterValue.ClusterTypeError",
+            IllegalInstanceStatus => "InvalidParameterValue.IllegalInstanceStatus",
+            LimitOutOfRange => "InvalidParameterValue.LimitParaOutOfRange",
+            NotFoundInstance => "InvalidParameterValue.NotFoundInstance",
+            OffsetOutOfRange => "InvalidParameterValue.OffsetParaOutOfRange",
+            MissingParameter => "MissingParameter",
+            NoSuchVersion => "NoSuchVersion",
+            RequestLimitExceeded => "RequestLimitExceeded",
+            RequestSizeLimitExceeded => "RequestSizeLimitExceeded",
+            UnknownParameter => "UnknownParameter",
+            UnsupportedOperation => "UnsupportedOperation",
+            UnsupportedProtocol => "UnsupportedProtocol",
+            UnsupportedRegion => "UnsupportedRegion",
+        }
+    }
+}
+
+impl ApiError {
+    /// An error of `kind` with a message for the user.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The error's kind.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The wire code.
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
+    }
+
+    /// The message shown to the user.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// `MissingParameter` naming the absent parameter.
+    pub fn missing(name: &str) -> Self {
+        Self::new(
+            ErrorKind::MissingParameter,
+            format!("The request is missing the required parameter `{name}`."),
+        )
+    }
+
+    /// `InvalidParameter`: `name` is not of the expected form.
+    pub fn invalid(name: &str, expected: &str) -> Self {
+        Self::new(
+            ErrorKind::InvalidParameter,
+            format!("The parameter `{name}` is invalid: expected {expected}."),
+        )
+    }
+
+    /// `InvalidParameterValue` (or one of its sub-codes) naming the parameter.
+    pub fn bad_value(kind: ErrorKind, name: &str, detail: impl fmt::Display) -> Self {
+        Self::new(
+            kind,
+            format!("The value of the parameter `{name}` is invalid: {detail}."),
+        )
+    }
+
+    /// `InternalError`; the cause is logged by the caller, never returned.
+    pub fn internal() -> Self {
+        Self::new(
+            ErrorKind::InternalError,
+            "An internal error occurred; the server log has the details.",
+        )
+    }
+
+    /// `InvalidParameterValue.NotFoundInstance`.
+    pub fn instance_not_found(id: &str) -> Self {
+        Self::new(
+            ErrorKind::NotFoundInstance,
+            format!("The instance `{id}` was not found."),
+        )
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}

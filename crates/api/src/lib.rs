@@ -1,0 +1,276 @@
+//! The Tencent Cloud API 3.0 front door of mongobak.
+//!
+//! [`Api::handle`] takes a request as it came off the wire ([`RawRequest`])
+//! and returns the JSON envelope to send back ([`Reply`]), after these steps,
+//! in this order (protocol reference §1.4):
+//!
+//! 1. [`request`]: find the style (TC3 header or v1 `Signature`) and the
+//!    common parameters (`MissingParameter` when one is absent);
+//! 2. check the timestamp window, the SecretId and the signature
+//!    ([`signature`], [`access`]);
+//! 3. check Version, Action and Region;
+//! 4. check the caller's AppId, its policy for the action, and the rate
+//!    limit ([`access`], [`ratelimit`]);
+//! 5. parse the business parameters into the action's typed request
+//!    ([`params`]) and run the handler ([`actions`]).
+//!
+//! Every failure is an [`ApiError`] rendered with HTTP 200, as the official
+//! clients expect. This crate knows no HTTP server; `server` wires it to axum.
+
+#![deny(missing_docs)]
+
+pub mod access;
+pub mod actions;
+pub mod error;
+pub mod params;
+pub mod ratelimit;
+pub mod request;
+pub mod signature;
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+
+pub use access::{Directory, Policy, RootAccount, SubAccount};
+pub use actions::Action;
+pub use error::{ApiError, ErrorKind};
+pub use ratelimit::RateLimits;
+pub use request::RawRequest;
+
+use mongobak_catalog::{Catalog, CatalogError};
+
+/// The only API version of the mongodb service.
+pub const API_VERSION: &str = "2019-07-25";
+
+/// Regions served when the configuration names none (protocol reference §5).
+pub const DEFAULT_REGIONS: &[&str] = &[
+    "ap-guangzhou",
+    "ap-shanghai",
+    "ap-nanjing",
+    "ap-beijing",
+    "ap-chengdu",
+    "ap-chongqing",
+    "ap-hongkong",
+    "ap-singapore",
+    "ap-jakarta",
+    "ap-bangkok",
+    "ap-seoul",
+    "ap-tokyo",
+    "ap-mumbai",
+    "na-siliconvalley",
+    "na-ashburn",
+    "eu-frankfurt",
+    "sa-saopaulo",
+    "ap-shanghai-fsi",
+    "ap-shenzhen-fsi",
+];
+
+/// Settings of the API layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Regions a request may name.
+    pub regions: BTreeSet<String>,
+    /// Rate limits per (account, action).
+    pub rate_limits: RateLimits,
+    /// Largest accepted distance between the request timestamp and the
+    /// server clock, in seconds (300, as on Tencent Cloud).
+    pub max_clock_skew_secs: i64,
+    /// Zone of every `YYYY-MM-DD hh:mm:ss` string the API shows.
+    pub timezone: TimeZone,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            regions: DEFAULT_REGIONS.iter().map(|r| r.to_string()).collect(),
+            rate_limits: RateLimits::default(),
+            max_clock_skew_secs: 300,
+            timezone: TimeZone::get("Asia/Shanghai").unwrap_or(TimeZone::UTC),
+        }
+    }
+}
+
+/// The API: accounts, limits and the catalog behind the actions.
+#[derive(Debug)]
+pub struct Api {
+    config: ApiConfig,
+    directory: Directory,
+    limiter: ratelimit::RateLimiter,
+    catalog: Catalog,
+}
+
+/// What [`Api::handle`] answers, with what the server logs and counts.
+#[derive(Debug)]
+pub struct Reply {
+    /// The RequestId of the envelope.
+    pub request_id: String,
+    /// The action named by the request, when there was one.
+    pub action: Option<String>,
+    /// The Uin that signed, once authenticated.
+    pub caller_uin: Option<String>,
+    /// The error answered, `None` on success.
+    pub error: Option<ApiError>,
+    /// The JSON envelope; send it with HTTP 200 and
+    /// `Content-Type: application/json` exactly.
+    pub body: Vec<u8>,
+}
+
+impl Api {
+    /// The API over `catalog` for the callers in `accounts`.
+    pub fn new(config: ApiConfig, accounts: &[RootAccount], catalog: Catalog) -> Self {
+        Api {
+            limiter: ratelimit::RateLimiter::new(config.rate_limits.clone()),
+            directory: Directory::new(accounts),
+            config,
+            catalog,
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, raw: RawRequest) -> Reply {
+        let mut action = None;
+        let mut caller_uin = None;
+        let result = self.process(&raw, &mut action, &mut caller_uin).await;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let (body, error) = match result {
+            Ok(fields) => (envelope(fields, &request_id), None),
+            Err(e) => (error_envelope(&e, &request_id), Some(e)),
+        };
+        Reply {
+            request_id,
+            action: action.or_else(|| request::Envelope::peek_action(&raw)),
+            caller_uin,
+            error,
+            body,
+        }
+    }
+
+    /// Answers a request refused before it could be read (for example a
+    /// body over the size limit).
+    pub fn refuse(&self, error: ApiError) -> Reply {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        Reply {
+            body: error_envelope(&error, &request_id),
+            request_id,
+            action: None,
+            caller_uin: None,
+            error: Some(error),
+        }
+    }
+
+    async fn process(
+        &self,
+        raw: &RawRequest,
+        action_name: &mut Option<String>,
+        caller_uin: &mut Option<String>,
+    ) -> Result<Value, ApiError> {
+        let envelope = request::Envelope::parse(raw)?;
+        *action_name = Some(envelope.action.clone());
+        let caller = envelope.authenticate(
+            raw,
+            &self.directory,
+            Timestamp::now(),
+            self.config.max_clock_skew_secs,
+        )?;
+        *caller_uin = Some(caller.uin.clone());
+        if envelope.version != API_VERSION {
+            return Err(ApiError::new(
+                ErrorKind::NoSuchVersion,
+                format!(
+                    "The version {} does not exist for mongodb; use {API_VERSION}.",
+                    envelope.version
+                ),
+            ));
+        }
+        let action = Action::resolve(&envelope.action)?;
+        let region = envelope
+            .region
+            .clone()
+            .ok_or_else(|| ApiError::missing("Region"))?;
+        if !self.config.regions.contains(&region) {
+            return Err(ApiError::new(
+                ErrorKind::UnsupportedRegion,
+                format!("The region {region} is not served here."),
+            ));
+        }
+        caller.check_app_id()?;
+        caller.authorize_action(action.name())?;
+        if !self
+            .limiter
+            .try_acquire(&caller.owner_uin, action.name(), Instant::now())
+        {
+            return Err(ApiError::new(
+                ErrorKind::RequestLimitExceeded,
+                format!(
+                    "Too many {} requests per second for this account; retry later.",
+                    action.name()
+                ),
+            ));
+        }
+        let params = params::Params::new(envelope.into_params(raw)?)?;
+        let ctx = actions::CallContext {
+            api: self,
+            caller,
+            region: &region,
+        };
+        actions::dispatch(&ctx, action, params).await
+    }
+
+    /// Formats `t` as the API shows times: `YYYY-MM-DD hh:mm:ss` in the
+    /// configured zone.
+    pub fn format_time(&self, t: Timestamp) -> String {
+        t.to_zoned(self.config.timezone.clone())
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    }
+
+    /// The metadata store behind the API.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+}
+
+/// `{"Response": {<fields>, "RequestId": ...}}`.
+fn envelope(fields: Value, request_id: &str) -> Vec<u8> {
+    let mut response = match fields {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    response.insert("RequestId".into(), Value::String(request_id.to_string()));
+    let mut root = Map::new();
+    root.insert("Response".into(), Value::Object(response));
+    serde_json::to_vec(&Value::Object(root)).expect("a JSON value serializes")
+}
+
+/// `{"Response": {"Error": {"Code", "Message"}, "RequestId"}}`.
+fn error_envelope(error: &ApiError, request_id: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "Response": {
+            "Error": {"Code": error.code(), "Message": error.message()},
+            "RequestId": request_id,
+        }
+    });
+    serde_json::to_vec(&body).expect("a JSON value serializes")
+}
+
+/// Maps a metadata store failure onto the API error users see. Store
+/// faults are logged in full here and answered as a bare `InternalError`.
+pub(crate) fn catalog_error(error: CatalogError) -> ApiError {
+    match error {
+        CatalogError::InstanceExists { id } => ApiError::new(
+            ErrorKind::InvalidParameterValue,
+            format!("An instance with ID {id} already exists."),
+        ),
+        e @ (CatalogError::UnsupportedUrl { .. }
+        | CatalogError::CreateDir { .. }
+        | CatalogError::Corrupt { .. }
+        | CatalogError::Database(_)
+        | CatalogError::Migrate(_)) => {
+            tracing::error!(error = %e, "metadata store failure");
+            ApiError::internal()
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The domain model of mongobak and the metadata store that keeps it.
+//!
+//! Layout:
+//! * [`instance`]: registered MongoDB deployments (replica sets and sharded
+//!   clusters) and their `<id>_<n>` replica set IDs.
+//! * [`store`]: [`Catalog`], the metadata store on SQLite through sqlx, with
+//!   embedded migrations.
+//!
+//! This crate knows nothing of HTTP or of the Tencent Cloud protocol: the
+//! `api` crate maps its errors onto wire codes.
+
+#![deny(missing_docs)]
+
+pub mod instance;
+pub mod store;
+
+pub use instance::{ClusterType, Instance, InstanceSource};
+pub use store::{Catalog, CatalogError};

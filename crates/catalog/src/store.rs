@@ -1,0 +1,344 @@
+//! The metadata store: SQLite through sqlx, migrations embedded in the binary.
+//!
+//! One [`Catalog`] is shared by the API handlers and the command line; it is
+//! cheap to clone (a connection pool). The database file and its folder are
+//! created on first use, and migrations run at open, so a fresh data dir
+//! needs no set-up.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::Row;
+
+use crate::instance::{ClusterType, Instance, InstanceSource};
+
+/// Failures of the metadata store.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The metadata URL is not one this build can open.
+    #[error("unsupported metadata URL `{url}`: expected sqlite://PATH")]
+    UnsupportedUrl {
+        /// The URL as given.
+        url: String,
+    },
+    /// Creating the folder of the database file failed.
+    #[error("cannot create the metadata folder {path}: {source}")]
+    CreateDir {
+        /// The folder.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An instance with this ID is already registered.
+    #[error("an instance with ID {id} is already registered")]
+    InstanceExists {
+        /// The ID.
+        id: String,
+    },
+    /// A stored row does not decode (written by a newer version?).
+    #[error("the metadata row of {what} is unreadable: {detail}")]
+    Corrupt {
+        /// What the row describes.
+        what: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The database answered with an error.
+    #[error("metadata database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("metadata migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The metadata store.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pool: SqlitePool,
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the store at `url` (`sqlite://PATH`) and
+    /// brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Self, CatalogError> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| CatalogError::UnsupportedUrl {
+                url: url.to_string(),
+            })?;
+        let file = path.split('?').next().unwrap_or(path);
+        if let Some(parent) = std::path::Path::new(file).parent() {
+            if !parent.as_os_str().is_empty() && file != ":memory:" {
+                std::fs::create_dir_all(parent).map_err(|source| CatalogError::CreateDir {
+                    path: parent.display().to_string(),
+                    source,
+                })?;
+            }
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Catalog { pool })
+    }
+
+    /// Checks that the store answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), CatalogError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Registers a new instance; refuses an ID that is taken.
+    pub async fn add_instance(&self, instance: &Instance) -> Result<(), CatalogError> {
+        let result = insert(instance).execute(&self.pool).await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(CatalogError::InstanceExists {
+                    id: instance.id.clone(),
+                })
+            }
+            other => other.map(drop).map_err(Into::into),
+        }
+    }
+
+    /// Makes the configuration's instances the registered ones of source
+    /// `config`: adds or updates each (keeping its first registration
+    /// time) and forgets config instances no longer listed. Instances added
+    /// from the command line are left alone, but an ID clash with one is an
+    /// error.
+    pub async fn sync_config_instances(&self, instances: &[Instance]) -> Result<(), CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        for instance in instances {
+            let existing = sqlx::query("SELECT source FROM instances WHERE id = $1")
+                .bind(&instance.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match existing.map(|row| InstanceSource::parse(row.get::<&str, _>(0))) {
+                Some(InstanceSource::Cli) => {
+                    return Err(CatalogError::InstanceExists {
+                        id: instance.id.clone(),
+                    })
+                }
+                Some(InstanceSource::Config) => {
+                    sqlx::query(
+                        "UPDATE instances SET name = $2, region = $3, owner_uin = $4, cluster_type = $5, \
+                         replica_sets = $6, mongos_uri = $7 WHERE id = $1",
+                    )
+                    .bind(&instance.id)
+                    .bind(&instance.name)
+                    .bind(&instance.region)
+                    .bind(&instance.owner_uin)
+                    .bind(instance.cluster_type.code())
+                    .bind(uris_json(&instance.replica_set_uris))
+                    .bind(&instance.mongos_uri)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    insert(instance).execute(&mut *tx).await?;
+                }
+            }
+        }
+        let keep: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+        let configured: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM instances WHERE source = 'config'")
+                .fetch_all(&mut *tx)
+                .await?;
+        for id in configured.iter().filter(|id| !keep.contains(&id.as_str())) {
+            sqlx::query("DELETE FROM instances WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets an instance; false when it was not registered.
+    pub async fn remove_instance(&self, id: &str) -> Result<bool, CatalogError> {
+        let done = sqlx::query("DELETE FROM instances WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// One instance by ID.
+    pub async fn instance(&self, id: &str) -> Result<Option<Instance>, CatalogError> {
+        let row = sqlx::query(&format!("{SELECT_INSTANCE} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| decode_instance(&r)).transpose()
+    }
+
+    /// Every registered instance, oldest first.
+    pub async fn instances(&self) -> Result<Vec<Instance>, CatalogError> {
+        let rows = sqlx::query(&format!("{SELECT_INSTANCE} ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_instance).collect()
+    }
+
+    /// The instances of one owner in one region, oldest first.
+    pub async fn instances_of(
+        &self,
+        owner_uin: &str,
+        region: &str,
+    ) -> Result<Vec<Instance>, CatalogError> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_INSTANCE} WHERE owner_uin = $1 AND region = $2 ORDER BY created_at, id"
+        ))
+        .bind(owner_uin)
+        .bind(region)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_instance).collect()
+    }
+}
+
+const SELECT_INSTANCE: &str = "SELECT id, name, region, owner_uin, cluster_type, replica_sets, \
+                               mongos_uri, source, created_at FROM instances";
+
+fn insert(
+    instance: &Instance,
+) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO instances (id, name, region, owner_uin, cluster_type, replica_sets, \
+         mongos_uri, source, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&instance.id)
+    .bind(&instance.name)
+    .bind(&instance.region)
+    .bind(&instance.owner_uin)
+    .bind(instance.cluster_type.code())
+    .bind(uris_json(&instance.replica_set_uris))
+    .bind(&instance.mongos_uri)
+    .bind(instance.source.as_str())
+    .bind(instance.created_at.as_second())
+}
+
+fn uris_json(uris: &[String]) -> String {
+    serde_json::to_string(uris).expect("a list of strings serializes")
+}
+
+fn decode_instance(row: &sqlx::sqlite::SqliteRow) -> Result<Instance, CatalogError> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |detail: String| CatalogError::Corrupt {
+        what: format!("instance {id}"),
+        detail,
+    };
+    let cluster_type = ClusterType::from_code(row.try_get("cluster_type")?)
+        .ok_or_else(|| corrupt("unknown cluster type".into()))?;
+    let uris: String = row.try_get("replica_sets")?;
+    let replica_set_uris = serde_json::from_str(&uris).map_err(|e| corrupt(e.to_string()))?;
+    let created_at =
+        Timestamp::from_second(row.try_get("created_at")?).map_err(|e| corrupt(e.to_string()))?;
+    Ok(Instance {
+        name: row.try_get("name")?,
+        region: row.try_get("region")?,
+        owner_uin: row.try_get("owner_uin")?,
+        cluster_type,
+        replica_set_uris,
+        mongos_uri: row.try_get("mongos_uri")?,
+        source: InstanceSource::parse(row.try_get::<&str, _>("source")?),
+        created_at,
+        id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, source: InstanceSource) -> Instance {
+        Instance {
+            id: id.to_string(),
+            name: format!("name of {id}"),
+            region: "ap-guangzhou".into(),
+            owner_uin: "100".into(),
+            cluster_type: ClusterType::ReplicaSet,
+            replica_set_uris: vec!["mongodb://u:p@127.0.0.1:27017/?directConnection=true".into()],
+            mongos_uri: None,
+            source,
+            created_at: Timestamp::from_second(1_700_000_000).unwrap(),
+        }
+    }
+
+    async fn catalog(dir: &tempfile::TempDir) -> Catalog {
+        let url = format!("sqlite://{}/sub/meta.db", dir.path().display());
+        Catalog::open(&url).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn add_list_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = catalog(&dir).await;
+        c.ping().await.unwrap();
+        let a = instance("cmgo-aaaaaaaa", InstanceSource::Cli);
+        c.add_instance(&a).await.unwrap();
+        assert!(matches!(
+            c.add_instance(&a).await,
+            Err(CatalogError::InstanceExists { .. })
+        ));
+        assert_eq!(c.instances().await.unwrap(), vec![a.clone()]);
+        assert_eq!(c.instance("cmgo-aaaaaaaa").await.unwrap(), Some(a.clone()));
+        assert_eq!(
+            c.instances_of("100", "ap-guangzhou").await.unwrap().len(),
+            1
+        );
+        assert!(c
+            .instances_of("100", "ap-shanghai")
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(c.remove_instance("cmgo-aaaaaaaa").await.unwrap());
+        assert!(!c.remove_instance("cmgo-aaaaaaaa").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn config_sync_updates_adds_and_forgets() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = catalog(&dir).await;
+        let cli = instance("cmgo-cli00000", InstanceSource::Cli);
+        c.add_instance(&cli).await.unwrap();
+        let mut a = instance("cmgo-aaaaaaaa", InstanceSource::Config);
+        let b = instance("cmgo-bbbbbbbb", InstanceSource::Config);
+        c.sync_config_instances(&[a.clone(), b.clone()])
+            .await
+            .unwrap();
+        a.name = "renamed".into();
+        c.sync_config_instances(&[a.clone()]).await.unwrap();
+        let ids: Vec<String> = c
+            .instances()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(ids, vec!["cmgo-aaaaaaaa", "cmgo-cli00000"]);
+        assert_eq!(
+            c.instance("cmgo-aaaaaaaa").await.unwrap().unwrap().name,
+            "renamed"
+        );
+        // A config entry may not take over an instance added by hand.
+        let clash = instance("cmgo-cli00000", InstanceSource::Config);
+        assert!(matches!(
+            c.sync_config_instances(&[clash]).await,
+            Err(CatalogError::InstanceExists { .. })
+        ));
+        // Reopening keeps the data (migrations are idempotent).
+        drop(c);
+        let c = catalog(&dir).await;
+        assert_eq!(c.instances().await.unwrap().len(), 2);
+    }
+}

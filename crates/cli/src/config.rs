@@ -1,0 +1,416 @@
+//! Configuration: the TOML file of design §2, every key optional, with
+//! `MONGOBAK_<SECTION>_<KEY>` environment overrides.
+//!
+//! Two stages, as in ripgrep's flags: [`ConfigFile`] is what the user wrote
+//! (all `Option`, unknown keys refused so typos surface), and [`Config`] is
+//! validated, with defaults filled in and paths resolved. Libraries get their
+//! own small config structs from [`Config`]; none of them reads files or
+//! the environment.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use jiff::tz::TimeZone;
+use serde::Deserialize;
+
+use mongobak_api::{ApiConfig, Policy, RateLimits, RootAccount, SubAccount, DEFAULT_REGIONS};
+use mongobak_server::{ServerConfig, TlsFiles};
+
+/// Sections whose scalar keys the environment may override.
+const ENV_SECTIONS: &[&str] = &["server", "metadata", "storage", "rate_limits"];
+
+/// The configuration file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[metadata]`.
+    #[serde(default)]
+    pub metadata: UrlSection,
+    /// `[storage]`.
+    #[serde(default)]
+    pub storage: UrlSection,
+    /// `[rate_limits]`.
+    #[serde(default)]
+    pub rate_limits: RateLimitSection,
+    /// `[[accounts]]`.
+    #[serde(default)]
+    pub accounts: Vec<AccountEntry>,
+    /// `[[instances]]`.
+    #[serde(default)]
+    pub instances: Vec<InstanceEntry>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address of the API and download endpoint (default 127.0.0.1:9000).
+    pub listen: Option<String>,
+    /// Base of the download URLs handed out (default from `listen`).
+    pub public_url: Option<String>,
+    /// Where the SQLite file, local blobs and generated keys live
+    /// (default `./mongobak-data`).
+    pub data_dir: Option<PathBuf>,
+    /// Zone of API time strings, backup names and schedules
+    /// (default Asia/Shanghai).
+    pub timezone: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain...
+    pub tls_cert_file: Option<PathBuf>,
+    /// ...and this PEM private key.
+    pub tls_key_file: Option<PathBuf>,
+    /// Largest request body in bytes (default 10 MiB).
+    pub max_body_bytes: Option<usize>,
+    /// Regions served (default: the public Tencent Cloud regions).
+    pub regions: Option<Vec<String>>,
+    /// Seconds in-flight requests get to finish at shutdown (default 30).
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// `[metadata]` and `[storage]`: one URL each.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlSection {
+    /// `sqlite://PATH` for metadata, `file://PATH` for storage.
+    pub url: Option<String>,
+}
+
+/// `[rate_limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Requests per second per account for every action (default 20).
+    pub default: Option<u32>,
+    /// Requests per second per account for named actions.
+    #[serde(default)]
+    pub actions: BTreeMap<String, u32>,
+}
+
+/// `[[accounts]]`: a root account.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountEntry {
+    /// AppId; without one, calls signed by this account fail the AppId check.
+    pub app_id: Option<u64>,
+    /// Uin of the account.
+    pub uin: String,
+    /// API key id.
+    pub secret_id: String,
+    /// API key secret.
+    pub secret_key: String,
+    /// Disable the account (its key stops working; its sub-accounts fail
+    /// the AppId check).
+    #[serde(default)]
+    pub disabled: bool,
+    /// `[[accounts.sub_users]]`.
+    #[serde(default)]
+    pub sub_users: Vec<SubUserEntry>,
+}
+
+/// `[[accounts.sub_users]]`: a sub-account with a policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubUserEntry {
+    /// Uin of the sub-account.
+    pub uin: String,
+    /// API key id.
+    pub secret_id: String,
+    /// API key secret.
+    pub secret_key: String,
+    /// Allowed actions (`mongodb:Describe*`).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Allowed resources (`qcs::mongodb:<region>:uin/<uin>:instance/<id>`);
+    /// default every resource.
+    pub resources: Option<Vec<String>>,
+    /// Disable the sub-account's key.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// `[[instances]]`: a deployment to back up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceEntry {
+    /// `cmgo-` + 8 `[a-z0-9]`; derived from owner and name when absent.
+    pub id: Option<String>,
+    /// Display name (default: the ID).
+    pub name: Option<String>,
+    /// Region (default ap-guangzhou).
+    pub region: Option<String>,
+    /// Owner's root Uin (default: the first root account).
+    pub owner_uin: Option<String>,
+    /// One URI per replica set / shard, in order.
+    pub replica_sets: Vec<String>,
+    /// A mongos URI, for a sharded cluster.
+    pub mongos: Option<String>,
+    /// Force the cluster type (default: sharded when there is more than one
+    /// URI or a mongos).
+    pub sharded: Option<bool>,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Base of download URLs.
+    pub public_url: String,
+    /// Data folder.
+    pub data_dir: PathBuf,
+    /// Metadata store URL.
+    pub metadata_url: String,
+    /// Blob storage URL.
+    pub storage_url: String,
+    /// Root accounts from the file (empty: use the generated one).
+    pub accounts: Vec<RootAccount>,
+    /// Instances from the file.
+    pub instances: Vec<InstanceEntry>,
+    /// Settings of the API layer.
+    pub api: ApiConfig,
+    /// Settings of the HTTP server.
+    pub server: ServerConfig,
+}
+
+impl Config {
+    /// Reads `path` (when given), applies the environment, validates.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.exists() {
+                bail!("the configuration file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("MONGOBAK_").filter_map(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            ENV_SECTIONS.iter().find_map(|section| {
+                key.strip_prefix(section)
+                    .and_then(|rest| rest.strip_prefix('_'))
+                    .filter(|rest| !rest.is_empty())
+                    .map(|rest| format!("{section}.{rest}").into())
+            })
+        }));
+        let file: ConfigFile = figment.extract().with_context(|| match path {
+            Some(p) => format!(
+                "invalid configuration in {} or MONGOBAK_* variables",
+                p.display()
+            ),
+            None => "invalid MONGOBAK_* environment variables".to_string(),
+        })?;
+        Config::validate(file)
+    }
+
+    fn validate(file: ConfigFile) -> anyhow::Result<Config> {
+        let server = file.server;
+        let listen_text = server.listen.as_deref().unwrap_or("127.0.0.1:9000");
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
+            format!("[server] listen = {listen_text:?} is not an address like 127.0.0.1:9000")
+        })?;
+        let tls = match (server.tls_cert_file, server.tls_key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => bail!("[server] tls_cert_file and tls_key_file must be given together"),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let public_url = server
+            .public_url
+            .unwrap_or_else(|| format!("{scheme}://{listen}"));
+        if tls.is_some() && !public_url.starts_with("https://") {
+            bail!("[server] public_url must start with https:// when TLS is on (it is {public_url:?})");
+        }
+        let data_dir = server
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("./mongobak-data"));
+        let timezone_name = server.timezone.as_deref().unwrap_or("Asia/Shanghai");
+        let timezone = TimeZone::get(timezone_name).with_context(|| {
+            format!("[server] timezone = {timezone_name:?} is not an IANA time zone")
+        })?;
+        let metadata_url = file
+            .metadata
+            .url
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("meta.db").display()));
+        if !metadata_url.starts_with("sqlite:") {
+            bail!("[metadata] url = {metadata_url:?}: this build supports sqlite://PATH");
+        }
+        let storage_url = file
+            .storage
+            .url
+            .unwrap_or_else(|| format!("file://{}", data_dir.join("blobs").display()));
+        if !storage_url.starts_with("file://") {
+            bail!("[storage] url = {storage_url:?}: this build supports file://PATH");
+        }
+        let regions: BTreeSet<String> = match server.regions {
+            Some(list) if list.is_empty() => {
+                bail!("[server] regions must name at least one region")
+            }
+            Some(list) => list.into_iter().collect(),
+            None => DEFAULT_REGIONS.iter().map(|r| r.to_string()).collect(),
+        };
+        let accounts = accounts(file.accounts)?;
+        for (n, entry) in file.instances.iter().enumerate() {
+            if entry.replica_sets.is_empty() {
+                bail!("[[instances]] entry {n} has no replica_sets URI");
+            }
+            if let Some(region) = &entry.region {
+                if !regions.contains(region) {
+                    bail!("[[instances]] entry {n}: region {region:?} is not among the served [server] regions");
+                }
+            }
+        }
+        let rate_limits = RateLimits {
+            default_per_second: file.rate_limits.default.unwrap_or(20),
+            per_action: file.rate_limits.actions.into_iter().collect(),
+        };
+        Ok(Config {
+            listen,
+            public_url,
+            data_dir,
+            metadata_url,
+            storage_url,
+            accounts,
+            instances: file.instances,
+            api: ApiConfig {
+                regions,
+                rate_limits,
+                max_clock_skew_secs: 300,
+                timezone,
+            },
+            server: ServerConfig {
+                max_body_bytes: server.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+                tls,
+                shutdown_grace: std::time::Duration::from_secs(
+                    server.shutdown_grace_secs.unwrap_or(30),
+                ),
+            },
+        })
+    }
+}
+
+fn accounts(entries: Vec<AccountEntry>) -> anyhow::Result<Vec<RootAccount>> {
+    let mut seen = BTreeSet::new();
+    let mut accounts = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let mut sub_accounts = Vec::with_capacity(entry.sub_users.len());
+        for sub in entry.sub_users {
+            if !seen.insert(sub.secret_id.clone()) {
+                bail!("the SecretId of sub-account {} is used twice", sub.uin);
+            }
+            sub_accounts.push(SubAccount {
+                uin: sub.uin,
+                secret_id: sub.secret_id,
+                secret_key: sub.secret_key,
+                disabled: sub.disabled,
+                policy: Policy {
+                    allow: sub.allow,
+                    resources: sub.resources.unwrap_or_else(|| vec!["*".to_string()]),
+                },
+            });
+        }
+        if !seen.insert(entry.secret_id.clone()) {
+            bail!("the SecretId of account {} is used twice", entry.uin);
+        }
+        accounts.push(RootAccount {
+            app_id: entry.app_id,
+            uin: entry.uin,
+            secret_id: entry.secret_id,
+            secret_key: entry.secret_key,
+            disabled: entry.disabled,
+            sub_accounts,
+        });
+    }
+    Ok(accounts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> anyhow::Result<Config> {
+        let file: ConfigFile = Figment::new().merge(Toml::string(toml)).extract()?;
+        Config::validate(file)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.public_url, "http://127.0.0.1:9000");
+        assert_eq!(c.metadata_url, "sqlite://./mongobak-data/meta.db");
+        assert_eq!(c.storage_url, "file://./mongobak-data/blobs");
+        assert_eq!(c.server.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.api.rate_limits.default_per_second, 20);
+        assert!(c.api.regions.contains("ap-guangzhou"));
+        assert!(c.accounts.is_empty());
+    }
+
+    #[test]
+    fn full_file() {
+        let c = parse(
+            r#"
+            [server]
+            listen = "0.0.0.0:9443"
+            data_dir = "/var/lib/mongobak"
+            timezone = "UTC"
+            tls_cert_file = "c.pem"
+            tls_key_file = "k.pem"
+            [rate_limits]
+            default = 5
+            actions = { DescribeDBInstances = 50 }
+            [[accounts]]
+            app_id = 1250000000
+            uin = "100000000001"
+            secret_id = "AKID1"
+            secret_key = "k1"
+            [[accounts.sub_users]]
+            uin = "100000000002"
+            secret_id = "AKID2"
+            secret_key = "k2"
+            allow = ["mongodb:Describe*"]
+            [[instances]]
+            id = "cmgo-abcd1234"
+            replica_sets = ["mongodb://127.0.0.1:27017"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.public_url, "https://0.0.0.0:9443");
+        assert_eq!(c.metadata_url, "sqlite:///var/lib/mongobak/meta.db");
+        assert_eq!(c.api.rate_limits.per_action["DescribeDBInstances"], 50);
+        assert_eq!(c.accounts[0].sub_accounts[0].policy.resources, vec!["*"]);
+        assert_eq!(c.instances.len(), 1);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = parse("[server]\nlisten = \"nowhere\"").unwrap_err();
+        assert!(format!("{e:#}").contains("listen"), "{e:#}");
+        let e = parse("[server]\nlsten = \"127.0.0.1:1\"").unwrap_err();
+        assert!(format!("{e:#}").contains("lsten"), "{e:#}");
+        let e = parse("[server]\ntls_cert_file = \"c.pem\"").unwrap_err();
+        assert!(format!("{e:#}").contains("together"), "{e:#}");
+        let e = parse("[server]\ntimezone = \"Mars/Olympus\"").unwrap_err();
+        assert!(format!("{e:#}").contains("timezone"), "{e:#}");
+        let e = parse("[[instances]]\nreplica_sets = []").unwrap_err();
+        assert!(format!("{e:#}").contains("replica_sets"), "{e:#}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("m.toml", "[server]\nlisten = \"127.0.0.1:1000\"\n")?;
+            jail.set_env("MONGOBAK_SERVER_LISTEN", "127.0.0.1:2000");
+            jail.set_env("MONGOBAK_RATE_LIMITS_DEFAULT", "7");
+            jail.set_env("MONGOBAK_ENDPOINT", "http://ignored");
+            let c = Config::load(Some(Path::new("m.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.to_string(), "127.0.0.1:2000");
+            assert_eq!(c.api.rate_limits.default_per_second, 7);
+            Ok(())
+        });
+    }
+}

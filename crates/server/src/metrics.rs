@@ -1,0 +1,59 @@
+//! Prometheus metrics of the API: requests by action and outcome, latency.
+//!
+//! One recorder per process (the `metrics` facade is global), installed on
+//! first use; every router of the process renders the same registry.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use mongobak_api::Action;
+
+/// Buckets of the latency histogram, in seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Handle to the process's metrics registry.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    handle: PrometheusHandle,
+}
+
+impl Metrics {
+    /// The process-wide registry, installed on first call.
+    pub(crate) fn get() -> Self {
+        static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+        let handle = HANDLE.get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("mongobak_api_request_duration_seconds".into()),
+                    LATENCY_BUCKETS,
+                )
+                .expect("the bucket list is not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed in this process")
+        });
+        Metrics {
+            handle: handle.clone(),
+        }
+    }
+
+    /// Counts one API request. Unknown action names are counted as `other`
+    /// so that arbitrary input cannot grow the label set.
+    pub(crate) fn record(&self, action: &str, code: &'static str, elapsed: Duration) {
+        let action = Action::ALL
+            .iter()
+            .find(|a| a.name() == action)
+            .map_or("other", |a| a.name());
+        metrics::counter!("mongobak_api_requests_total", "action" => action, "code" => code)
+            .increment(1);
+        metrics::histogram!("mongobak_api_request_duration_seconds", "action" => action)
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub(crate) fn render(&self) -> String {
+        self.handle.render()
+    }
+}
