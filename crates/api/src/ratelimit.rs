@@ -83,7 +83,7 @@ impl RateLimiter {
         }
         let log = logs
             .entry((uin.to_string(), action.to_string()))
-            .or_insert_with(|| VecDeque::with_capacity(limit));
+            .or_default();
         while log
             .front()
             .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)

@@ -401,6 +401,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
     fn environment_overrides_the_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("m.toml", "[server]\nlisten = \"127.0.0.1:1000\"\n")?;

@@ -1,0 +1,354 @@
+//! Shared fixtures of the server tests: an in-process server on a free
+//! port over a fresh SQLite catalog, a request signer, and a raw HTTP/1.1
+//! client that sends exactly the bytes a test asks for.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use mongobak_api::signature::{sha256_hex, Tc3Request};
+use mongobak_api::{Api, ApiConfig, Policy, RootAccount, SubAccount};
+use mongobak_catalog::{Catalog, ClusterType, Instance, InstanceSource};
+use mongobak_server::ServerConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+pub const ROOT_ID: &str = "AKIDrootrootrootrootrootrootroot0001";
+pub const ROOT_KEY: &str = "rootsecretrootsecretrootsecret01";
+pub const ROOT_UIN: &str = "100000000001";
+pub const SUB_ID: &str = "AKIDsubsubsubsubsubsubsubsubsub00002";
+pub const SUB_KEY: &str = "subsecretsubsecretsubsecretsub02";
+pub const INSTANCE: &str = "cmgo-test0001";
+
+/// A running server; stops when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(ServerConfig::default()).await
+    }
+
+    pub async fn start_with(config: ServerConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&format!("sqlite://{}/meta.db", dir.path().display()))
+            .await
+            .unwrap();
+        catalog
+            .add_instance(&Instance {
+                id: INSTANCE.into(),
+                name: "orders".into(),
+                region: "ap-guangzhou".into(),
+                owner_uin: ROOT_UIN.into(),
+                cluster_type: ClusterType::ReplicaSet,
+                replica_set_uris: vec![
+                    "mongodb://u:secret@127.0.0.1:27017/?directConnection=true".into()
+                ],
+                mongos_uri: None,
+                source: InstanceSource::Cli,
+                created_at: Timestamp::now(),
+            })
+            .await
+            .unwrap();
+        let accounts = [RootAccount {
+            app_id: Some(1_250_000_000),
+            uin: ROOT_UIN.into(),
+            secret_id: ROOT_ID.into(),
+            secret_key: ROOT_KEY.into(),
+            disabled: false,
+            sub_accounts: vec![SubAccount {
+                uin: "100000000002".into(),
+                secret_id: SUB_ID.into(),
+                secret_key: SUB_KEY.into(),
+                disabled: false,
+                policy: Policy {
+                    allow: vec!["mongodb:DescribeDBBackups".into()],
+                    resources: vec!["*".into()],
+                },
+            }],
+        }];
+        let api = Arc::new(Api::new(ApiConfig::default(), &accounts, catalog));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            mongobak_server::run(listener, api, config, token)
+                .await
+                .unwrap();
+        });
+        TestServer {
+            addr,
+            shutdown,
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+/// An HTTP response as read off the socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// `Response.Error.Code`, or None for a success envelope.
+    pub fn error_code(&self) -> Option<String> {
+        let json = self.json();
+        assert!(
+            json["Response"]["RequestId"].is_string(),
+            "no RequestId: {json}"
+        );
+        json["Response"]["Error"]["Code"]
+            .as_str()
+            .map(str::to_string)
+    }
+}
+
+/// Sends `head` (request line and headers, without the final blank line)
+/// and `body` over a fresh connection and reads the whole response.
+pub async fn send_raw(addr: SocketAddr, head: &str, body: &[u8]) -> RawResponse {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    stream.write_all(&request).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> RawResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// What a TC3-signed test request is made of.
+pub struct Tc3 {
+    pub method: &'static str,
+    pub action: String,
+    pub version: String,
+    pub region: Option<String>,
+    pub timestamp: i64,
+    pub content_type: String,
+    pub query: String,
+    pub body: Vec<u8>,
+    /// The Host header sent.
+    pub host: String,
+    /// The host the signature covers (defaults to `host`).
+    pub signed_host: Option<String>,
+    pub service: String,
+    pub secret_id: String,
+    pub secret_key: String,
+    pub extra_headers: Vec<(String, String)>,
+}
+
+impl Tc3 {
+    /// A POST JSON DescribeDBInstances by the root account.
+    pub fn post_json(server: &TestServer, body: &str) -> Self {
+        Tc3 {
+            method: "POST",
+            action: "DescribeDBInstances".into(),
+            version: "2019-07-25".into(),
+            region: Some("ap-guangzhou".into()),
+            timestamp: Timestamp::now().as_second(),
+            content_type: "application/json".into(),
+            query: String::new(),
+            body: body.as_bytes().to_vec(),
+            host: server.host(),
+            signed_host: None,
+            service: "mongodb".into(),
+            secret_id: ROOT_ID.into(),
+            secret_key: ROOT_KEY.into(),
+            extra_headers: Vec::new(),
+        }
+    }
+
+    /// A GET with flattened parameters in the query.
+    pub fn get(server: &TestServer, query: &str) -> Self {
+        Tc3 {
+            method: "GET",
+            content_type: "application/x-www-form-urlencoded".into(),
+            query: query.into(),
+            body: Vec::new(),
+            ..Tc3::post_json(server, "")
+        }
+    }
+
+    pub fn authorization(&self) -> String {
+        let signed_host = self
+            .signed_host
+            .clone()
+            .unwrap_or_else(|| self.host.clone());
+        let headers = [
+            ("content-type", self.content_type.as_str()),
+            ("host", signed_host.as_str()),
+        ];
+        let date = Timestamp::from_second(self.timestamp)
+            .unwrap()
+            .strftime("%Y-%m-%d")
+            .to_string();
+        let hash = sha256_hex(&self.body);
+        Tc3Request {
+            method: self.method,
+            query: &self.query,
+            headers: &headers,
+            payload_hash: &hash,
+            timestamp: self.timestamp,
+            date: &date,
+            service: &self.service,
+        }
+        .authorization(&self.secret_id, &self.secret_key)
+    }
+
+    pub fn head(&self, authorization: &str) -> String {
+        let target = if self.query.is_empty() {
+            "/".to_string()
+        } else {
+            format!("/?{}", self.query)
+        };
+        let mut head = format!(
+            "{} {target} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nX-TC-Action: {}\r\nX-TC-Version: {}\r\nX-TC-Timestamp: {}\r\nAuthorization: {authorization}",
+            self.method, self.host, self.content_type, self.action, self.version, self.timestamp
+        );
+        if let Some(region) = &self.region {
+            head.push_str(&format!("\r\nX-TC-Region: {region}"));
+        }
+        for (name, value) in &self.extra_headers {
+            head.push_str(&format!("\r\n{name}: {value}"));
+        }
+        head
+    }
+
+    pub async fn send(&self, server: &TestServer) -> RawResponse {
+        send_raw(server.addr, &self.head(&self.authorization()), &self.body).await
+    }
+}
+
+/// Builds and signs a v1 request's parameters; returns the encoded
+/// parameter string (query or form body).
+pub fn v1_params(
+    method: &str,
+    signed_host: &str,
+    business: &[(&str, &str)],
+    signature_method: Option<&str>,
+    secret_key: &str,
+) -> String {
+    let timestamp = Timestamp::now().as_second().to_string();
+    let mut params: Vec<(String, String)> = business
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (k, v) in [
+        ("Action", "DescribeDBInstances"),
+        ("Version", "2019-07-25"),
+        ("Region", "ap-guangzhou"),
+        ("Timestamp", timestamp.as_str()),
+        ("Nonce", "0"),
+        ("SecretId", ROOT_ID),
+        ("RequestClient", "SDK_TEST_1.0"),
+    ] {
+        params.push((k.into(), v.into()));
+    }
+    let method_name = signature_method.unwrap_or("HmacSHA1");
+    if let Some(m) = signature_method {
+        params.push(("SignatureMethod".into(), m.into()));
+    }
+    let pairs: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let to_sign = mongobak_api::signature::v1_string_to_sign(method, signed_host, &pairs);
+    let signature = mongobak_api::signature::v1_sign(
+        mongobak_api::signature::V1Method::parse(method_name)
+            .unwrap_or(mongobak_api::signature::V1Method::HmacSha1),
+        secret_key,
+        &to_sign,
+    );
+    params.push(("Signature".into(), signature));
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish()
+}
