@@ -33,7 +33,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the API server (and, as they arrive, task workers and scheduler).
+    /// Run the API server.
     Serve(ServeArgs),
     /// Register, list and remove the MongoDB deployments to back up.
     #[command(subcommand)]
