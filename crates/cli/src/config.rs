@@ -160,8 +160,9 @@ pub struct InstanceEntry {
 pub struct Config {
     /// Address to bind.
     pub listen: SocketAddr,
-    /// Base of download URLs.
-    pub public_url: String,
+    /// Base of download URLs; `None` means the address actually bound
+    /// (which differs from `listen` when it asks for port 0).
+    pub public_url: Option<String>,
     /// Data folder.
     pub data_dir: PathBuf,
     /// Metadata store URL.
@@ -218,12 +219,16 @@ impl Config {
             (None, None) => None,
             _ => bail!("[server] tls_cert_file and tls_key_file must be given together"),
         };
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let public_url = server
-            .public_url
-            .unwrap_or_else(|| format!("{scheme}://{listen}"));
-        if tls.is_some() && !public_url.starts_with("https://") {
-            bail!("[server] public_url must start with https:// when TLS is on (it is {public_url:?})");
+        let public_url = server.public_url;
+        if let Some(url) = &public_url {
+            let scheme_ok = if tls.is_some() {
+                url.starts_with("https://")
+            } else {
+                url.starts_with("http://") || url.starts_with("https://")
+            };
+            if !scheme_ok {
+                bail!("[server] public_url = {url:?} must start with https:// (or http:// without TLS)");
+            }
         }
         let data_dir = server
             .data_dir
@@ -341,7 +346,7 @@ mod tests {
     fn defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
-        assert_eq!(c.public_url, "http://127.0.0.1:9000");
+        assert_eq!(c.public_url, None);
         assert_eq!(c.metadata_url, "sqlite://./mongobak-data/meta.db");
         assert_eq!(c.storage_url, "file://./mongobak-data/blobs");
         assert_eq!(c.server.max_body_bytes, 10 * 1024 * 1024);
@@ -379,7 +384,12 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(c.public_url, "https://0.0.0.0:9443");
+        assert_eq!(c.public_url, None);
+        let e = parse(
+            "[server]\ntls_cert_file = \"c\"\ntls_key_file = \"k\"\npublic_url = \"http://x\"",
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("public_url"), "{e:#}");
         assert_eq!(c.metadata_url, "sqlite:///var/lib/mongobak/meta.db");
         assert_eq!(c.api.rate_limits.per_action["DescribeDBInstances"], 50);
         assert_eq!(c.accounts[0].sub_accounts[0].policy.resources, vec!["*"]);

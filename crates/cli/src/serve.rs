@@ -53,11 +53,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         "http"
     };
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{bound}"));
     println!("mongobak listening on {scheme}://{bound}");
     tracing::info!(
         address = %bound,
         data_dir = %config.data_dir.display(),
-        public_url = %config.public_url,
+        public_url = %public_url,
         "mongobak started"
     );
 

@@ -1,0 +1,305 @@
+"""Test accounts, instances and a `mongobak serve` process for the SDK suite.
+
+The fixtures in conftest.py build on this module; tests import the
+constants (keys, instance IDs) from here.
+"""
+
+import os
+import queue
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+# How long a server may take to print its listening line.
+START_TIMEOUT = 30.0
+# How long a server may take to exit after SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
+
+PROXY_VARIABLES = (
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+)
+
+
+def mongobak_bin() -> str:
+    default = Path(__file__).resolve().parents[2] / "target" / "debug" / "mongobak"
+    return os.environ.get("MONGOBAK_BIN", str(default))
+
+
+def client_env(**extra: str) -> Dict[str, str]:
+    """The environment for client subprocesses: no proxies."""
+    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARIABLES}
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class Key:
+    """An API key and the Uin it belongs to."""
+
+    uin: str
+    secret_id: str
+    secret_key: str
+
+
+# Root account A: has an AppId, owns three instances.
+KEY_A = Key("100000000001", "AKIDmbA7x2Qk9LfT4sVn8RwZ3pYc6HuJ0eGd", "mbA1k9Vq3Zr7Tw2Lp5Xs8Cf4Hn6Jd0Gb")
+# Sub-account of A allowed only mongodb:DescribeDBBackups.
+KEY_A_DENIED = Key("100000000002", "AKIDmbS2d8Fh3Jk6Lq9Wz4Xc7Vb1Nm5Pt0Ry", "mbS2p4Rt8Yu1Io3Pa6Sd9Fg2Hj5Kl7Zx0")
+# Sub-account of A allowed mongodb:Describe* on one instance only.
+KEY_A_ONE = Key("100000000003", "AKIDmbS3w5Ee7Rr9Tt2Yy4Uu6Ii8Oo1Pp3Aa", "mbS3m6Nb9Vc2Xz5Lk8Jh1Gf4Ds7Aq0We")
+# Root account B: owns one instance.
+KEY_B = Key("100000000011", "AKIDmbB4q7Wm1Ek5Rn9Tb3Yv6Uc8Ix2Oz0Pa", "mbB4s1Dd5Ff8Gg2Hh6Jj9Kk3Ll7Zz0Xx")
+# Root account C: no AppId configured.
+KEY_C = Key("100000000021", "AKIDmbC5z8Xn2Cm6Vb0Nq4Wl7Ek1Rj3Tf9Yh", "mbC5a3Ss7Dd1Ff4Gg8Hh2Jj6Kk9Ll0Qq")
+# Root account D: disabled, with a sub-user.
+KEY_D = Key("100000000031", "AKIDmbD6r1Ty4Ui7Op0As3Df6Gh9Jk2Lz5Xc", "mbD6w2Ee4Rr6Tt8Yy0Uu3Ii5Oo7Pp9Aa")
+KEY_D_SUB = Key("100000000032", "AKIDmbD7v3Bn6Mq9Wx2Ce5Rv8Tb1Yn4Um7Ik", "mbD7k5Ll9Zz3Xx7Cc1Vv5Bb9Nn3Mm7Qq")
+
+# A's instances. In ap-guangzhou, sorted by CreateTime DESC (the default
+# order; ties on the creation second fall back to the ID, descending), the
+# sharded cluster comes first.
+A_REPLICA = "cmgo-ord3rs01"  # replica set "orders"
+A_SHARDED = "cmgo-shard002"  # sharded cluster "analytics", 2 shards
+A_SHANGHAI = "cmgo-shang001"  # replica set "reports" in ap-shanghai
+B_INSTANCE = "cmgo-bbbb0001"  # B's replica set in ap-guangzhou
+B_NAME = "订单 orders-b"  # non-ASCII, with a space: exercises every encoding
+A_GUANGZHOU = {A_REPLICA, A_SHARDED}
+
+
+def accounts_toml() -> str:
+    return f"""
+[[accounts]]
+app_id = 1250000001
+uin = "{KEY_A.uin}"
+secret_id = "{KEY_A.secret_id}"
+secret_key = "{KEY_A.secret_key}"
+
+[[accounts.sub_users]]
+uin = "{KEY_A_DENIED.uin}"
+secret_id = "{KEY_A_DENIED.secret_id}"
+secret_key = "{KEY_A_DENIED.secret_key}"
+allow = ["mongodb:DescribeDBBackups"]
+
+[[accounts.sub_users]]
+uin = "{KEY_A_ONE.uin}"
+secret_id = "{KEY_A_ONE.secret_id}"
+secret_key = "{KEY_A_ONE.secret_key}"
+allow = ["mongodb:Describe*"]
+resources = ["qcs::mongodb:ap-guangzhou:uin/{KEY_A.uin}:instance/cmgo-ord3*"]
+
+[[accounts]]
+app_id = 1250000011
+uin = "{KEY_B.uin}"
+secret_id = "{KEY_B.secret_id}"
+secret_key = "{KEY_B.secret_key}"
+
+[[accounts]]
+uin = "{KEY_C.uin}"
+secret_id = "{KEY_C.secret_id}"
+secret_key = "{KEY_C.secret_key}"
+
+[[accounts]]
+app_id = 1250000031
+uin = "{KEY_D.uin}"
+secret_id = "{KEY_D.secret_id}"
+secret_key = "{KEY_D.secret_key}"
+disabled = true
+
+[[accounts.sub_users]]
+uin = "{KEY_D_SUB.uin}"
+secret_id = "{KEY_D_SUB.secret_id}"
+secret_key = "{KEY_D_SUB.secret_key}"
+allow = ["mongodb:*"]
+"""
+
+
+def _instances_toml() -> str:
+    return f"""
+[[instances]]
+id = "{A_REPLICA}"
+name = "orders"
+region = "ap-guangzhou"
+owner_uin = "{KEY_A.uin}"
+replica_sets = ["mongodb://10.0.0.11:27017/?replicaSet=rs0"]
+
+[[instances]]
+id = "{A_SHARDED}"
+name = "analytics"
+region = "ap-guangzhou"
+owner_uin = "{KEY_A.uin}"
+replica_sets = [
+  "mongodb://backup:s3cr3t@10.0.1.21:27018,10.0.1.22:27018/?replicaSet=shard0",
+  "mongodb://10.0.1.31:27019/?replicaSet=shard1",
+]
+
+[[instances]]
+id = "{A_SHANGHAI}"
+name = "reports"
+region = "ap-shanghai"
+owner_uin = "{KEY_A.uin}"
+replica_sets = ["mongodb://10.0.2.11:27017/?directConnection=true"]
+
+[[instances]]
+id = "{B_INSTANCE}"
+name = "{B_NAME}"
+region = "ap-guangzhou"
+owner_uin = "{KEY_B.uin}"
+replica_sets = ["mongodb://10.1.0.11:27017/"]
+"""
+
+
+# The default server lets the suite call as fast as it likes; the rate limit
+# test sets its own limits.
+UNLIMITED = "[rate_limits]\ndefault = 100000\n"
+
+
+def default_body(rate_limits: str = UNLIMITED) -> str:
+    """Accounts and instances of the default server after a [rate_limits]
+    table."""
+    return rate_limits + accounts_toml() + _instances_toml()
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+@dataclass(eq=False)
+class Server:
+    """A running `mongobak serve`."""
+
+    proc: subprocess.Popen
+    url: str
+    endpoint: str  # "127.0.0.1:PORT"
+    port: int
+    data_dir: Path
+    config_path: Path
+    stderr_path: Path
+    keys: Dict[str, Key] = field(default_factory=dict)
+    _stderr_file: Optional[object] = None
+    _stdout_pump: Optional[threading.Thread] = None
+
+    def stderr_tail(self, limit: int = 8000) -> str:
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[-limit:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._stdout_pump:
+            # The pump closes stdout at EOF, which the exit brings.
+            self._stdout_pump.join(timeout=STOP_TIMEOUT)
+        if self._stderr_file:
+            self._stderr_file.close()
+            self._stderr_file = None
+        LIVE_SERVERS.discard(self)
+
+
+# Servers started and not yet stopped, for failure reports.
+LIVE_SERVERS: set = set()
+
+
+def start_server(
+    directory: Path,
+    body: str,
+    server_options: Optional[dict] = None,
+) -> Server:
+    """Writes a config into `directory`, starts `mongobak serve` and waits
+    for its listening line. `body` is the TOML after [server]."""
+    directory.mkdir(parents=True, exist_ok=True)
+    data_dir = directory / "data"
+    options = {"listen": "127.0.0.1:0", "data_dir": str(data_dir), "timezone": "Asia/Shanghai"}
+    options.update(server_options or {})
+    server_toml = "[server]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in options.items())
+    config_path = directory / "mongobak.toml"
+    config_path.write_text(server_toml + body, encoding="utf-8")
+    stderr_path = directory / "mongobak.stderr.log"
+    stderr_file = open(stderr_path, "wb")
+    env = client_env(RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
+    # MONGOBAK_* variables would override the file.
+    env = {k: v for k, v in env.items() if not k.startswith("MONGOBAK_")}
+    proc = subprocess.Popen(
+        [mongobak_bin(), "serve", "--config", str(config_path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr_file,
+        env=env,
+        text=True,
+    )
+    lines: "queue.Queue[Optional[str]]" = queue.Queue()
+
+    def pump() -> None:
+        with proc.stdout:
+            for line in proc.stdout:
+                lines.put(line)
+        lines.put(None)
+
+    pump_thread = threading.Thread(target=pump, daemon=True)
+    pump_thread.start()
+    url = None
+    deadline = time.monotonic() + START_TIMEOUT
+    try:
+        while url is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RuntimeError(f"mongobak did not print its address within {START_TIMEOUT} s")
+            try:
+                line = lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise RuntimeError(f"mongobak exited before listening (status {proc.wait()})")
+            prefix = "mongobak listening on "
+            if line.startswith(prefix):
+                url = line[len(prefix):].strip()
+    except Exception as exc:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stderr_file.close()
+        raise RuntimeError(f"{exc}\n--- mongobak stderr ---\n{stderr_path.read_text(errors='replace')}") from None
+    endpoint = url.split("://", 1)[1]
+    server = Server(
+        proc=proc,
+        url=url,
+        endpoint=endpoint,
+        port=int(endpoint.rsplit(":", 1)[1]),
+        data_dir=data_dir,
+        config_path=config_path,
+        stderr_path=stderr_path,
+        keys={
+            "A": KEY_A,
+            "A_DENIED": KEY_A_DENIED,
+            "A_ONE": KEY_A_ONE,
+            "B": KEY_B,
+            "C": KEY_C,
+            "D": KEY_D,
+            "D_SUB": KEY_D_SUB,
+        },
+        _stderr_file=stderr_file,
+        _stdout_pump=pump_thread,
+    )
+    LIVE_SERVERS.add(server)
+    return server
