@@ -1,0 +1,333 @@
+//! Logical backups of MongoDB deployments into blob storage.
+//!
+//! [`run_backup`] takes a registered instance (one connection URI per replica
+//! set / shard) and writes a consistent logical backup under a prefix of a
+//! [`BlobStore`], in the format of [`format`]:
+//!
+//! 1. connect to every replica set and record its oplog position before the
+//!    first read ([`replica_set`]);
+//! 2. dump every namespace a full-instance `mongodump` would (all databases
+//!    but `local` and `config`; users, roles and `admin.system.version`;
+//!    view definitions; collection options, indexes and UUIDs), collections
+//!    in parallel, documents streamed into zstd segments ([`segment`]);
+//! 3. pick the end time: the replica set's last oplog entry, or, for a
+//!    sharded cluster, one common cluster time for all shards (the method
+//!    of Percona Backup for MongoDB), waiting until each shard has passed it;
+//! 4. capture each oplog slice from the start position to the end time, so
+//!    that replaying it over the documents gives the state at the end time;
+//! 5. write the manifests, the backup's own last: it is the commit point.
+//!
+//! On any failure everything written under the prefix is deleted.
+
+#![deny(missing_docs)]
+
+pub mod format;
+mod replica_set;
+pub mod segment;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use mongobak_blob::{BlobError, BlobStore};
+use sha2::{Digest, Sha256};
+
+use crate::format::{
+    BackupManifest, OplogTime, ReplicaSetEntry, ReplicaSetManifest, FORMAT, MANIFEST,
+};
+use crate::replica_set::ReplicaSetSource;
+
+pub use segment::SegmentReader;
+
+/// Why a backup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// The replica set could not be reached or refused the credentials.
+    #[error("cannot connect to replica set {replica_set}: {source}")]
+    Connect {
+        /// `<instance>_<n>`.
+        replica_set: String,
+        /// The driver's error.
+        source: Box<mongodb::error::Error>,
+    },
+    /// The server is not a replica set member, so it has no oplog.
+    #[error("{replica_set} is not a replica set member: a consistent backup needs the oplog")]
+    NotReplicaSet {
+        /// `<instance>_<n>`.
+        replica_set: String,
+    },
+    /// A command or read failed during the backup.
+    #[error("replica set {replica_set}: {action} failed: {source}")]
+    Mongo {
+        /// `<instance>_<n>`.
+        replica_set: String,
+        /// What was being done.
+        action: String,
+        /// The driver's error.
+        source: Box<mongodb::error::Error>,
+    },
+    /// The oplog lost the start position while the backup ran.
+    #[error(
+        "replica set {replica_set}: the oplog no longer holds the backup's start position; \
+         it is too small for a backup of this duration"
+    )]
+    OplogRolledOver {
+        /// `<instance>_<n>`.
+        replica_set: String,
+    },
+    /// A shard's oplog did not reach the common cluster time.
+    #[error("shard {replica_set} did not reach the common cluster time within {waited_secs} s")]
+    ClusterTimeNotReached {
+        /// `<instance>_<n>`.
+        replica_set: String,
+        /// How long we waited.
+        waited_secs: u64,
+    },
+    /// Blob storage failed.
+    #[error(transparent)]
+    Storage(#[from] BlobError),
+    /// zstd failed.
+    #[error("compression failed: {0}")]
+    Compression(std::io::Error),
+    /// Stored data does not match its manifest.
+    #[error("stored data at {path} is damaged: {detail}")]
+    Corrupt {
+        /// The object.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl DumpError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DumpError::Storage(e) => e.is_transient(),
+            DumpError::Connect { .. }
+            | DumpError::Mongo { .. }
+            | DumpError::ClusterTimeNotReached { .. } => true,
+            DumpError::NotReplicaSet { .. }
+            | DumpError::OplogRolledOver { .. }
+            | DumpError::Compression(_)
+            | DumpError::Corrupt { .. } => false,
+        }
+    }
+}
+
+/// Tuning of a backup.
+#[derive(Debug, Clone)]
+pub struct DumpOptions {
+    /// Collections dumped at once within one replica set.
+    pub collection_concurrency: usize,
+    /// Uncompressed BSON bytes per segment.
+    pub segment_bytes: u64,
+    /// zstd level of the segments.
+    pub zstd_level: i32,
+    /// How long a shard may take to reach the common cluster time.
+    pub cluster_time_wait: Duration,
+    /// Largest clock difference assumed between shards whose oplog cannot be
+    /// advanced on demand (no `appendOplogNote`): once the local clock is
+    /// this far past the common time, no later write can be stamped before it.
+    pub clock_skew_allowance: Duration,
+}
+
+impl Default for DumpOptions {
+    fn default() -> Self {
+        DumpOptions {
+            collection_concurrency: 4,
+            segment_bytes: 256 << 20,
+            zstd_level: 1,
+            cluster_time_wait: Duration::from_secs(60),
+            clock_skew_allowance: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What to back up.
+#[derive(Debug, Clone)]
+pub struct BackupSource {
+    /// The instance ID.
+    pub instance_id: String,
+    /// Cut every replica set at one common cluster time.
+    pub sharded: bool,
+    /// `(replica set id, connection URI)`, in order.
+    pub replica_sets: Vec<(String, String)>,
+}
+
+/// Progress of a running backup, readable from other tasks.
+#[derive(Debug, Default)]
+pub struct Progress {
+    expected_documents: AtomicU64,
+    documents: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Progress {
+    /// Percent done (0-99 while running), by documents against the
+    /// servers' estimated counts.
+    pub fn percent(&self) -> u64 {
+        let expected = self.expected_documents.load(Ordering::Relaxed).max(1);
+        (self.documents.load(Ordering::Relaxed) * 100 / expected).min(99)
+    }
+
+    /// Documents dumped so far.
+    pub fn documents(&self) -> u64 {
+        self.documents.load(Ordering::Relaxed)
+    }
+
+    /// BSON bytes dumped so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn expect(&self, documents: u64) {
+        self.expected_documents
+            .fetch_add(documents, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dumped(&self, bytes: u64) {
+        self.documents.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Backs up `source` under `prefix` (no trailing `/`) in `store` and returns
+/// the manifest, which is the last thing written. On failure nothing is
+/// left under the prefix.
+pub async fn run_backup(
+    source: &BackupSource,
+    store: &BlobStore,
+    prefix: &str,
+    options: &DumpOptions,
+    progress: &Progress,
+) -> Result<BackupManifest, DumpError> {
+    let result = backup(source, store, prefix, options, progress).await;
+    if result.is_err() {
+        if let Err(e) = store.delete_prefix(&format!("{prefix}/")).await {
+            tracing::error!(prefix, error = %e, "cannot delete the data of a failed backup");
+        }
+    }
+    result
+}
+
+async fn backup(
+    source: &BackupSource,
+    store: &BlobStore,
+    prefix: &str,
+    options: &DumpOptions,
+    progress: &Progress,
+) -> Result<BackupManifest, DumpError> {
+    let started_at = jiff::Timestamp::now().as_second();
+    let sources = try_join_all(
+        source
+            .replica_sets
+            .iter()
+            .map(|(id, uri)| ReplicaSetSource::connect(id, uri)),
+    )
+    .await?;
+
+    // Documents of every replica set, in parallel.
+    let collections = try_join_all(sources.iter().map(|rs| {
+        let folder = format!("{prefix}/{}", rs.id);
+        rs.dump_collections(store, folder, options, progress)
+    }))
+    .await?;
+
+    // The end time of each oplog slice.
+    let local_ends = try_join_all(sources.iter().map(|rs| rs.last_oplog_time())).await?;
+    let ends: Vec<OplogTime> = if source.sharded {
+        let common = local_ends.iter().copied().max().unwrap_or(OplogTime::ZERO);
+        try_join_all(sources.iter().map(|rs| rs.wait_until_past(common, options))).await?;
+        vec![common; sources.len()]
+    } else {
+        local_ends
+    };
+
+    let oplogs = try_join_all(sources.iter().zip(&ends).map(|(rs, end)| {
+        let folder = format!("{prefix}/{}/oplog", rs.id);
+        rs.capture_oplog(*end, store, folder, options)
+    }))
+    .await?;
+
+    let mut entries = Vec::with_capacity(sources.len());
+    for ((rs, collections), (oplog, end)) in sources
+        .iter()
+        .zip(collections)
+        .zip(oplogs.into_iter().zip(ends))
+    {
+        let manifest = ReplicaSetManifest {
+            format: FORMAT.to_string(),
+            replica_set_id: rs.id.clone(),
+            set_name: rs.set_name.clone(),
+            server_version: rs.server_version.clone(),
+            oplog_start: rs.oplog_start,
+            oplog_end: end,
+            collections,
+            oplog,
+        };
+        let stored_bytes = manifest
+            .collections
+            .iter()
+            .map(|c| c.data.stored_bytes)
+            .sum::<u64>()
+            + manifest.oplog.stored_bytes;
+        let raw_bytes = manifest
+            .collections
+            .iter()
+            .map(|c| c.data.raw_bytes)
+            .sum::<u64>()
+            + manifest.oplog.raw_bytes;
+        let path = format!("{prefix}/{}/{MANIFEST}", rs.id);
+        let bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+        let manifest_sha256 = hex::encode(Sha256::digest(&bytes));
+        store.put(&path, bytes).await?;
+        entries.push(ReplicaSetEntry {
+            replica_set_id: rs.id.clone(),
+            manifest: path,
+            manifest_sha256,
+            stored_bytes,
+            raw_bytes,
+        });
+    }
+    let manifest = BackupManifest {
+        format: FORMAT.to_string(),
+        instance_id: source.instance_id.clone(),
+        sharded: source.sharded,
+        started_at,
+        finished_at: jiff::Timestamp::now().as_second(),
+        replica_sets: entries,
+    };
+    let bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+    store.put(&format!("{prefix}/{MANIFEST}"), bytes).await?;
+    Ok(manifest)
+}
+
+/// Reads a backup's manifest and the manifests of its replica sets,
+/// checking each against the digest recorded for it.
+pub async fn read_manifests(
+    store: &BlobStore,
+    prefix: &str,
+) -> Result<(BackupManifest, Vec<ReplicaSetManifest>), DumpError> {
+    let path = format!("{prefix}/{MANIFEST}");
+    let top: BackupManifest = parse_json(&path, &store.get(&path).await?)?;
+    let mut sets = Vec::with_capacity(top.replica_sets.len());
+    for entry in &top.replica_sets {
+        let bytes = store.get(&entry.manifest).await?;
+        if hex::encode(Sha256::digest(&bytes)) != entry.manifest_sha256 {
+            return Err(DumpError::Corrupt {
+                path: entry.manifest.clone(),
+                detail: "its SHA-256 does not match the backup manifest".into(),
+            });
+        }
+        sets.push(parse_json(&entry.manifest, &bytes)?);
+    }
+    Ok((top, sets))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T, DumpError> {
+    serde_json::from_slice(bytes).map_err(|e| DumpError::Corrupt {
+        path: path.to_string(),
+        detail: e.to_string(),
+    })
+}
