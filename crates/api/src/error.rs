@@ -52,6 +52,10 @@ pub enum ErrorKind {
     NotFoundInstance,
     /// `InvalidParameterValue.OffsetParaOutOfRange`.
     OffsetOutOfRange,
+    /// `InvalidParameterValue.StatusAbnormal`: the object's state forbids it.
+    StatusAbnormal,
+    /// `InvalidParameterValue.TimeFormatErr`.
+    TimeFormatErr,
     /// `MissingParameter`: a required parameter is absent.
     MissingParameter,
     /// `NoSuchVersion`: the Version is not `2019-07-25`.
@@ -91,6 +95,8 @@ impl ErrorKind {
             LimitOutOfRange => "InvalidParameterValue.LimitParaOutOfRange",
             NotFoundInstance => "InvalidParameterValue.NotFoundInstance",
             OffsetOutOfRange => "InvalidParameterValue.OffsetParaOutOfRange",
+            StatusAbnormal => "InvalidParameterValue.StatusAbnormal",
+            TimeFormatErr => "InvalidParameterValue.TimeFormatErr",
             MissingParameter => "MissingParameter",
             NoSuchVersion => "NoSuchVersion",
             RequestLimitExceeded => "RequestLimitExceeded",

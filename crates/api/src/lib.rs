@@ -40,6 +40,7 @@ pub use error::{ApiError, ErrorKind};
 pub use ratelimit::RateLimits;
 pub use request::RawRequest;
 
+use mongobak_blob::BlobStore;
 use mongobak_catalog::{Catalog, CatalogError};
 
 /// The only API version of the mongodb service.
@@ -100,6 +101,7 @@ pub struct Api {
     directory: Directory,
     limiter: ratelimit::RateLimiter,
     catalog: Catalog,
+    store: BlobStore,
 }
 
 /// What [`Api::handle`] answers, with what the server logs and counts.
@@ -119,13 +121,19 @@ pub struct Reply {
 }
 
 impl Api {
-    /// The API over `catalog` for the callers in `accounts`.
-    pub fn new(config: ApiConfig, accounts: &[RootAccount], catalog: Catalog) -> Self {
+    /// The API over `catalog` and `store` for the callers in `accounts`.
+    pub fn new(
+        config: ApiConfig,
+        accounts: &[RootAccount],
+        catalog: Catalog,
+        store: BlobStore,
+    ) -> Self {
         Api {
             limiter: ratelimit::RateLimiter::new(config.rate_limits.clone()),
             directory: Directory::new(accounts),
             config,
             catalog,
+            store,
         }
     }
 
@@ -227,6 +235,22 @@ impl Api {
             .to_string()
     }
 
+    /// [`format_time`](Self::format_time), or `""` for no time.
+    pub fn format_optional_time(&self, t: Option<Timestamp>) -> String {
+        t.map(|t| self.format_time(t)).unwrap_or_default()
+    }
+
+    /// Parses a `YYYY-MM-DD hh:mm:ss` parameter in the configured zone
+    /// (`InvalidParameterValue.TimeFormatErr` naming `name` otherwise).
+    pub fn parse_time(&self, name: &str, text: &str) -> Result<Timestamp, ApiError> {
+        actions::parse_api_time(&self.config.timezone, name, text)
+    }
+
+    /// The blob store behind the API.
+    pub fn store(&self) -> &BlobStore {
+        &self.store
+    }
+
     /// The metadata store behind the API.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
@@ -263,6 +287,10 @@ pub(crate) fn catalog_error(error: CatalogError) -> ApiError {
         CatalogError::InstanceExists { id } => ApiError::new(
             ErrorKind::InvalidParameterValue,
             format!("An instance with ID {id} already exists."),
+        ),
+        CatalogError::BackupInProgress { instance_id } => ApiError::new(
+            ErrorKind::StatusAbnormal,
+            format!("A backup of instance {instance_id} is already queued or running; wait for it to finish."),
         ),
         e @ (CatalogError::UnsupportedUrl { .. }
         | CatalogError::CreateDir { .. }

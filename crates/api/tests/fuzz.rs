@@ -44,7 +44,10 @@ fn fixture() -> &'static Fixture {
         }];
         let mut config = ApiConfig::default();
         config.rate_limits.default_per_second = u32::MAX;
-        let api = Arc::new(Api::new(config, &accounts, catalog));
+        let store =
+            mongobak_blob::BlobStore::open(&format!("file://{}/blobs", dir.path().display()))
+                .unwrap();
+        let api = Arc::new(Api::new(config, &accounts, catalog, store));
         Fixture {
             runtime,
             api,

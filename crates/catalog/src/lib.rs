@@ -3,6 +3,7 @@
 //! Layout:
 //! * [`instance`]: registered MongoDB deployments (replica sets and sharded
 //!   clusters) and their `<id>_<n>` replica set IDs.
+//! * [`backup`]: backups, their life cycle and queue.
 //! * [`store`]: [`Catalog`], the metadata store on SQLite through sqlx, with
 //!   embedded migrations.
 //!
@@ -11,8 +12,10 @@
 
 #![deny(missing_docs)]
 
+pub mod backup;
 pub mod instance;
 pub mod store;
 
+pub use backup::{Backup, BackupStatus, BackupType, NewBackup};
 pub use instance::{ClusterType, Instance, InstanceSource};
 pub use store::{Catalog, CatalogError};

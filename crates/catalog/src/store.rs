@@ -6,7 +6,10 @@
 //! needs no set-up.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use jiff::Timestamp;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
@@ -37,6 +40,12 @@ pub enum CatalogError {
         /// The ID.
         id: String,
     },
+    /// A backup of the instance is already queued or running.
+    #[error("a backup of instance {instance_id} is already queued or running")]
+    BackupInProgress {
+        /// The instance.
+        instance_id: String,
+    },
     /// A stored row does not decode (written by a newer version?).
     #[error("the metadata row of {what} is unreadable: {detail}")]
     Corrupt {
@@ -57,6 +66,9 @@ pub enum CatalogError {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pool: SqlitePool,
+    /// Wakes background workers when work is queued in this process;
+    /// workers also poll, for work queued elsewhere.
+    work: Arc<Notify>,
 }
 
 impl Catalog {
@@ -88,7 +100,25 @@ impl Catalog {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Catalog { pool })
+        Ok(Catalog {
+            pool,
+            work: Arc::new(Notify::new()),
+        })
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Tells a waiting worker that work was queued.
+    pub(crate) fn wake_workers(&self) {
+        self.work.notify_one();
+    }
+
+    /// Resolves when work was queued in this process since the last call
+    /// (or at once if some was queued before anyone waited).
+    pub async fn work_queued(&self) {
+        self.work.notified().await;
     }
 
     /// Checks that the store answers (for `/readyz`).

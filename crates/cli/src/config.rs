@@ -18,10 +18,12 @@ use jiff::tz::TimeZone;
 use serde::Deserialize;
 
 use mongobak_api::{ApiConfig, Policy, RateLimits, RootAccount, SubAccount, DEFAULT_REGIONS};
+use mongobak_dump::DumpOptions;
 use mongobak_server::{ServerConfig, TlsFiles};
+use mongobak_worker::BackupRunnerConfig;
 
 /// Sections whose scalar keys the environment may override.
-const ENV_SECTIONS: &[&str] = &["server", "metadata", "storage", "rate_limits"];
+const ENV_SECTIONS: &[&str] = &["server", "metadata", "storage", "rate_limits", "backups"];
 
 /// The configuration file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +41,9 @@ pub struct ConfigFile {
     /// `[rate_limits]`.
     #[serde(default)]
     pub rate_limits: RateLimitSection,
+    /// `[backups]`.
+    #[serde(default)]
+    pub backups: BackupSection,
     /// `[[accounts]]`.
     #[serde(default)]
     pub accounts: Vec<AccountEntry>,
@@ -90,6 +95,22 @@ pub struct RateLimitSection {
     /// Requests per second per account for named actions.
     #[serde(default)]
     pub actions: BTreeMap<String, u32>,
+}
+
+/// `[backups]`: how backups are taken.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSection {
+    /// Backups taken at once, of different instances (default 2).
+    pub concurrency: Option<usize>,
+    /// Collections dumped at once within one replica set (default 4).
+    pub collection_concurrency: Option<usize>,
+    /// Uncompressed MiB per stored segment (default 256).
+    pub segment_mib: Option<u64>,
+    /// zstd level of stored segments, 1-19 (default 1: fast).
+    pub zstd_level: Option<i32>,
+    /// Days a backup is kept when its request names no retention (default 7).
+    pub default_retention_days: Option<i64>,
 }
 
 /// `[[accounts]]`: a root account.
@@ -177,6 +198,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Settings of the HTTP server.
     pub server: ServerConfig,
+    /// Settings of the backup runner.
+    pub backups: BackupRunnerConfig,
 }
 
 impl Config {
@@ -269,6 +292,7 @@ impl Config {
                 }
             }
         }
+        let backups = backup_runner(file.backups)?;
         let rate_limits = RateLimits {
             default_per_second: file.rate_limits.default.unwrap_or(20),
             per_action: file.rate_limits.actions.into_iter().collect(),
@@ -294,8 +318,43 @@ impl Config {
                     server.shutdown_grace_secs.unwrap_or(30),
                 ),
             },
+            backups,
         })
     }
+}
+
+fn backup_runner(section: BackupSection) -> anyhow::Result<BackupRunnerConfig> {
+    let defaults = BackupRunnerConfig::default();
+    let level = section.zstd_level.unwrap_or(defaults.dump.zstd_level);
+    if !(1..=19).contains(&level) {
+        bail!("[backups] zstd_level = {level}: expected 1 to 19");
+    }
+    let retention = section
+        .default_retention_days
+        .unwrap_or(defaults.default_retention_days);
+    if !(1..=7300).contains(&retention) {
+        bail!("[backups] default_retention_days = {retention}: expected 1 to 7300");
+    }
+    let segment_mib = section
+        .segment_mib
+        .unwrap_or(defaults.dump.segment_bytes >> 20);
+    if segment_mib == 0 {
+        bail!("[backups] segment_mib must be at least 1");
+    }
+    Ok(BackupRunnerConfig {
+        concurrency: section.concurrency.unwrap_or(defaults.concurrency).max(1),
+        default_retention_days: retention,
+        dump: DumpOptions {
+            collection_concurrency: section
+                .collection_concurrency
+                .unwrap_or(defaults.dump.collection_concurrency)
+                .max(1),
+            segment_bytes: segment_mib << 20,
+            zstd_level: level,
+            ..defaults.dump
+        },
+        ..defaults
+    })
 }
 
 fn accounts(entries: Vec<AccountEntry>) -> anyhow::Result<Vec<RootAccount>> {

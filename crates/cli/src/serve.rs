@@ -12,7 +12,10 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use mongobak_api::Api;
+use mongobak_blob::BlobStore;
 use mongobak_catalog::Catalog;
+use mongobak_worker::BackupRunner;
+use tokio_util::task::TaskTracker;
 
 use crate::accounts;
 use crate::config::Config;
@@ -33,9 +36,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     instances::sync_config(&catalog, &config.instances, &accounts[0].uin).await?;
-    if let Some(path) = config.storage_url.strip_prefix("file://") {
-        std::fs::create_dir_all(path)
-            .with_context(|| format!("cannot create the blob folder {path}"))?;
+    let store = BlobStore::open(&config.storage_url).context("cannot open the blob storage")?;
+    store
+        .check()
+        .await
+        .context("the blob storage does not answer")?;
+    let runner = BackupRunner::new(catalog.clone(), store.clone(), config.backups.clone());
+    let interrupted = runner
+        .recover()
+        .await
+        .context("cannot recover interrupted backups")?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "backups interrupted by the last stop were marked failed"
+        );
     }
 
     let listener = std::net::TcpListener::bind(config.listen)
@@ -65,10 +80,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "mongobak started"
     );
 
-    let api = Arc::new(Api::new(config.api, &accounts, catalog));
+    let api = Arc::new(Api::new(config.api, &accounts, catalog, store));
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    mongobak_server::run(listener, api, config.server, shutdown).await?;
+    let tasks = TaskTracker::new();
+    tasks.spawn(stop_on_signal(shutdown.clone()));
+    tasks.spawn(runner.run(shutdown.clone()));
+    tasks.close();
+    let served = mongobak_server::run(listener, api, config.server, shutdown.clone()).await;
+    shutdown.cancel();
+    tasks.wait().await;
+    served?;
     tracing::info!("mongobak stopped");
     Ok(())
 }
@@ -88,6 +109,7 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received: finishing in-flight requests"),
         _ = int.recv() => tracing::info!("SIGINT received: finishing in-flight requests"),
+        _ = shutdown.cancelled() => return,
     }
     shutdown.cancel();
 }

@@ -5,7 +5,7 @@
 //!   HTTP 200 with `Content-Type: application/json` exactly: the Python SDK
 //!   only looks for an `Error` under that exact type (protocol reference §3).
 //! * `GET /healthz`: the process is up.
-//! * `GET /readyz`: the metadata store answers.
+//! * `GET /readyz`: the metadata store and the blob storage answer.
 //! * `GET /metrics`: Prometheus text (requests by action and code, latency).
 //!
 //! [`run`] serves a bound listener until a cancellation token fires, then

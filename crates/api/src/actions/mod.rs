@@ -6,11 +6,14 @@
 //! (creating instances, billing, ...) answers `UnsupportedOperation`; a name
 //! that is no mongodb action at all answers `InvalidAction`.
 
+mod backups;
 mod instances;
 
 use serde_json::Value;
 
-use crate::access::Caller;
+use mongobak_catalog::Instance;
+
+use crate::access::{instance_resource, Caller};
 use crate::error::{ApiError, ErrorKind};
 use crate::params::Params;
 use crate::Api;
@@ -20,16 +23,38 @@ use crate::Api;
 pub enum Action {
     /// List registered instances.
     DescribeDBInstances,
+    /// Start a manual logical backup.
+    CreateBackupDBInstance,
+    /// Follow an asynchronous request (a backup).
+    DescribeAsyncRequestInfo,
+    /// List an instance's backups.
+    DescribeDBBackups,
+    /// Delete backups and their data.
+    DeleteDBBackups,
+    /// Change when backups expire.
+    ModifyBackupExpireTime,
 }
 
 impl Action {
     /// Every provided action.
-    pub const ALL: &'static [Action] = &[Action::DescribeDBInstances];
+    pub const ALL: &'static [Action] = &[
+        Action::DescribeDBInstances,
+        Action::CreateBackupDBInstance,
+        Action::DescribeAsyncRequestInfo,
+        Action::DescribeDBBackups,
+        Action::DeleteDBBackups,
+        Action::ModifyBackupExpireTime,
+    ];
 
     /// The wire name.
     pub fn name(self) -> &'static str {
         match self {
             Action::DescribeDBInstances => "DescribeDBInstances",
+            Action::CreateBackupDBInstance => "CreateBackupDBInstance",
+            Action::DescribeAsyncRequestInfo => "DescribeAsyncRequestInfo",
+            Action::DescribeDBBackups => "DescribeDBBackups",
+            Action::DeleteDBBackups => "DeleteDBBackups",
+            Action::ModifyBackupExpireTime => "ModifyBackupExpireTime",
         }
     }
 
@@ -70,8 +95,39 @@ pub(crate) async fn dispatch(
 ) -> Result<Value, ApiError> {
     match action {
         Action::DescribeDBInstances => instances::describe_db_instances(ctx, params).await,
+        Action::CreateBackupDBInstance => backups::create_backup_db_instance(ctx, params).await,
+        Action::DescribeAsyncRequestInfo => backups::describe_async_request_info(ctx, params).await,
+        Action::DescribeDBBackups => backups::describe_db_backups(ctx, params).await,
+        Action::DeleteDBBackups => backups::delete_db_backups(ctx, params).await,
+        Action::ModifyBackupExpireTime => backups::modify_backup_expire_time(ctx, params).await,
     }
 }
+
+/// The instance `id` if the caller may act on it: it exists, belongs to the
+/// caller's root account and lives in the request's region (otherwise "not
+/// found", so existence never leaks), and a sub-account's policy covers it
+/// (otherwise `PermissionDenied`).
+pub(crate) async fn authorize_instance(
+    ctx: &CallContext<'_>,
+    id: &str,
+) -> Result<Instance, ApiError> {
+    let instance = ctx
+        .api
+        .catalog
+        .instance(id)
+        .await
+        .map_err(crate::catalog_error)?
+        .filter(|i| ctx.caller.owns(&i.owner_uin) && i.region == ctx.region)
+        .ok_or_else(|| ApiError::instance_not_found(id))?;
+    ctx.caller.authorize_resource(&instance_resource(
+        &instance.region,
+        &instance.owner_uin,
+        &instance.id,
+    ))?;
+    Ok(instance)
+}
+
+pub(crate) use backups::parse_api_time;
 
 /// Serializes a response struct into the fields of `Response`.
 pub(crate) fn to_fields(response: impl serde::Serialize) -> Result<Value, ApiError> {

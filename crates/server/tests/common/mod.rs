@@ -6,27 +6,41 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use mongobak_api::signature::{sha256_hex, Tc3Request};
 use mongobak_api::{Api, ApiConfig, Policy, RootAccount, SubAccount};
+use mongobak_blob::BlobStore;
 use mongobak_catalog::{Catalog, ClusterType, Instance, InstanceSource};
 use mongobak_server::ServerConfig;
+use mongobak_worker::{BackupRunner, BackupRunnerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 pub const ROOT_ID: &str = "AKIDrootrootrootrootrootrootroot0001";
 pub const ROOT_KEY: &str = "rootsecretrootsecretrootsecret01";
 pub const ROOT_UIN: &str = "100000000001";
+/// Sub-account of root allowed only mongodb:DescribeDBBackups.
 pub const SUB_ID: &str = "AKIDsubsubsubsubsubsubsubsubsub00002";
 pub const SUB_KEY: &str = "subsecretsubsecretsubsecretsub02";
+/// Sub-account of root allowed every action, on `SHANGHAI_INSTANCE` only.
+pub const NARROW_ID: &str = "AKIDnarrownarrownarrownarrownarr0003";
+pub const NARROW_KEY: &str = "narrowsecretnarrowsecretnarrow03";
+/// Another root account, owner of `OTHER_INSTANCE`.
+pub const OTHER_ID: &str = "AKIDotherotherotherotherotherothe0004";
+pub const OTHER_KEY: &str = "othersecretothersecretothersecr04";
 pub const INSTANCE: &str = "cmgo-test0001";
+pub const SHANGHAI_INSTANCE: &str = "cmgo-shang001";
+pub const OTHER_INSTANCE: &str = "cmgo-other001";
 
 /// A running server; stops when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub task: Option<tokio::task::JoinHandle<()>>,
+    pub catalog: Catalog,
+    pub store: BlobStore,
     _dir: tempfile::TempDir,
 }
 
@@ -36,53 +50,114 @@ impl Drop for TestServer {
     }
 }
 
+fn instance(id: &str, region: &str, owner: &str, uri: &str) -> Instance {
+    Instance {
+        id: id.into(),
+        name: format!("name of {id}"),
+        region: region.into(),
+        owner_uin: owner.into(),
+        cluster_type: ClusterType::ReplicaSet,
+        replica_set_uris: vec![uri.into()],
+        mongos_uri: None,
+        source: InstanceSource::Cli,
+        created_at: Timestamp::now(),
+    }
+}
+
 impl TestServer {
     pub async fn start() -> Self {
-        Self::start_with(ServerConfig::default()).await
+        Self::start_full(ServerConfig::default(), None).await
     }
 
     pub async fn start_with(config: ServerConfig) -> Self {
+        Self::start_full(config, None).await
+    }
+
+    /// A server whose instances point at `mongo_uri`, with a backup runner.
+    pub async fn start_with_mongo(mongo_uri: &str) -> Self {
+        Self::start_full(ServerConfig::default(), Some(mongo_uri)).await
+    }
+
+    async fn start_full(config: ServerConfig, mongo_uri: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(&format!("sqlite://{}/meta.db", dir.path().display()))
             .await
             .unwrap();
-        catalog
-            .add_instance(&Instance {
-                id: INSTANCE.into(),
-                name: "orders".into(),
-                region: "ap-guangzhou".into(),
-                owner_uin: ROOT_UIN.into(),
-                cluster_type: ClusterType::ReplicaSet,
-                replica_set_uris: vec![
-                    "mongodb://u:secret@127.0.0.1:27017/?directConnection=true".into()
-                ],
-                mongos_uri: None,
-                source: InstanceSource::Cli,
-                created_at: Timestamp::now(),
-            })
-            .await
-            .unwrap();
-        let accounts = [RootAccount {
-            app_id: Some(1_250_000_000),
-            uin: ROOT_UIN.into(),
-            secret_id: ROOT_ID.into(),
-            secret_key: ROOT_KEY.into(),
+        let uri = mongo_uri.unwrap_or("mongodb://u:secret@127.0.0.1:27017/?directConnection=true");
+        for i in [
+            instance(INSTANCE, "ap-guangzhou", ROOT_UIN, uri),
+            instance(SHANGHAI_INSTANCE, "ap-shanghai", ROOT_UIN, uri),
+            instance(OTHER_INSTANCE, "ap-guangzhou", "100000000009", uri),
+        ] {
+            catalog.add_instance(&i).await.unwrap();
+        }
+        let sub = |uin: &str, id: &str, key: &str, allow: &str, resource: &str| SubAccount {
+            uin: uin.into(),
+            secret_id: id.into(),
+            secret_key: key.into(),
             disabled: false,
-            sub_accounts: vec![SubAccount {
-                uin: "100000000002".into(),
-                secret_id: SUB_ID.into(),
-                secret_key: SUB_KEY.into(),
+            policy: Policy {
+                allow: vec![allow.into()],
+                resources: vec![resource.into()],
+            },
+        };
+        let accounts = [
+            RootAccount {
+                app_id: Some(1_250_000_000),
+                uin: ROOT_UIN.into(),
+                secret_id: ROOT_ID.into(),
+                secret_key: ROOT_KEY.into(),
                 disabled: false,
-                policy: Policy {
-                    allow: vec!["mongodb:DescribeDBBackups".into()],
-                    resources: vec!["*".into()],
-                },
-            }],
-        }];
-        let api = Arc::new(Api::new(ApiConfig::default(), &accounts, catalog));
+                sub_accounts: vec![
+                    sub(
+                        "100000000002",
+                        SUB_ID,
+                        SUB_KEY,
+                        "mongodb:DescribeDBBackups",
+                        "*",
+                    ),
+                    sub(
+                        "100000000003",
+                        NARROW_ID,
+                        NARROW_KEY,
+                        "mongodb:*",
+                        "qcs::mongodb:*:uin/100000000001:instance/cmgo-shang001",
+                    ),
+                ],
+            },
+            RootAccount {
+                app_id: Some(1_250_000_009),
+                uin: "100000000009".into(),
+                secret_id: OTHER_ID.into(),
+                secret_key: OTHER_KEY.into(),
+                disabled: false,
+                sub_accounts: Vec::new(),
+            },
+        ];
+        let store = BlobStore::open(&format!("file://{}/blobs", dir.path().display())).unwrap();
+        let mut api_config = ApiConfig::default();
+        api_config.rate_limits.default_per_second = 1000;
+        let api = Arc::new(Api::new(
+            api_config,
+            &accounts,
+            catalog.clone(),
+            store.clone(),
+        ));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
+        if mongo_uri.is_some() {
+            let runner = BackupRunner::new(
+                catalog.clone(),
+                store.clone(),
+                BackupRunnerConfig {
+                    poll_interval: Duration::from_millis(100),
+                    progress_interval: Duration::from_millis(200),
+                    ..BackupRunnerConfig::default()
+                },
+            );
+            tokio::spawn(runner.run(shutdown.clone()));
+        }
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
             mongobak_server::run(listener, api, config, token)
@@ -93,6 +168,8 @@ impl TestServer {
             addr,
             shutdown,
             task: Some(task),
+            catalog,
+            store,
             _dir: dir,
         }
     }
@@ -100,6 +177,36 @@ impl TestServer {
     pub fn host(&self) -> String {
         self.addr.to_string()
     }
+
+    /// Calls `action` as the root account with a JSON body; returns the
+    /// `Response` object.
+    pub async fn call(&self, action: &str, body: serde_json::Value) -> serde_json::Value {
+        self.call_as((ROOT_ID, ROOT_KEY), "ap-guangzhou", action, body)
+            .await
+    }
+
+    /// Calls `action` with the key `(secret id, secret key)` in `region`.
+    pub async fn call_as(
+        &self,
+        key: (&str, &str),
+        region: &str,
+        action: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let mut request = Tc3::post_json(self, &body.to_string());
+        request.action = action.into();
+        request.secret_id = key.0.into();
+        request.secret_key = key.1.into();
+        request.region = Some(region.into());
+        let reply = request.send(self).await;
+        assert_eq!(reply.status, 200);
+        reply.json()["Response"].clone()
+    }
+}
+
+/// The error code of a `Response` object, if it is an error.
+pub fn code_of(response: &serde_json::Value) -> Option<&str> {
+    response["Error"]["Code"].as_str()
 }
 
 /// An HTTP response as read off the socket.

@@ -1,0 +1,442 @@
+//! The backup catalog: CreateBackupDBInstance, DescribeAsyncRequestInfo,
+//! DescribeDBBackups, DeleteDBBackups and ModifyBackupExpireTime
+//! (fields and codes per the backup actions reference §3-7).
+//!
+//! Backups are taken asynchronously by the backup runner; these handlers
+//! only queue, read and change catalog rows, and delete stored data.
+
+use jiff::civil::DateTime;
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::Value;
+
+use mongobak_catalog::{Backup, BackupStatus, BackupType, NewBackup};
+
+use super::{authorize_instance, to_fields, CallContext};
+use crate::error::{ApiError, ErrorKind};
+use crate::params::Params;
+
+/// The only backup method mongobak takes: logical.
+const LOGICAL: i64 = 0;
+/// Longest `BackupRemark` accepted, in characters.
+const MAX_REMARK_CHARS: usize = 256;
+
+// ---------------------------------------------------------------- Create
+
+pub(super) async fn create_backup_db_instance(
+    ctx: &CallContext<'_>,
+    mut p: Params,
+) -> Result<Value, ApiError> {
+    let instance_id = p.string("InstanceId")?;
+    let method = p
+        .opt_i64("BackupMethod")?
+        .ok_or_else(|| ApiError::missing("BackupMethod"))?;
+    let remark = p.opt_string("BackupRemark")?.unwrap_or_default();
+    let retention_days = p.opt_i64("BackupRetentionDays")?.unwrap_or(0);
+    p.finish()?;
+    match method {
+        LOGICAL => {}
+        1 | 3 => {
+            return Err(ApiError::bad_value(
+                ErrorKind::InvalidParameterValue,
+                "BackupMethod",
+                format_args!(
+                    "{method} ({}) needs access to the database server's files; mongobak takes logical backups (0)",
+                    if method == 1 { "physical" } else { "snapshot" }
+                ),
+            ))
+        }
+        other => {
+            return Err(ApiError::bad_value(
+                ErrorKind::InvalidParameterValue,
+                "BackupMethod",
+                format_args!("{other} is not 0 (logical), 1 (physical) or 3 (snapshot)"),
+            ))
+        }
+    }
+    if remark.chars().count() > MAX_REMARK_CHARS {
+        return Err(ApiError::bad_value(
+            ErrorKind::InvalidParameterValue,
+            "BackupRemark",
+            format_args!("at most {MAX_REMARK_CHARS} characters"),
+        ));
+    }
+    if !(retention_days == -2 || retention_days == -1 || (0..=7300).contains(&retention_days)) {
+        return Err(ApiError::bad_value(
+            ErrorKind::InvalidParameterValue,
+            "BackupRetentionDays",
+            "expected -2 (forever), -1 (long-term rule), 0 (the instance's rule) or 1 to 7300 days",
+        ));
+    }
+    let instance = authorize_instance(ctx, &instance_id).await?;
+    let now = Timestamp::now();
+    let name = format!(
+        "{}_{}",
+        instance.id,
+        now.to_zoned(ctx.api.config.timezone.clone())
+            .strftime("%Y-%m-%d %H:%M")
+    );
+    let backup = ctx
+        .api
+        .catalog
+        .create_backup(
+            &NewBackup {
+                instance_id: instance.id,
+                method,
+                backup_type: BackupType::Manual,
+                remark,
+                retention_days,
+                name,
+            },
+            now,
+        )
+        .await
+        .map_err(crate::catalog_error)?;
+    to_fields(CreateResponse {
+        async_request_id: backup.async_request_id,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateResponse {
+    async_request_id: String,
+}
+
+// ---------------------------------------------------------------- Async request
+
+pub(super) async fn describe_async_request_info(
+    ctx: &CallContext<'_>,
+    mut p: Params,
+) -> Result<Value, ApiError> {
+    let id = p.string("AsyncRequestId")?;
+    p.finish()?;
+    let not_found = || {
+        ApiError::bad_value(
+            ErrorKind::InvalidParameterValue,
+            "AsyncRequestId",
+            format_args!("no asynchronous request {id} was found"),
+        )
+    };
+    let backup = ctx
+        .api
+        .catalog
+        .backup_by_async_request(&id)
+        .await
+        .map_err(crate::catalog_error)?
+        .ok_or_else(not_found)?;
+    // Requests of other accounts' instances are not found either.
+    authorize_instance(ctx, &backup.instance_id)
+        .await
+        .map_err(|e| match e.kind() {
+            ErrorKind::NotFoundInstance => not_found(),
+            _ => e,
+        })?;
+    let status = match backup.status {
+        BackupStatus::Queued => "initial",
+        BackupStatus::Running => "running",
+        BackupStatus::Succeeded | BackupStatus::Deleted => "success",
+        BackupStatus::Failed => "failed",
+    };
+    to_fields(AsyncResponse {
+        status,
+        start_time: ctx.api.format_optional_time(backup.started_at),
+        end_time: ctx.api.format_optional_time(backup.finished_at),
+        progress: if backup.status == BackupStatus::Succeeded {
+            100
+        } else {
+            backup.percent
+        },
+        failure_reason: backup.failure.unwrap_or_default(),
+        backup_name: backup.name,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct AsyncResponse {
+    status: &'static str,
+    start_time: String,
+    end_time: String,
+    /// Extra field (the SDK models ignore it): percent done.
+    progress: i64,
+    /// Extra field: why a failed request failed.
+    failure_reason: String,
+    /// Extra field: the backup the request made.
+    backup_name: String,
+}
+
+// ---------------------------------------------------------------- Describe
+
+pub(super) async fn describe_db_backups(
+    ctx: &CallContext<'_>,
+    mut p: Params,
+) -> Result<Value, ApiError> {
+    let instance_id = p.string("InstanceId")?;
+    let method = p.opt_i64("BackupMethod")?;
+    let limit = p.opt_i64("Limit")?;
+    let offset = p.opt_i64("Offset")?.unwrap_or(0);
+    p.finish()?;
+    if method.is_some_and(|m| ![0, 1, 2, 3].contains(&m)) {
+        return Err(ApiError::bad_value(
+            ErrorKind::InvalidParameterValue,
+            "BackupMethod",
+            "expected 0 (logical), 1 (physical), 2 (all) or 3 (snapshot)",
+        ));
+    }
+    if limit.is_some_and(|l| !(1..=100).contains(&l)) {
+        return Err(ApiError::bad_value(
+            ErrorKind::LimitOutOfRange,
+            "Limit",
+            "expected 1 to 100",
+        ));
+    }
+    if !(0..=10_000).contains(&offset) {
+        return Err(ApiError::bad_value(
+            ErrorKind::OffsetOutOfRange,
+            "Offset",
+            "expected 0 to 10000",
+        ));
+    }
+    let instance = authorize_instance(ctx, &instance_id).await?;
+    let now = Timestamp::now();
+    let listed: Vec<Backup> = ctx
+        .api
+        .catalog
+        .backups_of(&instance.id)
+        .await
+        .map_err(crate::catalog_error)?
+        .into_iter()
+        .filter(|b| {
+            matches!(b.status, BackupStatus::Queued | BackupStatus::Running) || b.is_available(now)
+        })
+        .filter(|b| match method {
+            None | Some(2) => true,
+            Some(m) => b.method == m,
+        })
+        .collect();
+    let total_count = listed.len();
+    let backup_list = listed
+        .into_iter()
+        .skip(offset as usize)
+        .take(limit.map_or(usize::MAX, |l| l as usize))
+        .map(|b| BackupInfo {
+            instance_id: b.instance_id.clone(),
+            backup_type: b.backup_type as i64,
+            backup_name: b.name.clone(),
+            backup_desc: b.remark.clone(),
+            backup_size: b.stored_bytes.div_ceil(1024),
+            start_time: ctx
+                .api
+                .format_optional_time(b.started_at.or(Some(b.created_at))),
+            end_time: ctx.api.format_optional_time(b.finished_at),
+            status: if b.status == BackupStatus::Succeeded {
+                2
+            } else {
+                1
+            },
+            backup_method: b.method,
+            back_id: b.id,
+            delete_time: ctx.api.format_optional_time(b.expires_at),
+            backup_region: String::new(),
+            restore_time: String::new(),
+        })
+        .collect();
+    to_fields(DescribeResponse {
+        backup_list,
+        total_count,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeResponse {
+    backup_list: Vec<BackupInfo>,
+    total_count: usize,
+}
+
+/// `BackupInfo`; BackupSize in KB as documented.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct BackupInfo {
+    instance_id: String,
+    backup_type: i64,
+    backup_name: String,
+    backup_desc: String,
+    backup_size: u64,
+    start_time: String,
+    end_time: String,
+    status: i64,
+    backup_method: i64,
+    back_id: i64,
+    delete_time: String,
+    backup_region: String,
+    restore_time: String,
+}
+
+// ---------------------------------------------------------------- Delete
+
+pub(super) async fn delete_db_backups(
+    ctx: &CallContext<'_>,
+    mut p: Params,
+) -> Result<Value, ApiError> {
+    let instance_id = p.string("InstanceId")?;
+    let ids = required_ids(&mut p)?;
+    p.finish()?;
+    let instance = authorize_instance(ctx, &instance_id).await?;
+    let now = Timestamp::now();
+    // Check every ID before deleting anything.
+    let mut targets = Vec::with_capacity(ids.len());
+    for id in ids {
+        let backup = ctx
+            .api
+            .catalog
+            .backup(id)
+            .await
+            .map_err(crate::catalog_error)?;
+        match backup {
+            Some(b)
+                if b.instance_id == instance.id
+                    && matches!(b.status, BackupStatus::Queued | BackupStatus::Running) =>
+            {
+                return Err(ApiError::bad_value(
+                    ErrorKind::StatusAbnormal,
+                    "BackupIds",
+                    format_args!("backup {id} is still running; delete it once it has finished"),
+                ))
+            }
+            Some(b) if b.instance_id == instance.id && b.is_available(now) => targets.push(b),
+            _ => {
+                return Err(ApiError::bad_value(
+                    ErrorKind::InvalidParameterValue,
+                    "BackupIds",
+                    format_args!("backup {id} of instance {} was not found", instance.id),
+                ))
+            }
+        }
+    }
+    for backup in targets {
+        ctx.api
+            .store
+            .delete_prefix(&format!("{}/", backup.storage_prefix))
+            .await
+            .map_err(|e| {
+                tracing::error!(backup_id = backup.id, error = %e, "cannot delete backup data");
+                ApiError::internal()
+            })?;
+        ctx.api
+            .catalog
+            .mark_backup_deleted(backup.id)
+            .await
+            .map_err(crate::catalog_error)?;
+        tracing::info!(backup_id = backup.id, name = %backup.name, "backup deleted");
+    }
+    Ok(Value::Object(Default::default()))
+}
+
+fn required_ids(p: &mut Params) -> Result<Vec<i64>, ApiError> {
+    let ids = p
+        .opt_i64_list("BackupIds")?
+        .ok_or_else(|| ApiError::missing("BackupIds"))?;
+    if ids.is_empty() {
+        return Err(ApiError::bad_value(
+            ErrorKind::InvalidParameterValue,
+            "BackupIds",
+            "name at least one backup",
+        ));
+    }
+    Ok(ids)
+}
+
+// ---------------------------------------------------------------- Expiry
+
+pub(super) async fn modify_backup_expire_time(
+    ctx: &CallContext<'_>,
+    mut p: Params,
+) -> Result<Value, ApiError> {
+    let instance_id = p.string("InstanceId")?;
+    let expire_text = p.string("ExpireTime")?;
+    let ids = required_ids(&mut p)?;
+    p.finish()?;
+    let expire_at = ctx.api.parse_time("ExpireTime", &expire_text)?;
+    let now = Timestamp::now();
+    if expire_at <= now {
+        return Err(ApiError::bad_value(
+            ErrorKind::InvalidParameterValue,
+            "ExpireTime",
+            format_args!("{expire_text} is not in the future"),
+        ));
+    }
+    let instance = authorize_instance(ctx, &instance_id).await?;
+    let mut failed_backups = Vec::new();
+    for id in ids {
+        let backup = ctx
+            .api
+            .catalog
+            .backup(id)
+            .await
+            .map_err(crate::catalog_error)?;
+        match backup {
+            Some(b) if b.instance_id == instance.id && b.is_available(now) => {
+                ctx.api
+                    .catalog
+                    .set_backup_expiry(b.id, Some(expire_at))
+                    .await
+                    .map_err(crate::catalog_error)?;
+            }
+            _ => failed_backups.push(id),
+        }
+    }
+    to_fields(ExpireResponse { failed_backups })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ExpireResponse {
+    failed_backups: Vec<i64>,
+}
+
+/// Parses `YYYY-MM-DD hh:mm:ss` in the API's time zone.
+pub(crate) fn parse_api_time(
+    tz: &jiff::tz::TimeZone,
+    name: &str,
+    text: &str,
+) -> Result<Timestamp, ApiError> {
+    let bad = || {
+        ApiError::bad_value(
+            ErrorKind::TimeFormatErr,
+            name,
+            format_args!("`{text}` is not a time of the form YYYY-MM-DD hh:mm:ss"),
+        )
+    };
+    if text.len() != 19 {
+        return Err(bad());
+    }
+    let civil = DateTime::strptime("%Y-%m-%d %H:%M:%S", text).map_err(|_| bad())?;
+    civil
+        .to_zoned(tz.clone())
+        .map(|z| z.timestamp())
+        .map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_times() {
+        let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
+        let t = parse_api_time(&tz, "ExpireTime", "2026-11-28 18:00:00").unwrap();
+        assert_eq!(t.to_string(), "2026-11-28T10:00:00Z");
+        for bad in [
+            "2026-11-28",
+            "2026-11-28T18:00:00",
+            "2026-13-01 00:00:00",
+            "2026-11-28 18:00:00 ",
+            "x",
+        ] {
+            let e = parse_api_time(&tz, "ExpireTime", bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::TimeFormatErr, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! Backups: their life cycle and the queue the backup runner works from.
+//!
+//! A backup is created `Queued` by the API (or the scheduler), claimed by a
+//! runner (`Running`, with a percentage), and ends `Succeeded` (with sizes
+//! and an expiry) or `Failed` (with a reason). Deleting one keeps its row as
+//! `Deleted` so that its asynchronous request stays answerable.
+//!
+//! Every function takes the current time from its caller, so tests can run
+//! the life cycle on an injected clock.
+
+use jiff::{SignedDuration, Timestamp};
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use crate::store::{Catalog, CatalogError};
+
+/// Where a backup is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupStatus {
+    /// Waiting for a runner.
+    Queued = 0,
+    /// Being taken.
+    Running = 1,
+    /// Complete: its manifest is written.
+    Succeeded = 2,
+    /// Ended without a usable backup; the reason is kept.
+    Failed = 3,
+    /// Deleted by a user or by expiry; its data is gone.
+    Deleted = 4,
+}
+
+impl BackupStatus {
+    fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => BackupStatus::Queued,
+            1 => BackupStatus::Running,
+            2 => BackupStatus::Succeeded,
+            3 => BackupStatus::Failed,
+            4 => BackupStatus::Deleted,
+            _ => return None,
+        })
+    }
+}
+
+/// Who started a backup; the numbers are the API's `BackupType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupType {
+    /// Started by the schedule.
+    Automatic = 0,
+    /// Started by CreateBackupDBInstance.
+    Manual = 1,
+}
+
+/// A backup's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    /// `BackId`.
+    pub id: i64,
+    /// The instance backed up.
+    pub instance_id: String,
+    /// `<instance>_YYYY-MM-DD HH:MM`, unique per instance.
+    pub name: String,
+    /// 0: logical.
+    pub method: i64,
+    /// Automatic or manual.
+    pub backup_type: BackupType,
+    /// Where it is in its life.
+    pub status: BackupStatus,
+    /// The user's remark (`BackupDesc`).
+    pub remark: String,
+    /// The `AsyncRequestId` that follows it.
+    pub async_request_id: String,
+    /// Where its data lives in blob storage.
+    pub storage_prefix: String,
+    /// When it was requested.
+    pub created_at: Timestamp,
+    /// When a runner started it.
+    pub started_at: Option<Timestamp>,
+    /// When it ended.
+    pub finished_at: Option<Timestamp>,
+    /// When it expires; `None` keeps it until deleted.
+    pub expires_at: Option<Timestamp>,
+    /// Retention asked for: -2 forever, -1 or 0 the instance's rule, else days.
+    pub retention_days: i64,
+    /// Progress while running, 0-100.
+    pub percent: i64,
+    /// Uncompressed BSON bytes.
+    pub raw_bytes: u64,
+    /// Stored bytes.
+    pub stored_bytes: u64,
+    /// Why it failed.
+    pub failure: Option<String>,
+}
+
+impl Backup {
+    /// Whether it is usable now: succeeded and not expired at `now`.
+    pub fn is_available(&self, now: Timestamp) -> bool {
+        self.status == BackupStatus::Succeeded && self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
+/// What [`Catalog::create_backup`] needs.
+#[derive(Debug, Clone)]
+pub struct NewBackup {
+    /// The instance to back up.
+    pub instance_id: String,
+    /// 0: logical.
+    pub method: i64,
+    /// Automatic or manual.
+    pub backup_type: BackupType,
+    /// `BackupDesc`.
+    pub remark: String,
+    /// -2 forever, -1 or 0 the rule's, 1.. days.
+    pub retention_days: i64,
+    /// `<instance>_YYYY-MM-DD HH:MM` in the API's time zone; a suffix is
+    /// added when the name is taken.
+    pub name: String,
+}
+
+const SELECT_BACKUP: &str = "SELECT id, instance_id, name, method, backup_type, status, remark, async_request_id, \
+     storage_prefix, created_at, started_at, finished_at, expires_at, retention_days, percent, raw_bytes, \
+     stored_bytes, failure FROM backups";
+
+impl Catalog {
+    /// Queues a backup; refuses while another backup of the instance is
+    /// queued or running.
+    pub async fn create_backup(
+        &self,
+        new: &NewBackup,
+        now: Timestamp,
+    ) -> Result<Backup, CatalogError> {
+        let mut tx = self.pool().begin().await?;
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM backups WHERE instance_id = $1 AND status IN (0, 1)",
+        )
+        .bind(&new.instance_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if busy > 0 {
+            return Err(CatalogError::BackupInProgress {
+                instance_id: new.instance_id.clone(),
+            });
+        }
+        let mut name = new.name.clone();
+        for n in 2.. {
+            let taken: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM backups WHERE instance_id = $1 AND name = $2",
+            )
+            .bind(&new.instance_id)
+            .bind(&name)
+            .fetch_one(&mut *tx)
+            .await?;
+            if taken == 0 {
+                break;
+            }
+            name = format!("{}-{n}", new.name);
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO backups (instance_id, name, method, backup_type, status, remark, async_request_id, \
+             storage_prefix, created_at, retention_days) VALUES ($1, $2, $3, $4, 0, $5, $6, '', $7, $8) RETURNING id",
+        )
+        .bind(&new.instance_id)
+        .bind(&name)
+        .bind(new.method)
+        .bind(new.backup_type as i64)
+        .bind(&new.remark)
+        .bind(format!("pending-{}-{}", new.instance_id, now.as_nanosecond()))
+        .bind(now.as_second())
+        .bind(new.retention_days)
+        .fetch_one(&mut *tx)
+        .await?;
+        // Shaped like TencentDB's: milliseconds then three digits.
+        let async_request_id = format!("{}{:03}", now.as_millisecond(), id % 1000);
+        let prefix = format!("backups/{}/{id}", new.instance_id);
+        sqlx::query("UPDATE backups SET async_request_id = $2, storage_prefix = $3 WHERE id = $1")
+            .bind(id)
+            .bind(&async_request_id)
+            .bind(&prefix)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.wake_workers();
+        self.backup(id).await?.ok_or_else(|| CatalogError::Corrupt {
+            what: format!("backup {id}"),
+            detail: "vanished after insert".into(),
+        })
+    }
+
+    /// One backup by `BackId`.
+    pub async fn backup(&self, id: i64) -> Result<Option<Backup>, CatalogError> {
+        let row = sqlx::query(&format!("{SELECT_BACKUP} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(decode_backup).transpose()
+    }
+
+    /// One backup by instance and name.
+    pub async fn backup_by_name(
+        &self,
+        instance_id: &str,
+        name: &str,
+    ) -> Result<Option<Backup>, CatalogError> {
+        let row = sqlx::query(&format!(
+            "{SELECT_BACKUP} WHERE instance_id = $1 AND name = $2"
+        ))
+        .bind(instance_id)
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(decode_backup).transpose()
+    }
+
+    /// The backup an `AsyncRequestId` follows.
+    pub async fn backup_by_async_request(
+        &self,
+        async_request_id: &str,
+    ) -> Result<Option<Backup>, CatalogError> {
+        let row = sqlx::query(&format!("{SELECT_BACKUP} WHERE async_request_id = $1"))
+            .bind(async_request_id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(decode_backup).transpose()
+    }
+
+    /// Every backup of an instance, newest first.
+    pub async fn backups_of(&self, instance_id: &str) -> Result<Vec<Backup>, CatalogError> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_BACKUP} WHERE instance_id = $1 ORDER BY id DESC"
+        ))
+        .bind(instance_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode_backup).collect()
+    }
+
+    /// Takes the oldest queued backup for a runner, marking it running.
+    pub async fn claim_queued_backup(
+        &self,
+        now: Timestamp,
+    ) -> Result<Option<Backup>, CatalogError> {
+        let id: Option<i64> = sqlx::query_scalar(
+            "UPDATE backups SET status = 1, started_at = $1, percent = 0 \
+             WHERE id = (SELECT id FROM backups WHERE status = 0 ORDER BY id LIMIT 1) AND status = 0 RETURNING id",
+        )
+        .bind(now.as_second())
+        .fetch_optional(self.pool())
+        .await?;
+        match id {
+            Some(id) => self.backup(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Records a running backup's progress.
+    pub async fn set_backup_percent(&self, id: i64, percent: i64) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE backups SET percent = $2 WHERE id = $1 AND status = 1")
+            .bind(id)
+            .bind(percent.clamp(0, 100))
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a running backup succeeded; `default_retention_days` applies
+    /// when the request asked for the rule's retention (-1 or 0).
+    pub async fn complete_backup(
+        &self,
+        id: i64,
+        now: Timestamp,
+        raw_bytes: u64,
+        stored_bytes: u64,
+        default_retention_days: i64,
+    ) -> Result<(), CatalogError> {
+        let retention: i64 = sqlx::query_scalar("SELECT retention_days FROM backups WHERE id = $1")
+            .bind(id)
+            .fetch_one(self.pool())
+            .await?;
+        let days = match retention {
+            -2 => None,
+            -1 | 0 => Some(default_retention_days),
+            days => Some(days),
+        };
+        let expires_at = days.map(|d| (now + SignedDuration::from_hours(24 * d)).as_second());
+        sqlx::query(
+            "UPDATE backups SET status = 2, finished_at = $2, percent = 100, raw_bytes = $3, stored_bytes = $4, \
+             expires_at = $5 WHERE id = $1 AND status = 1",
+        )
+        .bind(id)
+        .bind(now.as_second())
+        .bind(raw_bytes as i64)
+        .bind(stored_bytes as i64)
+        .bind(expires_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a queued or running backup failed with `reason`.
+    pub async fn fail_backup(
+        &self,
+        id: i64,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE backups SET status = 3, finished_at = $2, failure = $3 WHERE id = $1 AND status IN (0, 1)")
+            .bind(id)
+            .bind(now.as_second())
+            .bind(reason)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Fails every backup left running by a process that stopped, and
+    /// returns them so their partial data can be deleted.
+    pub async fn fail_interrupted_backups(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<Backup>, CatalogError> {
+        let rows = sqlx::query(&format!("{SELECT_BACKUP} WHERE status = 1"))
+            .fetch_all(self.pool())
+            .await?;
+        let interrupted: Vec<Backup> = rows.iter().map(decode_backup).collect::<Result<_, _>>()?;
+        for backup in &interrupted {
+            self.fail_backup(
+                backup.id,
+                now,
+                "interrupted: the service stopped while the backup ran",
+            )
+            .await?;
+        }
+        Ok(interrupted)
+    }
+
+    /// Marks a backup deleted (its data must be deleted by the caller).
+    pub async fn mark_backup_deleted(&self, id: i64) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE backups SET status = 4 WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Sets when a backup expires.
+    pub async fn set_backup_expiry(
+        &self,
+        id: i64,
+        expires_at: Option<Timestamp>,
+    ) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE backups SET expires_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(expires_at.map(|t| t.as_second()))
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+fn decode_backup(row: &SqliteRow) -> Result<Backup, CatalogError> {
+    let id: i64 = row.try_get("id")?;
+    let corrupt = |detail: &str| CatalogError::Corrupt {
+        what: format!("backup {id}"),
+        detail: detail.to_string(),
+    };
+    let time = |column: &str| -> Result<Option<Timestamp>, CatalogError> {
+        let seconds: Option<i64> = row.try_get(column)?;
+        seconds
+            .map(|s| Timestamp::from_second(s).map_err(|_| corrupt("a time is out of range")))
+            .transpose()
+    };
+    let backup_type = match row.try_get::<i64, _>("backup_type")? {
+        0 => BackupType::Automatic,
+        1 => BackupType::Manual,
+        _ => return Err(corrupt("unknown backup type")),
+    };
+    let status =
+        BackupStatus::from_code(row.try_get("status")?).ok_or_else(|| corrupt("unknown status"))?;
+    Ok(Backup {
+        instance_id: row.try_get("instance_id")?,
+        name: row.try_get("name")?,
+        method: row.try_get("method")?,
+        backup_type,
+        status,
+        remark: row.try_get("remark")?,
+        async_request_id: row.try_get("async_request_id")?,
+        storage_prefix: row.try_get("storage_prefix")?,
+        created_at: time("created_at")?.ok_or_else(|| corrupt("no creation time"))?,
+        started_at: time("started_at")?,
+        finished_at: time("finished_at")?,
+        expires_at: time("expires_at")?,
+        retention_days: row.try_get("retention_days")?,
+        percent: row.try_get("percent")?,
+        raw_bytes: row.try_get::<i64, _>("raw_bytes")? as u64,
+        stored_bytes: row.try_get::<i64, _>("stored_bytes")? as u64,
+        failure: row.try_get("failure")?,
+        id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn new(name: &str) -> NewBackup {
+        NewBackup {
+            instance_id: "cmgo-aaaaaaaa".into(),
+            method: 0,
+            backup_type: BackupType::Manual,
+            remark: "before upgrade".into(),
+            retention_days: 0,
+            name: name.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn life_cycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&format!("sqlite://{}/m.db", dir.path().display()))
+            .await
+            .unwrap();
+        let b = c
+            .create_backup(&new("cmgo-aaaaaaaa_2026-11-28 10:44"), t(1_000))
+            .await
+            .unwrap();
+        assert_eq!(b.status, BackupStatus::Queued);
+        assert_eq!(b.async_request_id, format!("1000000{:03}", b.id % 1000));
+        assert_eq!(b.storage_prefix, format!("backups/cmgo-aaaaaaaa/{}", b.id));
+        assert!(matches!(
+            c.create_backup(&new("x"), t(1_001)).await,
+            Err(CatalogError::BackupInProgress { .. })
+        ));
+        let claimed = c.claim_queued_backup(t(1_002)).await.unwrap().unwrap();
+        assert_eq!((claimed.id, claimed.status), (b.id, BackupStatus::Running));
+        assert!(c.claim_queued_backup(t(1_002)).await.unwrap().is_none());
+        c.set_backup_percent(b.id, 40).await.unwrap();
+        c.complete_backup(b.id, t(2_000), 10, 5, 7).await.unwrap();
+        let done = c.backup(b.id).await.unwrap().unwrap();
+        assert_eq!(done.status, BackupStatus::Succeeded);
+        assert_eq!(done.expires_at, Some(t(2_000 + 7 * 86_400)));
+        assert!(done.is_available(t(2_001)));
+        assert!(!done.is_available(t(2_000 + 7 * 86_400)));
+        assert_eq!(
+            c.backup_by_async_request(&b.async_request_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            b.id
+        );
+
+        // The same minute again: a unique name.
+        let second = c
+            .create_backup(&new("cmgo-aaaaaaaa_2026-11-28 10:44"), t(2_010))
+            .await
+            .unwrap();
+        assert_eq!(second.name, "cmgo-aaaaaaaa_2026-11-28 10:44-2");
+        assert_eq!(
+            c.backup_by_name("cmgo-aaaaaaaa", "cmgo-aaaaaaaa_2026-11-28 10:44-2")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            second.id
+        );
+        c.claim_queued_backup(t(2_011)).await.unwrap().unwrap();
+        let interrupted = c.fail_interrupted_backups(t(2_012)).await.unwrap();
+        assert_eq!(interrupted.len(), 1);
+        let failed = c.backup(second.id).await.unwrap().unwrap();
+        assert_eq!(failed.status, BackupStatus::Failed);
+        assert!(failed.failure.unwrap().contains("interrupted"));
+
+        c.mark_backup_deleted(b.id).await.unwrap();
+        assert_eq!(
+            c.backup(b.id).await.unwrap().unwrap().status,
+            BackupStatus::Deleted
+        );
+        let listed = c.backups_of("cmgo-aaaaaaaa").await.unwrap();
+        assert_eq!(
+            listed.iter().map(|b| b.id).collect::<Vec<_>>(),
+            vec![second.id, b.id]
+        );
+    }
+}
