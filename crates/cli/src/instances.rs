@@ -1,15 +1,226 @@
-//! Turning `[[instances]]` entries and `mongobak instance add` flags into
-//! catalog instances, and the `mongobak instance` commands.
+//! Registered deployments: turning `[[instances]]` entries and
+//! `mongobak instance add` flags into catalog instances, and the
+//! `mongobak instance add|list|remove` commands.
+//!
+//! `instance add` checks every replica set as a backup would reach it
+//! (reachable, credentials accepted, a replica set member with an oplog)
+//! before recording anything; `--mongos` alone discovers the shards with
+//! `listShards`. Errors name the replica set, never the URI, which may
+//! hold a password.
 
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use futures::future::try_join_all;
 use jiff::Timestamp;
 
 use mongobak_catalog::instance::{derive_instance_id, is_valid_instance_id};
 use mongobak_catalog::{Catalog, ClusterType, Instance, InstanceSource};
 
-use crate::config::InstanceEntry;
+use crate::config::{Config, InstanceEntry};
+use crate::{accounts, ConfigArg};
+
+/// `mongobak instance ...`.
+#[derive(Debug, Subcommand)]
+pub enum InstanceCommand {
+    /// Register a deployment: one --replica-set URI for a replica set, one
+    /// per shard (in order) for a sharded cluster, or only --mongos to
+    /// discover the shards.
+    Add(AddArgs),
+    /// List registered deployments.
+    List(ListArgs),
+    /// Forget a deployment registered with `instance add`.
+    Remove(RemoveArgs),
+}
+
+/// `mongobak instance add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Instance ID (cmgo- + 8 of a-z0-9); derived from owner and name when absent.
+    #[arg(long)]
+    id: Option<String>,
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Region the instance is served in.
+    #[arg(long, default_value = "ap-guangzhou")]
+    region: String,
+    /// Owner's root Uin (default: the first root account).
+    #[arg(long)]
+    owner_uin: Option<String>,
+    /// Connection URI of a replica set / shard; repeat for each shard, in order.
+    #[arg(
+        long = "replica-set",
+        value_name = "URI",
+        required_unless_present = "mongos"
+    )]
+    replica_sets: Vec<String>,
+    /// A mongos URI of a sharded cluster; without --replica-set, its shards
+    /// are discovered with listShards.
+    #[arg(long, value_name = "URI")]
+    mongos: Option<String>,
+    /// Register as a sharded cluster even with one shard.
+    #[arg(long)]
+    sharded: bool,
+    /// Record the instance without connecting to it.
+    #[arg(long)]
+    no_check: bool,
+}
+
+/// `mongobak instance list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Output {
+    /// Aligned columns.
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// `mongobak instance remove`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The instance ID.
+    id: String,
+}
+
+/// Runs an `instance` command.
+pub async fn run(command: InstanceCommand) -> anyhow::Result<()> {
+    match command {
+        InstanceCommand::Add(args) => add(args).await,
+        InstanceCommand::List(args) => list(args).await,
+        InstanceCommand::Remove(args) => remove(args).await,
+    }
+}
+
+async fn add(args: AddArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.config.as_deref())?;
+    if !config.api.regions.contains(&args.region) {
+        bail!(
+            "the region {:?} is not among the served regions",
+            args.region
+        );
+    }
+    let mut replica_sets = args.replica_sets;
+    if replica_sets.is_empty() {
+        let mongos = args
+            .mongos
+            .as_deref()
+            .context("give --replica-set URIs or a --mongos URI")?;
+        replica_sets = mongobak_dump::probe::discover_shards(mongos).await?;
+        if replica_sets.is_empty() {
+            bail!("the mongos lists no shards");
+        }
+    }
+    let catalog = Catalog::open(&config.metadata_url).await?;
+    let (accounts, _) = accounts::root_accounts(&config)?;
+    let entry = InstanceEntry {
+        id: args.id,
+        name: args.name,
+        region: Some(args.region),
+        owner_uin: args.owner_uin,
+        replica_sets,
+        mongos: args.mongos,
+        sharded: args.sharded.then_some(true),
+    };
+    let instance = resolve(&entry, &accounts[0].uin, InstanceSource::Cli)?;
+    if catalog.instance(&instance.id).await?.is_some() {
+        bail!("an instance with ID {} is already registered", instance.id);
+    }
+    if !args.no_check {
+        let ids = instance.replica_set_ids();
+        let reports = try_join_all(
+            ids.iter()
+                .zip(&instance.replica_set_uris)
+                .map(|(id, uri)| mongobak_dump::probe::probe(id, uri)),
+        )
+        .await?;
+        for (id, report) in ids.iter().zip(reports) {
+            eprintln!(
+                "{id}: replica set {:?}, server version {}",
+                report.set_name, report.server_version
+            );
+        }
+    }
+    catalog.add_instance(&instance).await?;
+    println!("{}", instance.id);
+    Ok(())
+}
+
+async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.config.as_deref())?;
+    let catalog = Catalog::open(&config.metadata_url).await?;
+    let list = catalog.instances().await?;
+    match args.output {
+        Output::Json => {
+            let rows: Vec<serde_json::Value> = list
+                .iter()
+                .map(|i| {
+                    serde_json::json!({
+                        "InstanceId": i.id,
+                        "InstanceName": i.name,
+                        "Region": i.region,
+                        "OwnerUin": i.owner_uin,
+                        "ClusterType": i.cluster_type.code(),
+                        "ReplicaSets": i.replica_set_ids(),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        Output::Table => {
+            println!(
+                "{:<15} {:<20} {:<16} {:<8} REPLICA SETS",
+                "ID", "NAME", "REGION", "TYPE"
+            );
+            for i in &list {
+                let kind = match i.cluster_type {
+                    ClusterType::ReplicaSet => "replset",
+                    ClusterType::Sharded => "sharded",
+                };
+                println!(
+                    "{:<15} {:<20} {:<16} {:<8} {}",
+                    i.id,
+                    i.name,
+                    i.region,
+                    kind,
+                    i.replica_set_ids().join(",")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.config.as_deref())?;
+    let catalog = Catalog::open(&config.metadata_url).await?;
+    match catalog.instance(&args.id).await? {
+        None => bail!("no instance {} is registered", args.id),
+        Some(i) if i.source == InstanceSource::Config => bail!(
+            "instance {} comes from [[instances]] in the configuration; remove it there",
+            args.id
+        ),
+        Some(_) => {
+            catalog.remove_instance(&args.id).await?;
+            println!("removed {}", args.id);
+            Ok(())
+        }
+    }
+}
 
 /// Region of instances that name none.
 const DEFAULT_REGION: &str = "ap-guangzhou";

@@ -19,8 +19,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use config::{Config, InstanceEntry};
-use mongobak_catalog::{Catalog, InstanceSource};
+use config::Config;
 
 /// A self-hosted MongoDB backup service that speaks the TencentDB for
 /// MongoDB API.
@@ -37,16 +36,16 @@ enum Command {
     Serve(ServeArgs),
     /// Register, list and remove the MongoDB deployments to back up.
     #[command(subcommand)]
-    Instance(InstanceCommand),
+    Instance(instances::InstanceCommand),
     /// Print the root account's keys as TENCENTCLOUD_* shell exports.
     Credentials(ConfigArg),
 }
 
 #[derive(Debug, Args)]
-struct ConfigArg {
+pub(crate) struct ConfigArg {
     /// Configuration file (TOML); every key is optional.
     #[arg(long, short, env = "MONGOBAK_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -64,69 +63,6 @@ enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-#[derive(Debug, Subcommand)]
-enum InstanceCommand {
-    /// Register a deployment: one --replica-set URI for a replica set, one
-    /// per shard (in order) for a sharded cluster.
-    Add(AddArgs),
-    /// List registered deployments.
-    List(ListArgs),
-    /// Forget a deployment registered with `instance add`.
-    Remove(RemoveArgs),
-}
-
-#[derive(Debug, Args)]
-struct AddArgs {
-    #[command(flatten)]
-    config: ConfigArg,
-    /// Instance ID (cmgo- + 8 of a-z0-9); derived from owner and name when absent.
-    #[arg(long)]
-    id: Option<String>,
-    /// Display name.
-    #[arg(long)]
-    name: Option<String>,
-    /// Region the instance is served in.
-    #[arg(long, default_value = "ap-guangzhou")]
-    region: String,
-    /// Owner's root Uin (default: the first root account).
-    #[arg(long)]
-    owner_uin: Option<String>,
-    /// Connection URI of a replica set / shard; repeat for each shard.
-    #[arg(long = "replica-set", value_name = "URI", required = true)]
-    replica_sets: Vec<String>,
-    /// A mongos URI of a sharded cluster.
-    #[arg(long, value_name = "URI")]
-    mongos: Option<String>,
-    /// Register as a sharded cluster even with one shard.
-    #[arg(long)]
-    sharded: bool,
-}
-
-#[derive(Debug, Args)]
-struct ListArgs {
-    #[command(flatten)]
-    config: ConfigArg,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Table)]
-    output: Output,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Output {
-    /// Aligned columns.
-    Table,
-    /// JSON.
-    Json,
-}
-
-#[derive(Debug, Args)]
-struct RemoveArgs {
-    #[command(flatten)]
-    config: ConfigArg,
-    /// The instance ID.
-    id: String,
 }
 
 fn main() -> ExitCode {
@@ -156,7 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Instance(command) => {
             init_logging(LogFormat::Text);
-            instance(command).await
+            instances::run(command).await
         }
         Command::Credentials(args) => {
             let config = Config::load(args.config.as_deref())?;
@@ -166,99 +102,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("export TENCENTCLOUD_SECRET_KEY={}", root.secret_key);
             println!("export TENCENTCLOUD_REGION=ap-guangzhou");
             Ok(())
-        }
-    }
-}
-
-async fn instance(command: InstanceCommand) -> anyhow::Result<()> {
-    match command {
-        InstanceCommand::Add(args) => {
-            let config = Config::load(args.config.config.as_deref())?;
-            let catalog = Catalog::open(&config.metadata_url).await?;
-            let (accounts, _) = accounts::root_accounts(&config)?;
-            let entry = InstanceEntry {
-                id: args.id,
-                name: args.name,
-                region: Some(args.region),
-                owner_uin: args.owner_uin,
-                replica_sets: args.replica_sets,
-                mongos: args.mongos,
-                sharded: args.sharded.then_some(true),
-            };
-            if !config
-                .api
-                .regions
-                .contains(entry.region.as_deref().unwrap_or_default())
-            {
-                anyhow::bail!(
-                    "the region {:?} is not among the served regions",
-                    entry.region.unwrap_or_default()
-                );
-            }
-            let instance = instances::resolve(&entry, &accounts[0].uin, InstanceSource::Cli)?;
-            catalog.add_instance(&instance).await?;
-            println!("{}", instance.id);
-            Ok(())
-        }
-        InstanceCommand::List(args) => {
-            let config = Config::load(args.config.config.as_deref())?;
-            let catalog = Catalog::open(&config.metadata_url).await?;
-            let list = catalog.instances().await?;
-            match args.output {
-                Output::Json => {
-                    let rows: Vec<serde_json::Value> = list
-                        .iter()
-                        .map(|i| {
-                            serde_json::json!({
-                                "InstanceId": i.id,
-                                "InstanceName": i.name,
-                                "Region": i.region,
-                                "OwnerUin": i.owner_uin,
-                                "ClusterType": i.cluster_type.code(),
-                                "ReplicaSets": i.replica_set_ids(),
-                            })
-                        })
-                        .collect();
-                    println!("{}", serde_json::to_string_pretty(&rows)?);
-                }
-                Output::Table => {
-                    println!(
-                        "{:<15} {:<20} {:<16} {:<8} REPLICA SETS",
-                        "ID", "NAME", "REGION", "TYPE"
-                    );
-                    for i in &list {
-                        let kind = match i.cluster_type {
-                            mongobak_catalog::ClusterType::ReplicaSet => "replset",
-                            mongobak_catalog::ClusterType::Sharded => "sharded",
-                        };
-                        println!(
-                            "{:<15} {:<20} {:<16} {:<8} {}",
-                            i.id,
-                            i.name,
-                            i.region,
-                            kind,
-                            i.replica_set_ids().join(",")
-                        );
-                    }
-                }
-            }
-            Ok(())
-        }
-        InstanceCommand::Remove(args) => {
-            let config = Config::load(args.config.config.as_deref())?;
-            let catalog = Catalog::open(&config.metadata_url).await?;
-            match catalog.instance(&args.id).await? {
-                None => anyhow::bail!("no instance {} is registered", args.id),
-                Some(i) if i.source == InstanceSource::Config => anyhow::bail!(
-                    "instance {} comes from [[instances]] in the configuration; remove it there",
-                    args.id
-                ),
-                Some(_) => {
-                    catalog.remove_instance(&args.id).await?;
-                    println!("removed {}", args.id);
-                    Ok(())
-                }
-            }
         }
     }
 }

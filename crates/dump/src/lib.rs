@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod format;
+pub mod probe;
 mod replica_set;
 pub mod segment;
 
@@ -49,6 +50,12 @@ pub enum DumpError {
         replica_set: String,
         /// The driver's error.
         source: Box<mongodb::error::Error>,
+    },
+    /// The server refused the credentials of the URI.
+    #[error("authentication to replica set {replica_set} failed: check the user, password and authSource in its URI")]
+    AuthenticationFailed {
+        /// `<instance>_<n>`.
+        replica_set: String,
     },
     /// The server is not a replica set member, so it has no oplog.
     #[error("{replica_set} is not a replica set member: a consistent backup needs the oplog")]
@@ -108,6 +115,7 @@ impl DumpError {
             | DumpError::Mongo { .. }
             | DumpError::ClusterTimeNotReached { .. } => true,
             DumpError::NotReplicaSet { .. }
+            | DumpError::AuthenticationFailed { .. }
             | DumpError::OplogRolledOver { .. }
             | DumpError::Compression(_)
             | DumpError::Corrupt { .. } => false,

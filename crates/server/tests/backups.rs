@@ -209,7 +209,13 @@ async fn a_backup_of_an_unreachable_server_fails_with_a_reason() {
 }
 
 /// A table row: case name, signing key, action, parameters, expected code.
-type Case = (&'static str, (&'static str, &'static str), &'static str, Value, &'static str);
+type Case = (
+    &'static str,
+    (&'static str, &'static str),
+    &'static str,
+    Value,
+    &'static str,
+);
 
 /// Every documented bad value of every backup action.
 #[tokio::test]

@@ -49,37 +49,39 @@ pub fn secantusd() -> PathBuf {
 impl MongoServer {
     /// Starts a server on a free port and waits until it answers `hello`.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `secantusd-py` flags (`--standalone`,
+    /// `--auth`, ...).
+    pub async fn start_with(extra_args: &[&str]) -> Self {
         let mut dir = tempfile::tempdir().expect("a temporary folder");
         for _attempt in 0..5 {
             let port = free_port();
-            let log =
-                std::fs::File::create(dir.path().join(format!("secantusd-{port}.log"))).unwrap();
-            let child = Command::new(secantusd())
-                .args([
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    &port.to_string(),
-                    "--storage-path",
-                ])
-                .arg(dir.path().join("data"))
-                .args(["--enable-test-commands", "--log-level", "WARNING"])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("secantusd-py starts");
             let mut server = MongoServer {
                 port,
-                child: Some(child),
+                child: Some(spawn(port, &dir, extra_args)),
                 dir,
             };
-            if server.wait_ready(Duration::from_secs(60)).await {
+            let say_hello = !extra_args.contains(&"--auth");
+            if server.wait_ready(Duration::from_secs(60), say_hello).await {
                 return server;
             }
             dir = server.take_dir();
         }
         panic!("SecantusDB did not start within a minute, five times over");
+    }
+
+    /// Stops the server and starts it again on the same port and data with
+    /// `extra_args` (for example `--auth` once users exist).
+    pub async fn restart_with(&mut self, extra_args: &[&str]) {
+        self.kill();
+        self.child = Some(spawn(self.port, &self.dir, extra_args));
+        let say_hello = !extra_args.contains(&"--auth");
+        assert!(
+            self.wait_ready(Duration::from_secs(60), say_hello).await,
+            "SecantusDB did not restart"
+        );
     }
 
     /// Stops the server and hands back its folder (for another attempt).
@@ -91,7 +93,9 @@ impl MongoServer {
         )
     }
 
-    async fn wait_ready(&mut self, limit: Duration) -> bool {
+    /// Waits until the port accepts connections and, when `say_hello`,
+    /// until the server answers `hello` without credentials.
+    async fn wait_ready(&mut self, limit: Duration, say_hello: bool) -> bool {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(child) = &mut self.child {
@@ -100,6 +104,9 @@ impl MongoServer {
                 }
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                if !say_hello {
+                    return true;
+                }
                 let ping = self
                     .client()
                     .database("admin")
@@ -145,6 +152,27 @@ impl Drop for MongoServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn spawn(port: u16, dir: &tempfile::TempDir, extra_args: &[&str]) -> Child {
+    let log = std::fs::File::create(dir.path().join(format!("secantusd-{port}.log")))
+        .expect("a log file");
+    Command::new(secantusd())
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--storage-path",
+        ])
+        .arg(dir.path().join("data"))
+        .args(["--enable-test-commands", "--log-level", "WARNING"])
+        .args(extra_args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("a log file handle"))
+        .stderr(log)
+        .spawn()
+        .expect("secantusd-py starts")
 }
 
 /// A port that was free a moment ago.
