@@ -1,0 +1,226 @@
+//! The backup runner against a real SecantusDB server: queued backups are
+//! taken, failures are recorded with their reason, and a backup left
+//! running by a stopped process is failed and its partial data deleted.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use mongobak_blob::BlobStore;
+use mongobak_catalog::{
+    BackupStatus, BackupType, Catalog, ClusterType, Instance, InstanceSource, NewBackup,
+};
+use mongobak_testkit::MongoServer;
+use mongobak_worker::{BackupRunner, BackupRunnerConfig};
+use mongodb::bson::{doc, Document};
+use tokio_util::sync::CancellationToken;
+
+struct Fixture {
+    catalog: Catalog,
+    store: BlobStore,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture(uri: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::open(&format!("sqlite://{}/m.db", dir.path().display()))
+        .await
+        .unwrap();
+    catalog
+        .add_instance(&Instance {
+            id: "cmgo-runr0001".into(),
+            name: "runner".into(),
+            region: "ap-guangzhou".into(),
+            owner_uin: "1".into(),
+            cluster_type: ClusterType::ReplicaSet,
+            replica_set_uris: vec![uri.into()],
+            mongos_uri: None,
+            source: InstanceSource::Cli,
+            created_at: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+    let store = BlobStore::open(&format!("file://{}/blobs", dir.path().display())).unwrap();
+    Fixture {
+        catalog,
+        store,
+        _dir: dir,
+    }
+}
+
+fn new_backup(name: &str) -> NewBackup {
+    NewBackup {
+        instance_id: "cmgo-runr0001".into(),
+        method: 0,
+        backup_type: BackupType::Manual,
+        remark: String::new(),
+        retention_days: 3,
+        name: name.into(),
+    }
+}
+
+fn config() -> BackupRunnerConfig {
+    BackupRunnerConfig {
+        poll_interval: Duration::from_millis(50),
+        progress_interval: Duration::from_millis(50),
+        ..BackupRunnerConfig::default()
+    }
+}
+
+async fn wait_until_done(catalog: &Catalog, id: i64) -> mongobak_catalog::Backup {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let backup = catalog.backup(id).await.unwrap().unwrap();
+        if matches!(
+            backup.status,
+            BackupStatus::Succeeded | BackupStatus::Failed
+        ) {
+            return backup;
+        }
+        assert!(Instant::now() < deadline, "backup {id} did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_backups_are_taken_and_recorded() {
+    let mongo = MongoServer::start().await;
+    mongo
+        .client()
+        .database("app")
+        .collection::<Document>("things")
+        .insert_many((0..300i64).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let f = fixture(&mongo.uri()).await;
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn(
+        BackupRunner::new(f.catalog.clone(), f.store.clone(), config()).run(shutdown.clone()),
+    );
+
+    let queued = f
+        .catalog
+        .create_backup(&new_backup("b1"), Timestamp::now())
+        .await
+        .unwrap();
+    let done = wait_until_done(&f.catalog, queued.id).await;
+    assert_eq!(done.status, BackupStatus::Succeeded, "{:?}", done.failure);
+    assert!(done.raw_bytes > 0 && done.stored_bytes > 0);
+    assert_eq!(done.percent, 100);
+    let expires = done.expires_at.unwrap();
+    let kept = expires.as_second() - done.finished_at.unwrap().as_second();
+    assert_eq!(kept, 3 * 86_400, "the requested retention");
+    let manifest = f
+        .store
+        .get(&format!("{}/manifest.json", done.storage_prefix))
+        .await
+        .unwrap();
+    assert!(!manifest.is_empty());
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), runner)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_left_running_by_a_stop_is_failed_and_cleaned_up() {
+    let f = fixture("mongodb://127.0.0.1:1/?directConnection=true").await;
+    // A previous process claimed the backup and wrote part of it, then died.
+    let backup = f
+        .catalog
+        .create_backup(&new_backup("b1"), Timestamp::now())
+        .await
+        .unwrap();
+    f.catalog
+        .claim_queued_backup(Timestamp::now())
+        .await
+        .unwrap()
+        .unwrap();
+    let partial = format!(
+        "{}/cmgo-runr0001_0/c0000/s00000.bson.zst",
+        backup.storage_prefix
+    );
+    f.store
+        .put(&partial, Bytes::from_static(b"partial"))
+        .await
+        .unwrap();
+    let other = "backups/cmgo-runr0001/unrelated/keep.bin";
+    f.store
+        .put(other, Bytes::from_static(b"keep"))
+        .await
+        .unwrap();
+
+    let runner = BackupRunner::new(f.catalog.clone(), f.store.clone(), config());
+    assert_eq!(runner.recover().await.unwrap(), 1);
+    let failed = f.catalog.backup(backup.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, BackupStatus::Failed);
+    assert!(failed.failure.unwrap().contains("interrupted"));
+    assert_eq!(
+        f.store.size(&partial).await.unwrap(),
+        None,
+        "partial data deleted"
+    );
+    assert_eq!(
+        f.store.size(other).await.unwrap(),
+        Some(4),
+        "nothing else touched"
+    );
+    assert_eq!(runner.recover().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_backup_fails_it_and_leaves_nothing() {
+    let mongo = MongoServer::start().await;
+    let coll = mongo
+        .client()
+        .database("app")
+        .collection::<Document>("rows");
+    for chunk in 0..10i64 {
+        coll.insert_many(
+            (0..1000i64).map(|i| doc! {"_id": chunk * 1000 + i, "pad": "p".repeat(300)}),
+        )
+        .await
+        .unwrap();
+    }
+    let f = fixture(&mongo.uri()).await;
+    let shutdown = CancellationToken::new();
+    let mut slow = config();
+    slow.dump.segment_bytes = 16 * 1024;
+    slow.dump.collection_concurrency = 1;
+    let runner = tokio::spawn(
+        BackupRunner::new(f.catalog.clone(), f.store.clone(), slow).run(shutdown.clone()),
+    );
+    let backup = f
+        .catalog
+        .create_backup(&new_backup("b1"), Timestamp::now())
+        .await
+        .unwrap();
+    // Stop as soon as the backup has written something.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f
+        .store
+        .list(&format!("{}/", backup.storage_prefix))
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the backup never wrote");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), runner)
+        .await
+        .unwrap()
+        .unwrap();
+    let stopped = f.catalog.backup(backup.id).await.unwrap().unwrap();
+    assert_eq!(stopped.status, BackupStatus::Failed);
+    assert!(stopped.failure.unwrap().contains("shut down"));
+    assert!(f
+        .store
+        .list(&format!("{}/", backup.storage_prefix))
+        .await
+        .unwrap()
+        .is_empty());
+}
