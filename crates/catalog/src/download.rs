@@ -1,0 +1,629 @@
+//! Backup download tasks and the durable queue the packaging workers use.
+//!
+//! A task is created `Waiting`; a worker claims it with a lease
+//! (`Running`), renews the lease with each progress heartbeat, and ends it
+//! `Done` (with the published file) or, on a transient failure,
+//! `RetryWaiting` until its backoff passes, or `Failed` after the last try.
+//! A worker that dies stops renewing; once its lease expires any worker may
+//! claim the task again. Every change a worker makes is conditional on
+//! still holding the lease, so a worker that lost it cannot overwrite the
+//! work of the one that took over.
+//!
+//! Every function takes the current time from its caller.
+
+use jiff::{SignedDuration, Timestamp};
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use crate::store::{Catalog, CatalogError};
+
+/// The API's `BackupDownloadTask.Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// 0: waiting for a worker.
+    Waiting = 0,
+    /// 1: being packaged.
+    Running = 1,
+    /// 2: the file is ready.
+    Done = 2,
+    /// 3: failed after the last try; the reason is kept.
+    Failed = 3,
+    /// 4: failed, waiting to be retried.
+    RetryWaiting = 4,
+}
+
+impl TaskStatus {
+    /// The API number.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// The status with API number `code`.
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => TaskStatus::Waiting,
+            1 => TaskStatus::Running,
+            2 => TaskStatus::Done,
+            3 => TaskStatus::Failed,
+            4 => TaskStatus::RetryWaiting,
+            _ => return None,
+        })
+    }
+}
+
+/// A download task's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadTask {
+    /// Row id.
+    pub id: i64,
+    /// The backup packaged.
+    pub backup_id: i64,
+    /// Its instance.
+    pub instance_id: String,
+    /// `<instance>_<n>`.
+    pub replica_set_id: String,
+    /// Where it is.
+    pub status: TaskStatus,
+    /// Progress, 0-100.
+    pub percent: i64,
+    /// Tries so far.
+    pub attempts: i64,
+    /// When it may next be claimed.
+    pub next_attempt_at: Timestamp,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When a worker first started it.
+    pub started_at: Option<Timestamp>,
+    /// When it ended.
+    pub finished_at: Option<Timestamp>,
+    /// The published file.
+    pub file: Option<PublishedFile>,
+    /// Why it failed (last failure, for a task waiting to retry).
+    pub failure: Option<String>,
+}
+
+/// A packaged file behind a download URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedFile {
+    /// Path in blob storage.
+    pub path: String,
+    /// Exact size in bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// When it is deleted.
+    pub expires_at: Timestamp,
+}
+
+impl DownloadTask {
+    /// Whether the task stands for its (backup, replica set) at `now`: in
+    /// the queue, being worked on, or done with a file still valid. A
+    /// failed task or one whose file expired does not, and a new request
+    /// starts afresh.
+    pub fn is_current(&self, now: Timestamp) -> bool {
+        match self.status {
+            TaskStatus::Waiting | TaskStatus::Running | TaskStatus::RetryWaiting => true,
+            TaskStatus::Done => self.file.as_ref().is_some_and(|f| f.expires_at > now),
+            TaskStatus::Failed => false,
+        }
+    }
+
+    /// Seconds spent packaging (start to end, or to `now` while running).
+    pub fn seconds_spent(&self, now: Timestamp) -> i64 {
+        match self.started_at {
+            Some(start) => (self.finished_at.unwrap_or(now).as_second() - start.as_second()).max(0),
+            None => 0,
+        }
+    }
+}
+
+/// Filters of [`Catalog::download_tasks_of`].
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// Only tasks of backups with these IDs (`None`: all).
+    pub backup_ids: Option<Vec<i64>>,
+    /// Created at or after.
+    pub created_from: Option<Timestamp>,
+    /// Created at or before.
+    pub created_to: Option<Timestamp>,
+    /// Only these statuses (empty: all).
+    pub statuses: Vec<TaskStatus>,
+}
+
+/// Order of [`Catalog::download_tasks_of`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskOrder {
+    /// By creation time.
+    CreateTime,
+    /// By end time (tasks not finished last).
+    FinishTime,
+}
+
+/// Retry policy of failed tries.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included.
+    pub max_attempts: i64,
+    /// Backoff after the first failure; doubled after each further one.
+    pub first_backoff: SignedDuration,
+    /// Longest backoff.
+    pub max_backoff: SignedDuration,
+}
+
+impl RetryPolicy {
+    /// The wait after `attempts` failed tries.
+    pub fn backoff(&self, attempts: i64) -> SignedDuration {
+        let doublings = (attempts - 1).clamp(0, 20) as u32;
+        let secs = self.first_backoff.as_secs_f64() * f64::from(2u32.pow(doublings));
+        SignedDuration::from_secs_f64(secs.min(self.max_backoff.as_secs_f64()))
+    }
+}
+
+const SELECT_TASK: &str = "SELECT id, backup_id, instance_id, replica_set_id, status, percent, attempts, \
+     next_attempt_at, created_at, started_at, finished_at, file_path, file_size, file_sha256, file_expires_at, \
+     failure FROM download_tasks";
+
+impl Catalog {
+    /// The current task of each requested replica set of a backup, creating
+    /// waiting tasks where there is none (see [`DownloadTask::is_current`]).
+    /// Runs in one transaction, so concurrent requests never create two.
+    pub async fn ensure_download_tasks(
+        &self,
+        backup_id: i64,
+        instance_id: &str,
+        replica_set_ids: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<DownloadTask>, CatalogError> {
+        let mut tx = self.pool().begin().await?;
+        // Take the write lock first, so two requests serialize here.
+        sqlx::query("UPDATE download_tasks SET id = id WHERE 0").execute(&mut *tx).await?;
+        let mut tasks = Vec::with_capacity(replica_set_ids.len());
+        let mut created = false;
+        for rs in replica_set_ids {
+            let rows = sqlx::query(&format!(
+                "{SELECT_TASK} WHERE backup_id = $1 AND replica_set_id = $2 ORDER BY id DESC"
+            ))
+            .bind(backup_id)
+            .bind(rs)
+            .fetch_all(&mut *tx)
+            .await?;
+            let current = rows
+                .iter()
+                .map(decode_task)
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .find(|t| t.is_current(now));
+            let task = match current {
+                Some(task) => task,
+                None => {
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO download_tasks (backup_id, instance_id, replica_set_id, status, \
+                         next_attempt_at, created_at) VALUES ($1, $2, $3, 0, $4, $4) RETURNING id",
+                    )
+                    .bind(backup_id)
+                    .bind(instance_id)
+                    .bind(rs)
+                    .bind(now.as_second())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    created = true;
+                    let row = sqlx::query(&format!("{SELECT_TASK} WHERE id = $1"))
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    decode_task(&row)?
+                }
+            };
+            tasks.push(task);
+        }
+        tx.commit().await?;
+        if created {
+            self.wake_workers();
+        }
+        Ok(tasks)
+    }
+
+    /// One task by id.
+    pub async fn download_task(&self, id: i64) -> Result<Option<DownloadTask>, CatalogError> {
+        let row = sqlx::query(&format!("{SELECT_TASK} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(decode_task).transpose()
+    }
+
+    /// An instance's tasks matching `filter`, in `order`, with the total
+    /// count before paging.
+    pub async fn download_tasks_of(
+        &self,
+        instance_id: &str,
+        filter: &TaskFilter,
+        order: TaskOrder,
+        descending: bool,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<DownloadTask>, u64), CatalogError> {
+        let rows = sqlx::query(&format!("{SELECT_TASK} WHERE instance_id = $1"))
+            .bind(instance_id)
+            .fetch_all(self.pool())
+            .await?;
+        let mut tasks: Vec<DownloadTask> = rows
+            .iter()
+            .map(decode_task)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|t| filter.backup_ids.as_ref().is_none_or(|ids| ids.contains(&t.backup_id)))
+            .filter(|t| filter.created_from.is_none_or(|from| t.created_at >= from))
+            .filter(|t| filter.created_to.is_none_or(|to| t.created_at <= to))
+            .filter(|t| filter.statuses.is_empty() || filter.statuses.contains(&t.status))
+            .collect();
+        match order {
+            TaskOrder::CreateTime => tasks.sort_by_key(|t| (t.created_at, t.id)),
+            TaskOrder::FinishTime => {
+                tasks.sort_by_key(|t| (t.finished_at.is_none(), t.finished_at, t.id))
+            }
+        }
+        if descending {
+            tasks.reverse();
+        }
+        let total = tasks.len() as u64;
+        let page = tasks
+            .into_iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .collect();
+        Ok((page, total))
+    }
+
+    /// Whether a task of the backup is waiting, running or retrying.
+    pub async fn backup_has_active_downloads(&self, backup_id: i64) -> Result<bool, CatalogError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM download_tasks WHERE backup_id = $1 AND status IN (0, 1, 4)",
+        )
+        .bind(backup_id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Claims the oldest task that is due (waiting, retry-waiting past its
+    /// backoff, or running with an expired lease) for `worker`, until
+    /// `lease_until`.
+    pub async fn claim_download_task(
+        &self,
+        worker: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<DownloadTask>, CatalogError> {
+        let id: Option<i64> = sqlx::query_scalar(
+            "UPDATE download_tasks SET status = 1, lease_owner = $1, lease_expires_at = $3, \
+             attempts = attempts + 1, started_at = COALESCE(started_at, $2), percent = 0 \
+             WHERE id = (SELECT id FROM download_tasks \
+                 WHERE (status IN (0, 4) AND next_attempt_at <= $2) OR (status = 1 AND lease_expires_at < $2) \
+                 ORDER BY id LIMIT 1) \
+             AND ((status IN (0, 4) AND next_attempt_at <= $2) OR (status = 1 AND lease_expires_at < $2)) \
+             RETURNING id",
+        )
+        .bind(worker)
+        .bind(now.as_second())
+        .bind(lease_until.as_second())
+        .fetch_optional(self.pool())
+        .await?;
+        match id {
+            Some(id) => self.download_task(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Renews `worker`'s lease and records progress. False when the lease
+    /// was lost (another worker took the task over): stop working on it.
+    pub async fn heartbeat_download_task(
+        &self,
+        id: i64,
+        worker: &str,
+        percent: i64,
+        lease_until: Timestamp,
+    ) -> Result<bool, CatalogError> {
+        let done = sqlx::query(
+            "UPDATE download_tasks SET percent = $3, lease_expires_at = $4 \
+             WHERE id = $1 AND status = 1 AND lease_owner = $2",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(percent.clamp(0, 99))
+        .bind(lease_until.as_second())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks the task done with its published file, if `worker` still
+    /// holds it. False when the lease was lost.
+    pub async fn complete_download_task(
+        &self,
+        id: i64,
+        worker: &str,
+        now: Timestamp,
+        file: &PublishedFile,
+    ) -> Result<bool, CatalogError> {
+        let done = sqlx::query(
+            "UPDATE download_tasks SET status = 2, percent = 100, finished_at = $3, lease_owner = NULL, \
+             lease_expires_at = NULL, file_path = $4, file_size = $5, file_sha256 = $6, file_expires_at = $7, \
+             failure = NULL WHERE id = $1 AND status = 1 AND lease_owner = $2",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(now.as_second())
+        .bind(&file.path)
+        .bind(file.size as i64)
+        .bind(&file.sha256)
+        .bind(file.expires_at.as_second())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a failed try: waiting to retry after the policy's backoff
+    /// when `transient` and tries remain, failed otherwise. Returns the new
+    /// status, or `None` when `worker` no longer held the task.
+    pub async fn fail_download_attempt(
+        &self,
+        id: i64,
+        worker: &str,
+        now: Timestamp,
+        reason: &str,
+        transient: bool,
+        policy: &RetryPolicy,
+    ) -> Result<Option<TaskStatus>, CatalogError> {
+        let attempts: Option<i64> = sqlx::query_scalar(
+            "SELECT attempts FROM download_tasks WHERE id = $1 AND status = 1 AND lease_owner = $2",
+        )
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(attempts) = attempts else {
+            return Ok(None);
+        };
+        let status = if transient && attempts < policy.max_attempts {
+            TaskStatus::RetryWaiting
+        } else {
+            TaskStatus::Failed
+        };
+        let next = now + policy.backoff(attempts);
+        let finished = (status == TaskStatus::Failed).then_some(now.as_second());
+        let done = sqlx::query(
+            "UPDATE download_tasks SET status = $3, next_attempt_at = $4, failure = $5, finished_at = $6, \
+             lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND status = 1 AND lease_owner = $2",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(status.code())
+        .bind(next.as_second())
+        .bind(reason)
+        .bind(finished)
+        .execute(self.pool())
+        .await?;
+        Ok((done.rows_affected() == 1).then_some(status))
+    }
+
+    /// Fails every unfinished task of a backup (when the backup goes away).
+    pub async fn fail_download_tasks_of_backup(
+        &self,
+        backup_id: i64,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<(), CatalogError> {
+        sqlx::query(
+            "UPDATE download_tasks SET status = 3, failure = $3, finished_at = $2, lease_owner = NULL \
+             WHERE backup_id = $1 AND status IN (0, 1, 4)",
+        )
+        .bind(backup_id)
+        .bind(now.as_second())
+        .bind(reason)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+fn decode_task(row: &SqliteRow) -> Result<DownloadTask, CatalogError> {
+    let id: i64 = row.try_get("id")?;
+    let corrupt = |detail: &str| CatalogError::Corrupt {
+        what: format!("download task {id}"),
+        detail: detail.to_string(),
+    };
+    let time = |column: &str| -> Result<Option<Timestamp>, CatalogError> {
+        let seconds: Option<i64> = row.try_get(column)?;
+        seconds
+            .map(|s| Timestamp::from_second(s).map_err(|_| corrupt("a time is out of range")))
+            .transpose()
+    };
+    let status = TaskStatus::from_code(row.try_get("status")?).ok_or_else(|| corrupt("unknown status"))?;
+    let file = match (
+        row.try_get::<Option<String>, _>("file_path")?,
+        row.try_get::<Option<i64>, _>("file_size")?,
+        row.try_get::<Option<String>, _>("file_sha256")?,
+        time("file_expires_at")?,
+    ) {
+        (Some(path), Some(size), Some(sha256), Some(expires_at)) => Some(PublishedFile {
+            path,
+            size: size as u64,
+            sha256,
+            expires_at,
+        }),
+        _ => None,
+    };
+    Ok(DownloadTask {
+        backup_id: row.try_get("backup_id")?,
+        instance_id: row.try_get("instance_id")?,
+        replica_set_id: row.try_get("replica_set_id")?,
+        status,
+        percent: row.try_get("percent")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: time("next_attempt_at")?.ok_or_else(|| corrupt("no next attempt time"))?,
+        created_at: time("created_at")?.ok_or_else(|| corrupt("no creation time"))?,
+        started_at: time("started_at")?,
+        finished_at: time("finished_at")?,
+        file,
+        failure: row.try_get("failure")?,
+        id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::{BackupType, NewBackup};
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    const POLICY: RetryPolicy = RetryPolicy {
+        max_attempts: 3,
+        first_backoff: SignedDuration::from_secs(10),
+        max_backoff: SignedDuration::from_secs(60),
+    };
+
+    async fn setup() -> (tempfile::TempDir, Catalog, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&format!("sqlite://{}/m.db", dir.path().display())).await.unwrap();
+        let b = c
+            .create_backup(
+                &NewBackup {
+                    instance_id: "cmgo-aaaaaaaa".into(),
+                    method: 0,
+                    backup_type: BackupType::Manual,
+                    remark: String::new(),
+                    retention_days: 0,
+                    name: "n".into(),
+                },
+                t(100),
+            )
+            .await
+            .unwrap();
+        (dir, c, b.id)
+    }
+
+    fn file(expires: i64) -> PublishedFile {
+        PublishedFile {
+            path: "downloads/1/f.archive.gz".into(),
+            size: 10,
+            sha256: "ab".repeat(32),
+            expires_at: t(expires),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        assert_eq!(POLICY.backoff(1).as_secs(), 10);
+        assert_eq!(POLICY.backoff(2).as_secs(), 20);
+        assert_eq!(POLICY.backoff(3).as_secs(), 40);
+        assert_eq!(POLICY.backoff(4).as_secs(), 60);
+        assert_eq!(POLICY.backoff(40).as_secs(), 60);
+    }
+
+    #[tokio::test]
+    async fn requests_are_idempotent_until_the_file_expires() {
+        let (_dir, c, backup) = setup().await;
+        let sets = vec!["cmgo-aaaaaaaa_0".to_string(), "cmgo-aaaaaaaa_1".to_string()];
+        let first = c.ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000)).await.unwrap();
+        assert_eq!(first.len(), 2);
+        assert!(first.iter().all(|t| t.status == TaskStatus::Waiting));
+        let again = c.ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(1_001)).await.unwrap();
+        assert_eq!(again[0].id, first[0].id);
+
+        let claimed = c.claim_download_task("w1", t(1_002), t(1_032)).await.unwrap().unwrap();
+        assert_eq!(claimed.id, first[0].id);
+        assert!(c.complete_download_task(claimed.id, "w1", t(1_010), &file(5_000)).await.unwrap());
+        let done = c.ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(2_000)).await.unwrap();
+        assert_eq!((done[0].id, done[0].status), (first[0].id, TaskStatus::Done));
+        assert_eq!(done[0].seconds_spent(t(9_999)), 8);
+        // Once the file expired, a new request starts afresh.
+        let fresh = c.ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(5_000)).await.unwrap();
+        assert_ne!(fresh[0].id, first[0].id);
+        assert_eq!(fresh[0].status, TaskStatus::Waiting);
+    }
+
+    #[tokio::test]
+    async fn leases_retries_and_take_over() {
+        let (_dir, c, backup) = setup().await;
+        let sets = vec!["cmgo-aaaaaaaa_0".to_string()];
+        let task = c.ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000)).await.unwrap()[0].clone();
+        assert!(c.backup_has_active_downloads(backup).await.unwrap());
+
+        // w1 claims, then dies: the lease expires and w2 takes over.
+        let claimed = c.claim_download_task("w1", t(1_000), t(1_030)).await.unwrap().unwrap();
+        assert_eq!(claimed.attempts, 1);
+        assert!(c.claim_download_task("w2", t(1_010), t(1_040)).await.unwrap().is_none());
+        assert!(c.heartbeat_download_task(task.id, "w1", 50, t(1_040)).await.unwrap());
+        assert!(c.claim_download_task("w2", t(1_035), t(1_065)).await.unwrap().is_none());
+        let taken = c.claim_download_task("w2", t(1_041), t(1_071)).await.unwrap().unwrap();
+        assert_eq!((taken.id, taken.attempts), (task.id, 2));
+        // The old worker can no longer change it.
+        assert!(!c.heartbeat_download_task(task.id, "w1", 60, t(1_080)).await.unwrap());
+        assert!(!c.complete_download_task(task.id, "w1", t(1_050), &file(9_000)).await.unwrap());
+        assert_eq!(
+            c.fail_download_attempt(task.id, "w1", t(1_050), "x", true, &POLICY).await.unwrap(),
+            None
+        );
+
+        // w2 fails transiently: retry after the backoff (second failure: 20 s).
+        let status = c.fail_download_attempt(task.id, "w2", t(1_050), "storage down", true, &POLICY).await;
+        assert_eq!(status.unwrap(), Some(TaskStatus::RetryWaiting));
+        let waiting = c.download_task(task.id).await.unwrap().unwrap();
+        assert_eq!(waiting.next_attempt_at, t(1_070));
+        assert_eq!(waiting.failure.as_deref(), Some("storage down"));
+        assert!(c.claim_download_task("w1", t(1_069), t(1_099)).await.unwrap().is_none());
+        let third = c.claim_download_task("w1", t(1_070), t(1_100)).await.unwrap().unwrap();
+        assert_eq!(third.attempts, 3);
+        // The last try fails: failed for good, with the reason.
+        let status = c.fail_download_attempt(task.id, "w1", t(1_080), "still down", true, &POLICY).await;
+        assert_eq!(status.unwrap(), Some(TaskStatus::Failed));
+        let failed = c.download_task(task.id).await.unwrap().unwrap();
+        assert_eq!(failed.failure.as_deref(), Some("still down"));
+        assert!(!failed.is_current(t(1_081)));
+        assert!(!c.backup_has_active_downloads(backup).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn permanent_failures_do_not_retry_and_listing_filters() {
+        let (_dir, c, backup) = setup().await;
+        let sets = vec!["cmgo-aaaaaaaa_0".to_string(), "cmgo-aaaaaaaa_1".to_string()];
+        let tasks = c.ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000)).await.unwrap();
+        c.claim_download_task("w", t(1_001), t(1_031)).await.unwrap().unwrap();
+        let status = c.fail_download_attempt(tasks[0].id, "w", t(1_002), "corrupt", false, &POLICY).await;
+        assert_eq!(status.unwrap(), Some(TaskStatus::Failed));
+
+        let all = TaskFilter::default();
+        let (page, total) = c
+            .download_tasks_of("cmgo-aaaaaaaa", &all, TaskOrder::CreateTime, true, 0, 20)
+            .await
+            .unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(page[0].id, tasks[1].id, "newest first");
+        let failed_only = TaskFilter {
+            statuses: vec![TaskStatus::Failed],
+            ..TaskFilter::default()
+        };
+        let (page, total) = c
+            .download_tasks_of("cmgo-aaaaaaaa", &failed_only, TaskOrder::FinishTime, false, 0, 20)
+            .await
+            .unwrap();
+        assert_eq!((total, page[0].id), (1, tasks[0].id));
+        let window = TaskFilter {
+            created_from: Some(t(1_001)),
+            ..TaskFilter::default()
+        };
+        assert_eq!(
+            c.download_tasks_of("cmgo-aaaaaaaa", &window, TaskOrder::CreateTime, true, 0, 20)
+                .await
+                .unwrap()
+                .1,
+            0
+        );
+        c.fail_download_tasks_of_backup(backup, t(1_003), "backup deleted").await.unwrap();
+        assert_eq!(c.download_task(tasks[1].id).await.unwrap().unwrap().status, TaskStatus::Failed);
+    }
+}
