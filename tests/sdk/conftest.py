@@ -4,6 +4,11 @@
   instances, B's one; see mongobak_harness).
 * `start_mongobak`: a factory for extra servers with their own config, each
   in its own tmp dir and stopped at the end of the test.
+* `mongo`: a module-scoped SecantusDB server (a real MongoDB to back up),
+  seeded with a few collections.
+* `backup_server`: a module-scoped server that also has A's instance
+  `cmgo-bkup0001` on `mongo` and `cmgo-dead0001` on `dead_uri`, a closed
+  port.
 
 Every server is stopped by its pid; on a test failure the tail of each
 running server's stderr is attached to the report.
@@ -18,10 +23,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mongobak_harness import (  # noqa: E402
+    BACKUP_INSTANCE,
+    DEAD_INSTANCE,
+    LIVE_MONGOS,
     LIVE_SERVERS,
     PROXY_VARIABLES,
+    closed_port_uri,
     default_body,
+    instance_toml,
     mongobak_bin,
+    seed,
+    start_mongo,
     start_server,
 )
 
@@ -69,6 +81,33 @@ def start_mongobak(tmp_path):
         srv.stop()
 
 
+@pytest.fixture(scope="module")
+def mongo(tmp_path_factory):
+    """A seeded SecantusDB server; `mongo.seeded` holds each namespace's
+    document count."""
+    srv = start_mongo(tmp_path_factory.mktemp("secantus"))
+    try:
+        srv.seeded.update(seed(srv))
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def dead_uri():
+    """A URI nothing listens on; server selection gives up after 300 ms."""
+    return closed_port_uri(300)
+
+
+@pytest.fixture(scope="module")
+def backup_server(tmp_path_factory, mongo, dead_uri):
+    """The default accounts and instances, plus A's backup instances."""
+    body = default_body() + instance_toml(BACKUP_INSTANCE, mongo.uri) + instance_toml(DEAD_INSTANCE, dead_uri)
+    srv = start_server(tmp_path_factory.mktemp("mongobak-backups"), body)
+    yield srv
+    srv.stop()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -76,3 +115,5 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for srv in list(LIVE_SERVERS):
             report.sections.append((f"mongobak stderr ({srv.url})", srv.stderr_tail()))
+        for mongo in list(LIVE_MONGOS):
+            report.sections.append((f"secantusd log (port {mongo.port})", mongo.log_tail()))

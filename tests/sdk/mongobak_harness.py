@@ -6,7 +6,9 @@ constants (keys, instance IDs) from here.
 
 import os
 import queue
+import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +19,8 @@ from typing import Dict, List, Optional
 START_TIMEOUT = 30.0
 # How long a server may take to exit after SIGTERM before it is killed.
 STOP_TIMEOUT = 10.0
+# How long SecantusDB may take to answer `hello` after its start.
+MONGO_START_TIMEOUT = 60.0
 
 PROXY_VARIABLES = (
     "http_proxy",
@@ -303,3 +307,171 @@ def start_server(
     )
     LIVE_SERVERS.add(server)
     return server
+
+
+# -- a real MongoDB deployment (SecantusDB) to back up ---------------------
+
+# A's instances of the backup tests, in ap-guangzhou.
+BACKUP_INSTANCE = "cmgo-bkup0001"  # a SecantusDB server with data
+DEAD_INSTANCE = "cmgo-dead0001"  # a closed port: its backups fail fast
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def secantusd() -> str:
+    """The `secantusd-py` launcher of the venv running the tests."""
+    return os.environ.get("SECANTUSD", str(Path(sys.executable).parent / "secantusd-py"))
+
+
+def closed_port_uri(timeout_ms: int) -> str:
+    """A replica set URI nothing listens on; server selection gives up
+    after `timeout_ms`."""
+    return f"mongodb://127.0.0.1:{free_port()}/?directConnection=true&serverSelectionTimeoutMS={timeout_ms}"
+
+
+@dataclass(eq=False)
+class MongoServer:
+    """A running SecantusDB server (MongoDB wire protocol, with an oplog)."""
+
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+    # Document count of each seeded namespace.
+    seeded: Dict[str, int] = field(default_factory=dict)
+    _log_file: Optional[object] = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def client(self):
+        import pymongo
+
+        return pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=5000)
+
+    def log_tail(self, limit: int = 8000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+        LIVE_MONGOS.discard(self)
+
+
+# SecantusDB servers started and not yet stopped, for failure reports.
+LIVE_MONGOS: set = set()
+
+
+def _mongo_answers(port: int) -> bool:
+    import pymongo
+    from pymongo.errors import PyMongoError
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    client = pymongo.MongoClient(
+        f"mongodb://127.0.0.1:{port}/?directConnection=true",
+        serverSelectionTimeoutMS=2000,
+        connectTimeoutMS=2000,
+    )
+    try:
+        client.admin.command("hello")
+        return True
+    except PyMongoError:
+        return False
+    finally:
+        client.close()
+
+
+def start_mongo(directory: Path, attempts: int = 3) -> MongoServer:
+    """Starts SecantusDB on a free port with its data in `directory` and
+    waits until it answers `hello`. SecantusDB prints no listening line, so
+    the port is picked here; another attempt follows if it was taken."""
+    directory.mkdir(parents=True, exist_ok=True)
+    launcher = secantusd()
+    if not os.access(launcher, os.X_OK):
+        raise RuntimeError(f"SecantusDB is not installed at {launcher}: install tests/requirements.txt into .venv")
+    failures = []
+    for attempt in range(attempts):
+        port = free_port()
+        log_path = directory / f"secantusd-{port}.log"
+        log_file = open(log_path, "wb")
+        proc = subprocess.Popen(
+            [
+                launcher,
+                "--host", "127.0.0.1",
+                "--port", str(port),
+                "--storage-path", str(directory / f"data{attempt}"),
+                "--enable-test-commands",
+                "--log-level", "WARNING",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=client_env(),
+        )
+        server = MongoServer(proc=proc, port=port, log_path=log_path, _log_file=log_file)
+        deadline = time.monotonic() + MONGO_START_TIMEOUT
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _mongo_answers(port):
+                LIVE_MONGOS.add(server)
+                return server
+            time.sleep(0.1)
+        status = proc.poll()
+        server.stop()
+        failures.append(f"port {port}: " + (f"exited {status}" if status is not None else "no answer in time")
+                        + f"\n{server.log_tail(2000)}")
+    raise RuntimeError("SecantusDB did not start:\n" + "\n".join(failures))
+
+
+def seed(mongo: MongoServer) -> Dict[str, int]:
+    """A few collections with a few hundred documents and secondary
+    indexes; returns the document count of each namespace."""
+    client = mongo.client()
+    try:
+        shop = client["shop"]
+        shop.orders.insert_many(
+            [
+                {"_id": i, "customer": f"c{i % 40:03d}", "total": i * 1.5, "items": ["a", "b"][: i % 3]}
+                for i in range(300)
+            ]
+        )
+        shop.orders.create_index([("customer", 1), ("total", -1)], name="customer_total")
+        shop.customers.insert_many([{"_id": f"c{i:03d}", "name": f"客户 {i}", "vip": i % 5 == 0} for i in range(40)])
+        shop.customers.create_index("name", unique=True)
+        client["inventory"].items.insert_many([{"sku": f"sku-{i}", "stock": i} for i in range(120)])
+        return {
+            "shop.orders": shop.orders.count_documents({}),
+            "shop.customers": shop.customers.count_documents({}),
+            "inventory.items": client["inventory"].items.count_documents({}),
+        }
+    finally:
+        client.close()
+
+
+def instance_toml(instance_id: str, uri: str, owner: Key = KEY_A, region: str = "ap-guangzhou") -> str:
+    return f"""
+[[instances]]
+id = "{instance_id}"
+name = "{instance_id}"
+region = "{region}"
+owner_uin = "{owner.uin}"
+replica_sets = [{_toml_value(uri)}]
+"""

@@ -42,6 +42,12 @@ pub enum ErrorKind {
     PermissionDenied,
     /// `InvalidParameterValue`: a parameter's value is outside its set or range.
     InvalidParameterValue,
+    /// `InvalidParameterValue.BackupFileNotFound`: no usable backup by that name.
+    BackupFileNotFound,
+    /// `InvalidParameterValue.ReplicaNotFound`: the instance has no such replica set.
+    ReplicaNotFound,
+    /// `InvalidParameterValue.StartTimeNotBeforeThanEndTime`.
+    StartAfterEnd,
     /// `InvalidParameterValue.ClusterTypeError`.
     ClusterTypeError,
     /// `InvalidParameterValue.IllegalInstanceStatus`.
@@ -90,6 +96,9 @@ impl ErrorKind {
             InvalidParameter => "InvalidParameter",
             PermissionDenied => "InvalidParameter.PermissionDenied",
             InvalidParameterValue => "InvalidParameterValue",
+            BackupFileNotFound => "InvalidParameterValue.BackupFileNotFound",
+            ReplicaNotFound => "InvalidParameterValue.ReplicaNotFound",
+            StartAfterEnd => "InvalidParameterValue.StartTimeNotBeforeThanEndTime",
             ClusterTypeError => "InvalidParameterValue.ClusterTypeError",
             IllegalInstanceStatus => "InvalidParameterValue.IllegalInstanceStatus",
             LimitOutOfRange => "InvalidParameterValue.LimitParaOutOfRange",

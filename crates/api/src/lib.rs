@@ -21,6 +21,7 @@
 
 pub mod access;
 pub mod actions;
+pub mod download_url;
 pub mod error;
 pub mod params;
 pub mod ratelimit;
@@ -36,6 +37,7 @@ use serde_json::{Map, Value};
 
 pub use access::{Directory, Policy, RootAccount, SubAccount};
 pub use actions::Action;
+pub use download_url::UrlSigner;
 pub use error::{ApiError, ErrorKind};
 pub use ratelimit::RateLimits;
 pub use request::RawRequest;
@@ -81,6 +83,33 @@ pub struct ApiConfig {
     pub max_clock_skew_secs: i64,
     /// Zone of every `YYYY-MM-DD hh:mm:ss` string the API shows.
     pub timezone: TimeZone,
+    /// How download URLs are made.
+    pub downloads: DownloadSettings,
+}
+
+/// How DescribeBackupDownloadTask makes download URLs.
+#[derive(Debug, Clone)]
+pub struct DownloadSettings {
+    /// Base of the URLs (`[server] public_url`).
+    pub public_url: String,
+    /// Signs them.
+    pub signer: UrlSigner,
+    /// How long a URL handed out stays valid (24 h, as on TencentDB).
+    pub url_ttl: jiff::SignedDuration,
+    /// The `Bucket` field shown with each task.
+    pub bucket: String,
+}
+
+impl Default for DownloadSettings {
+    fn default() -> Self {
+        DownloadSettings {
+            public_url: "http://127.0.0.1:9000".into(),
+            // A fresh random key: URLs from another process do not verify.
+            signer: UrlSigner::new(uuid::Uuid::new_v4().as_bytes().to_vec()),
+            url_ttl: jiff::SignedDuration::from_hours(24),
+            bucket: "mongobak".into(),
+        }
+    }
 }
 
 impl Default for ApiConfig {
@@ -90,6 +119,7 @@ impl Default for ApiConfig {
             rate_limits: RateLimits::default(),
             max_clock_skew_secs: 300,
             timezone: TimeZone::get("Asia/Shanghai").unwrap_or(TimeZone::UTC),
+            downloads: DownloadSettings::default(),
         }
     }
 }
@@ -249,6 +279,11 @@ impl Api {
     /// The blob store behind the API.
     pub fn store(&self) -> &BlobStore {
         &self.store
+    }
+
+    /// How download URLs are made and checked.
+    pub fn download_settings(&self) -> &DownloadSettings {
+        &self.config.downloads
     }
 
     /// The metadata store behind the API.

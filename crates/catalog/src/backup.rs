@@ -129,7 +129,7 @@ impl Catalog {
         new: &NewBackup,
         now: Timestamp,
     ) -> Result<Backup, CatalogError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let busy: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM backups WHERE instance_id = $1 AND status IN (0, 1)",
         )
@@ -179,7 +179,7 @@ impl Catalog {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.wake_workers();
+        self.wake_backup_runner();
         self.backup(id).await?.ok_or_else(|| CatalogError::Corrupt {
             what: format!("backup {id}"),
             detail: "vanished after insert".into(),
@@ -484,5 +484,37 @@ mod tests {
             listed.iter().map(|b| b.id).collect::<Vec<_>>(),
             vec![second.id, b.id]
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_wait_for_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&format!("sqlite://{}/m.db", dir.path().display()))
+            .await
+            .unwrap();
+        let requests = (0..24).map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut request = new("n");
+                // Two requests for each of 12 instances.
+                request.instance_id = format!("cmgo-conc{:04}", i % 12);
+                c.create_backup(&request, t(1_000)).await
+            })
+        });
+        let results: Vec<_> = futures_join(requests).await;
+        let accepted = results.iter().filter(|r| r.is_ok()).count();
+        let busy = results
+            .iter()
+            .filter(|r| matches!(r, Err(CatalogError::BackupInProgress { .. })))
+            .count();
+        assert_eq!((accepted, busy), (12, 12), "{results:?}");
+    }
+
+    async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+        let mut out = Vec::new();
+        for handle in handles.collect::<Vec<_>>() {
+            out.push(handle.await.unwrap());
+        }
+        out
     }
 }

@@ -174,9 +174,7 @@ impl Catalog {
         replica_set_ids: &[String],
         now: Timestamp,
     ) -> Result<Vec<DownloadTask>, CatalogError> {
-        let mut tx = self.pool().begin().await?;
-        // Take the write lock first, so two requests serialize here.
-        sqlx::query("UPDATE download_tasks SET id = id WHERE 0").execute(&mut *tx).await?;
+        let mut tx = self.begin_write().await?;
         let mut tasks = Vec::with_capacity(replica_set_ids.len());
         let mut created = false;
         for rs in replica_set_ids {
@@ -218,7 +216,7 @@ impl Catalog {
         }
         tx.commit().await?;
         if created {
-            self.wake_workers();
+            self.wake_download_workers();
         }
         Ok(tasks)
     }
@@ -252,7 +250,12 @@ impl Catalog {
             .map(decode_task)
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
-            .filter(|t| filter.backup_ids.as_ref().is_none_or(|ids| ids.contains(&t.backup_id)))
+            .filter(|t| {
+                filter
+                    .backup_ids
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(&t.backup_id))
+            })
             .filter(|t| filter.created_from.is_none_or(|from| t.created_at >= from))
             .filter(|t| filter.created_to.is_none_or(|to| t.created_at <= to))
             .filter(|t| filter.statuses.is_empty() || filter.statuses.contains(&t.status))
@@ -439,7 +442,8 @@ fn decode_task(row: &SqliteRow) -> Result<DownloadTask, CatalogError> {
             .map(|s| Timestamp::from_second(s).map_err(|_| corrupt("a time is out of range")))
             .transpose()
     };
-    let status = TaskStatus::from_code(row.try_get("status")?).ok_or_else(|| corrupt("unknown status"))?;
+    let status =
+        TaskStatus::from_code(row.try_get("status")?).ok_or_else(|| corrupt("unknown status"))?;
     let file = match (
         row.try_get::<Option<String>, _>("file_path")?,
         row.try_get::<Option<i64>, _>("file_size")?,
@@ -488,7 +492,9 @@ mod tests {
 
     async fn setup() -> (tempfile::TempDir, Catalog, i64) {
         let dir = tempfile::tempdir().unwrap();
-        let c = Catalog::open(&format!("sqlite://{}/m.db", dir.path().display())).await.unwrap();
+        let c = Catalog::open(&format!("sqlite://{}/m.db", dir.path().display()))
+            .await
+            .unwrap();
         let b = c
             .create_backup(
                 &NewBackup {
@@ -528,20 +534,42 @@ mod tests {
     async fn requests_are_idempotent_until_the_file_expires() {
         let (_dir, c, backup) = setup().await;
         let sets = vec!["cmgo-aaaaaaaa_0".to_string(), "cmgo-aaaaaaaa_1".to_string()];
-        let first = c.ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000)).await.unwrap();
+        let first = c
+            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
+            .await
+            .unwrap();
         assert_eq!(first.len(), 2);
         assert!(first.iter().all(|t| t.status == TaskStatus::Waiting));
-        let again = c.ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(1_001)).await.unwrap();
+        let again = c
+            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(1_001))
+            .await
+            .unwrap();
         assert_eq!(again[0].id, first[0].id);
 
-        let claimed = c.claim_download_task("w1", t(1_002), t(1_032)).await.unwrap().unwrap();
+        let claimed = c
+            .claim_download_task("w1", t(1_002), t(1_032))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(claimed.id, first[0].id);
-        assert!(c.complete_download_task(claimed.id, "w1", t(1_010), &file(5_000)).await.unwrap());
-        let done = c.ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(2_000)).await.unwrap();
-        assert_eq!((done[0].id, done[0].status), (first[0].id, TaskStatus::Done));
+        assert!(c
+            .complete_download_task(claimed.id, "w1", t(1_010), &file(5_000))
+            .await
+            .unwrap());
+        let done = c
+            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(2_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            (done[0].id, done[0].status),
+            (first[0].id, TaskStatus::Done)
+        );
         assert_eq!(done[0].seconds_spent(t(9_999)), 8);
         // Once the file expired, a new request starts afresh.
-        let fresh = c.ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(5_000)).await.unwrap();
+        let fresh = c
+            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(5_000))
+            .await
+            .unwrap();
         assert_ne!(fresh[0].id, first[0].id);
         assert_eq!(fresh[0].status, TaskStatus::Waiting);
     }
@@ -550,36 +578,79 @@ mod tests {
     async fn leases_retries_and_take_over() {
         let (_dir, c, backup) = setup().await;
         let sets = vec!["cmgo-aaaaaaaa_0".to_string()];
-        let task = c.ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000)).await.unwrap()[0].clone();
+        let task = c
+            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
+            .await
+            .unwrap()[0]
+            .clone();
         assert!(c.backup_has_active_downloads(backup).await.unwrap());
 
         // w1 claims, then dies: the lease expires and w2 takes over.
-        let claimed = c.claim_download_task("w1", t(1_000), t(1_030)).await.unwrap().unwrap();
+        let claimed = c
+            .claim_download_task("w1", t(1_000), t(1_030))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(claimed.attempts, 1);
-        assert!(c.claim_download_task("w2", t(1_010), t(1_040)).await.unwrap().is_none());
-        assert!(c.heartbeat_download_task(task.id, "w1", 50, t(1_040)).await.unwrap());
-        assert!(c.claim_download_task("w2", t(1_035), t(1_065)).await.unwrap().is_none());
-        let taken = c.claim_download_task("w2", t(1_041), t(1_071)).await.unwrap().unwrap();
+        assert!(c
+            .claim_download_task("w2", t(1_010), t(1_040))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(c
+            .heartbeat_download_task(task.id, "w1", 50, t(1_040))
+            .await
+            .unwrap());
+        assert!(c
+            .claim_download_task("w2", t(1_035), t(1_065))
+            .await
+            .unwrap()
+            .is_none());
+        let taken = c
+            .claim_download_task("w2", t(1_041), t(1_071))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((taken.id, taken.attempts), (task.id, 2));
         // The old worker can no longer change it.
-        assert!(!c.heartbeat_download_task(task.id, "w1", 60, t(1_080)).await.unwrap());
-        assert!(!c.complete_download_task(task.id, "w1", t(1_050), &file(9_000)).await.unwrap());
+        assert!(!c
+            .heartbeat_download_task(task.id, "w1", 60, t(1_080))
+            .await
+            .unwrap());
+        assert!(!c
+            .complete_download_task(task.id, "w1", t(1_050), &file(9_000))
+            .await
+            .unwrap());
         assert_eq!(
-            c.fail_download_attempt(task.id, "w1", t(1_050), "x", true, &POLICY).await.unwrap(),
+            c.fail_download_attempt(task.id, "w1", t(1_050), "x", true, &POLICY)
+                .await
+                .unwrap(),
             None
         );
 
         // w2 fails transiently: retry after the backoff (second failure: 20 s).
-        let status = c.fail_download_attempt(task.id, "w2", t(1_050), "storage down", true, &POLICY).await;
+        let status = c
+            .fail_download_attempt(task.id, "w2", t(1_050), "storage down", true, &POLICY)
+            .await;
         assert_eq!(status.unwrap(), Some(TaskStatus::RetryWaiting));
         let waiting = c.download_task(task.id).await.unwrap().unwrap();
         assert_eq!(waiting.next_attempt_at, t(1_070));
         assert_eq!(waiting.failure.as_deref(), Some("storage down"));
-        assert!(c.claim_download_task("w1", t(1_069), t(1_099)).await.unwrap().is_none());
-        let third = c.claim_download_task("w1", t(1_070), t(1_100)).await.unwrap().unwrap();
+        assert!(c
+            .claim_download_task("w1", t(1_069), t(1_099))
+            .await
+            .unwrap()
+            .is_none());
+        let third = c
+            .claim_download_task("w1", t(1_070), t(1_100))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(third.attempts, 3);
         // The last try fails: failed for good, with the reason.
-        let status = c.fail_download_attempt(task.id, "w1", t(1_080), "still down", true, &POLICY).await;
+        let status = c
+            .fail_download_attempt(task.id, "w1", t(1_080), "still down", true, &POLICY)
+            .await;
         assert_eq!(status.unwrap(), Some(TaskStatus::Failed));
         let failed = c.download_task(task.id).await.unwrap().unwrap();
         assert_eq!(failed.failure.as_deref(), Some("still down"));
@@ -591,9 +662,17 @@ mod tests {
     async fn permanent_failures_do_not_retry_and_listing_filters() {
         let (_dir, c, backup) = setup().await;
         let sets = vec!["cmgo-aaaaaaaa_0".to_string(), "cmgo-aaaaaaaa_1".to_string()];
-        let tasks = c.ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000)).await.unwrap();
-        c.claim_download_task("w", t(1_001), t(1_031)).await.unwrap().unwrap();
-        let status = c.fail_download_attempt(tasks[0].id, "w", t(1_002), "corrupt", false, &POLICY).await;
+        let tasks = c
+            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
+            .await
+            .unwrap();
+        c.claim_download_task("w", t(1_001), t(1_031))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = c
+            .fail_download_attempt(tasks[0].id, "w", t(1_002), "corrupt", false, &POLICY)
+            .await;
         assert_eq!(status.unwrap(), Some(TaskStatus::Failed));
 
         let all = TaskFilter::default();
@@ -608,7 +687,14 @@ mod tests {
             ..TaskFilter::default()
         };
         let (page, total) = c
-            .download_tasks_of("cmgo-aaaaaaaa", &failed_only, TaskOrder::FinishTime, false, 0, 20)
+            .download_tasks_of(
+                "cmgo-aaaaaaaa",
+                &failed_only,
+                TaskOrder::FinishTime,
+                false,
+                0,
+                20,
+            )
             .await
             .unwrap();
         assert_eq!((total, page[0].id), (1, tasks[0].id));
@@ -623,7 +709,12 @@ mod tests {
                 .1,
             0
         );
-        c.fail_download_tasks_of_backup(backup, t(1_003), "backup deleted").await.unwrap();
-        assert_eq!(c.download_task(tasks[1].id).await.unwrap().unwrap().status, TaskStatus::Failed);
+        c.fail_download_tasks_of_backup(backup, t(1_003), "backup deleted")
+            .await
+            .unwrap();
+        assert_eq!(
+            c.download_task(tasks[1].id).await.unwrap().unwrap().status,
+            TaskStatus::Failed
+        );
     }
 }

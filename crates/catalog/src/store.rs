@@ -68,7 +68,8 @@ pub struct Catalog {
     pool: SqlitePool,
     /// Wakes background workers when work is queued in this process;
     /// workers also poll, for work queued elsewhere.
-    work: Arc<Notify>,
+    backups_queued: Arc<Notify>,
+    downloads_queued: Arc<Notify>,
 }
 
 impl Catalog {
@@ -102,7 +103,8 @@ impl Catalog {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Catalog {
             pool,
-            work: Arc::new(Notify::new()),
+            backups_queued: Arc::new(Notify::new()),
+            downloads_queued: Arc::new(Notify::new()),
         })
     }
 
@@ -110,15 +112,37 @@ impl Catalog {
         &self.pool
     }
 
-    /// Tells a waiting worker that work was queued.
-    pub(crate) fn wake_workers(&self) {
-        self.work.notify_one();
+    /// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`).
+    /// A deferred transaction that reads and then writes cannot wait for
+    /// the lock in WAL mode (SQLite answers "database is locked" at once),
+    /// so every read-then-write transaction starts here and waits its turn
+    /// under the busy timeout instead.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, CatalogError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    /// Resolves when work was queued in this process since the last call
-    /// (or at once if some was queued before anyone waited).
-    pub async fn work_queued(&self) {
-        self.work.notified().await;
+    /// Tells the backup runner that a backup was queued.
+    pub(crate) fn wake_backup_runner(&self) {
+        self.backups_queued.notify_one();
+    }
+
+    /// Resolves when a backup was queued in this process since the last
+    /// call (or at once if one was queued before anyone waited).
+    pub async fn backup_queued(&self) {
+        self.backups_queued.notified().await;
+    }
+
+    /// Tells every waiting download worker that tasks were queued.
+    pub(crate) fn wake_download_workers(&self) {
+        self.downloads_queued.notify_waiters();
+    }
+
+    /// Resolves when download tasks are queued in this process while
+    /// waiting (workers poll as well, for tasks queued elsewhere).
+    pub async fn download_queued(&self) {
+        self.downloads_queued.notified().await;
     }
 
     /// Checks that the store answers (for `/readyz`).
@@ -146,7 +170,7 @@ impl Catalog {
     /// from the command line are left alone, but an ID clash with one is an
     /// error.
     pub async fn sync_config_instances(&self, instances: &[Instance]) -> Result<(), CatalogError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for instance in instances {
             let existing = sqlx::query("SELECT source FROM instances WHERE id = $1")
                 .bind(&instance.id)

@@ -21,6 +21,8 @@ use crate::config::Config;
 
 /// Name of the generated keys file inside the data dir.
 const FILE_NAME: &str = "credentials.toml";
+/// Name of the generated download URL signing key inside the data dir.
+const URL_KEY_FILE: &str = "url-signing.key";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredAccount {
@@ -43,6 +45,42 @@ pub fn root_accounts(config: &Config) -> anyhow::Result<(Vec<RootAccount>, Optio
         create(&path)?
     };
     Ok((vec![account], Some(path)))
+}
+
+/// The key that signs download URLs: the configured one, or else one
+/// generated on first start and kept in the data dir (mode 0600).
+pub fn url_signing_key(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if let Some(key) = &config.downloads.url_signing_key {
+        return Ok(key.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join(URL_KEY_FILE);
+    if path.exists() {
+        let key = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let key = key.trim();
+        if key.len() < 32 {
+            anyhow::bail!("{} holds a key shorter than 32 characters", path.display());
+        }
+        return Ok(key.as_bytes().to_vec());
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let key = Alphanumeric.sample_string(&mut rand::rng(), 48);
+    write_private(&path, &format!("{key}\n"))?;
+    Ok(key.into_bytes())
+}
+
+/// Creates `path` readable by its owner only; never overwrites.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
 }
 
 fn read(path: &Path) -> anyhow::Result<RootAccount> {
@@ -75,14 +113,7 @@ fn create(path: &Path) -> anyhow::Result<RootAccount> {
          # Keep this file secret: these keys control every backup.\n{}",
         toml::to_string(&stored).expect("the account serializes")
     );
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
+    write_private(path, &text)?;
     Ok(root(stored))
 }
 

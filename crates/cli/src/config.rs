@@ -17,13 +17,22 @@ use figment::Figment;
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 
-use mongobak_api::{ApiConfig, Policy, RateLimits, RootAccount, SubAccount, DEFAULT_REGIONS};
+use mongobak_api::{
+    ApiConfig, DownloadSettings, Policy, RateLimits, RootAccount, SubAccount, DEFAULT_REGIONS,
+};
 use mongobak_dump::DumpOptions;
 use mongobak_server::{ServerConfig, TlsFiles};
 use mongobak_worker::BackupRunnerConfig;
 
 /// Sections whose scalar keys the environment may override.
-const ENV_SECTIONS: &[&str] = &["server", "metadata", "storage", "rate_limits", "backups"];
+const ENV_SECTIONS: &[&str] = &[
+    "server",
+    "metadata",
+    "storage",
+    "rate_limits",
+    "backups",
+    "downloads",
+];
 
 /// The configuration file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +53,9 @@ pub struct ConfigFile {
     /// `[backups]`.
     #[serde(default)]
     pub backups: BackupSection,
+    /// `[downloads]`.
+    #[serde(default)]
+    pub downloads: DownloadSection,
     /// `[[accounts]]`.
     #[serde(default)]
     pub accounts: Vec<AccountEntry>,
@@ -111,6 +123,47 @@ pub struct BackupSection {
     pub zstd_level: Option<i32>,
     /// Days a backup is kept when its request names no retention (default 7).
     pub default_retention_days: Option<i64>,
+}
+
+/// `[downloads]`: backup download tasks and their files.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadSection {
+    /// Tasks packaged at once on this node (default 2).
+    pub workers: Option<usize>,
+    /// Hours a download URL handed out stays valid (default 24).
+    pub url_ttl_hours: Option<i64>,
+    /// Days a packaged file is kept (default 7).
+    pub file_retention_days: Option<i64>,
+    /// Tries of a task before it fails (default 5).
+    pub max_attempts: Option<i64>,
+    /// Seconds a worker's claim on a task lasts without a heartbeat
+    /// (default 30).
+    pub lease_secs: Option<u64>,
+    /// Secret that signs download URLs (at least 32 characters); nodes
+    /// sharing storage must share it. Default: generated in the data dir.
+    pub url_signing_key: Option<String>,
+    /// The `Bucket` shown with each task (default "mongobak").
+    pub bucket: Option<String>,
+}
+
+/// Validated `[downloads]` settings.
+#[derive(Debug, Clone)]
+pub struct Downloads {
+    /// Tasks packaged at once.
+    pub workers: usize,
+    /// Validity of a URL.
+    pub url_ttl: jiff::SignedDuration,
+    /// Life of a packaged file.
+    pub file_retention: jiff::SignedDuration,
+    /// Tries of a task.
+    pub max_attempts: i64,
+    /// Lease of a claim.
+    pub lease: std::time::Duration,
+    /// Configured URL signing key.
+    pub url_signing_key: Option<String>,
+    /// The `Bucket` field.
+    pub bucket: String,
 }
 
 /// `[[accounts]]`: a root account.
@@ -200,6 +253,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Settings of the backup runner.
     pub backups: BackupRunnerConfig,
+    /// Settings of download tasks.
+    pub downloads: Downloads,
 }
 
 impl Config {
@@ -293,6 +348,7 @@ impl Config {
             }
         }
         let backups = backup_runner(file.backups)?;
+        let downloads = downloads(file.downloads)?;
         let rate_limits = RateLimits {
             default_per_second: file.rate_limits.default.unwrap_or(20),
             per_action: file.rate_limits.actions.into_iter().collect(),
@@ -310,6 +366,13 @@ impl Config {
                 rate_limits,
                 max_clock_skew_secs: 300,
                 timezone,
+                // The public URL and the signing key are set at start,
+                // once the listener is bound and the key loaded.
+                downloads: DownloadSettings {
+                    url_ttl: downloads.url_ttl,
+                    bucket: downloads.bucket.clone(),
+                    ..DownloadSettings::default()
+                },
             },
             server: ServerConfig {
                 max_body_bytes: server.max_body_bytes.unwrap_or(10 * 1024 * 1024),
@@ -319,8 +382,42 @@ impl Config {
                 ),
             },
             backups,
+            downloads,
         })
     }
+}
+
+fn downloads(section: DownloadSection) -> anyhow::Result<Downloads> {
+    let url_ttl_hours = section.url_ttl_hours.unwrap_or(24);
+    if !(1..=24 * 30).contains(&url_ttl_hours) {
+        bail!("[downloads] url_ttl_hours = {url_ttl_hours}: expected 1 to 720");
+    }
+    let retention_days = section.file_retention_days.unwrap_or(7);
+    if !(1..=365).contains(&retention_days) {
+        bail!("[downloads] file_retention_days = {retention_days}: expected 1 to 365");
+    }
+    let max_attempts = section.max_attempts.unwrap_or(5);
+    if !(1..=100).contains(&max_attempts) {
+        bail!("[downloads] max_attempts = {max_attempts}: expected 1 to 100");
+    }
+    let lease_secs = section.lease_secs.unwrap_or(30);
+    if !(5..=3600).contains(&lease_secs) {
+        bail!("[downloads] lease_secs = {lease_secs}: expected 5 to 3600");
+    }
+    if let Some(key) = &section.url_signing_key {
+        if key.len() < 32 {
+            bail!("[downloads] url_signing_key must be at least 32 characters");
+        }
+    }
+    Ok(Downloads {
+        workers: section.workers.unwrap_or(2).max(1),
+        url_ttl: jiff::SignedDuration::from_hours(url_ttl_hours),
+        file_retention: jiff::SignedDuration::from_hours(24 * retention_days),
+        max_attempts,
+        lease: std::time::Duration::from_secs(lease_secs),
+        url_signing_key: section.url_signing_key,
+        bucket: section.bucket.unwrap_or_else(|| "mongobak".into()),
+    })
 }
 
 fn backup_runner(section: BackupSection) -> anyhow::Result<BackupRunnerConfig> {

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use mongobak_api::Api;
+use mongobak_api::{Api, UrlSigner};
 use mongobak_blob::BlobStore;
 use mongobak_catalog::Catalog;
-use mongobak_worker::BackupRunner;
+use mongobak_catalog::RetryPolicy;
+use mongobak_worker::{BackupRunner, DownloadRunner, DownloadRunnerConfig};
 use tokio_util::task::TaskTracker;
 
 use crate::accounts;
@@ -27,6 +28,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot open the metadata store")?;
     let (accounts, generated) = accounts::root_accounts(&config)?;
+    let url_signing_key = accounts::url_signing_key(&config)?;
     if let Some(path) = &generated {
         tracing::info!(
             path = %path.display(),
@@ -46,6 +48,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .recover()
         .await
         .context("cannot recover interrupted backups")?;
+    let downloads = DownloadRunner::new(
+        catalog.clone(),
+        store.clone(),
+        DownloadRunnerConfig {
+            node: node_name(),
+            workers: config.downloads.workers,
+            lease: config.downloads.lease,
+            retry: RetryPolicy {
+                max_attempts: config.downloads.max_attempts,
+                ..DownloadRunnerConfig::default().retry
+            },
+            file_retention: config.downloads.file_retention,
+            ..DownloadRunnerConfig::default()
+        },
+    );
     if interrupted > 0 {
         tracing::warn!(
             interrupted,
@@ -80,11 +97,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "mongobak started"
     );
 
-    let api = Arc::new(Api::new(config.api, &accounts, catalog, store));
+    let mut api_config = config.api;
+    api_config.downloads.public_url = public_url.clone();
+    api_config.downloads.signer = UrlSigner::new(url_signing_key);
+    let api = Arc::new(Api::new(api_config, &accounts, catalog, store));
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(stop_on_signal(shutdown.clone()));
     tasks.spawn(runner.run(shutdown.clone()));
+    tasks.spawn(downloads.run(shutdown.clone()));
     tasks.close();
     let served = mongobak_server::run(listener, api, config.server, shutdown.clone()).await;
     shutdown.cancel();
@@ -92,6 +113,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     served?;
     tracing::info!("mongobak stopped");
     Ok(())
+}
+
+/// This process's name in task leases: host, process id and start time, so
+/// a restarted process never mistakes an old lease for its own.
+fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!(
+        "{}:{}:{}",
+        host.trim(),
+        std::process::id(),
+        jiff::Timestamp::now().as_millisecond()
+    )
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

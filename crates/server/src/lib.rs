@@ -7,6 +7,8 @@
 //! * `GET /healthz`: the process is up.
 //! * `GET /readyz`: the metadata store and the blob storage answer.
 //! * `GET /metrics`: Prometheus text (requests by action and code, latency).
+//! * `GET /download/<task>/<file>`: a packaged download file behind a
+//!   signed, expiring URL, with `Range` support ([`download`]).
 //!
 //! [`run`] serves a bound listener until a cancellation token fires, then
 //! lets in-flight requests finish (graceful shutdown), over plain HTTP or
@@ -14,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+mod download;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -99,6 +102,7 @@ pub fn router(api: Arc<Api>, config: &ServerConfig) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
+        .route("/download/{task_id}/{name}", get(download::download))
         .with_state(state)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,

@@ -305,7 +305,22 @@ pub(super) async fn delete_db_backups(
                     format_args!("backup {id} is still running; delete it once it has finished"),
                 ))
             }
-            Some(b) if b.instance_id == instance.id && b.is_available(now) => targets.push(b),
+            Some(b) if b.instance_id == instance.id && b.is_available(now) => {
+                let downloading = ctx
+                    .api
+                    .catalog
+                    .backup_has_active_downloads(b.id)
+                    .await
+                    .map_err(crate::catalog_error)?;
+                if downloading {
+                    return Err(ApiError::bad_value(
+                        ErrorKind::StatusAbnormal,
+                        "BackupIds",
+                        format_args!("backup {id} is being packaged for download; delete it once the task has finished"),
+                    ));
+                }
+                targets.push(b)
+            }
             _ => {
                 return Err(ApiError::bad_value(
                     ErrorKind::InvalidParameterValue,

@@ -7,6 +7,7 @@
 //! that is no mongodb action at all answers `InvalidAction`.
 
 mod backups;
+mod downloads;
 mod instances;
 
 use serde_json::Value;
@@ -33,6 +34,10 @@ pub enum Action {
     DeleteDBBackups,
     /// Change when backups expire.
     ModifyBackupExpireTime,
+    /// Queue the packaging of a backup's replica sets into download files.
+    CreateBackupDownloadTask,
+    /// List download tasks, with signed URLs of finished files.
+    DescribeBackupDownloadTask,
 }
 
 impl Action {
@@ -44,6 +49,8 @@ impl Action {
         Action::DescribeDBBackups,
         Action::DeleteDBBackups,
         Action::ModifyBackupExpireTime,
+        Action::CreateBackupDownloadTask,
+        Action::DescribeBackupDownloadTask,
     ];
 
     /// The wire name.
@@ -55,6 +62,8 @@ impl Action {
             Action::DescribeDBBackups => "DescribeDBBackups",
             Action::DeleteDBBackups => "DeleteDBBackups",
             Action::ModifyBackupExpireTime => "ModifyBackupExpireTime",
+            Action::CreateBackupDownloadTask => "CreateBackupDownloadTask",
+            Action::DescribeBackupDownloadTask => "DescribeBackupDownloadTask",
         }
     }
 
@@ -100,6 +109,12 @@ pub(crate) async fn dispatch(
         Action::DescribeDBBackups => backups::describe_db_backups(ctx, params).await,
         Action::DeleteDBBackups => backups::delete_db_backups(ctx, params).await,
         Action::ModifyBackupExpireTime => backups::modify_backup_expire_time(ctx, params).await,
+        Action::CreateBackupDownloadTask => {
+            downloads::create_backup_download_task(ctx, params).await
+        }
+        Action::DescribeBackupDownloadTask => {
+            downloads::describe_backup_download_task(ctx, params).await
+        }
     }
 }
 

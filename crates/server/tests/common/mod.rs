@@ -14,7 +14,7 @@ use mongobak_api::{Api, ApiConfig, Policy, RootAccount, SubAccount};
 use mongobak_blob::BlobStore;
 use mongobak_catalog::{Catalog, ClusterType, Instance, InstanceSource};
 use mongobak_server::ServerConfig;
-use mongobak_worker::{BackupRunner, BackupRunnerConfig};
+use mongobak_worker::{BackupRunner, BackupRunnerConfig, DownloadRunner, DownloadRunnerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -137,14 +137,15 @@ impl TestServer {
         let store = BlobStore::open(&format!("file://{}/blobs", dir.path().display())).unwrap();
         let mut api_config = ApiConfig::default();
         api_config.rate_limits.default_per_second = 1000;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        api_config.downloads.public_url = format!("http://{addr}");
         let api = Arc::new(Api::new(
             api_config,
             &accounts,
             catalog.clone(),
             store.clone(),
         ));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         if mongo_uri.is_some() {
             let runner = BackupRunner::new(
@@ -157,6 +158,16 @@ impl TestServer {
                 },
             );
             tokio::spawn(runner.run(shutdown.clone()));
+            let downloads = DownloadRunner::new(
+                catalog.clone(),
+                store.clone(),
+                DownloadRunnerConfig {
+                    heartbeat: Duration::from_millis(200),
+                    poll_interval: Duration::from_millis(100),
+                    ..DownloadRunnerConfig::default()
+                },
+            );
+            tokio::spawn(downloads.run(shutdown.clone()));
         }
         let token = shutdown.clone();
         let task = tokio::spawn(async move {

@@ -1,0 +1,335 @@
+//! Backup download tasks: CreateBackupDownloadTask and
+//! DescribeBackupDownloadTask (the seed page and the backup actions
+//! reference §1-2; the product decisions of design §5.3-5.7).
+//!
+//! Creating only queues tasks (one per replica set, reusing a task that is
+//! waiting, running, retrying or done with a valid file); the packaging
+//! workers do the rest. Describing signs a fresh URL for every finished
+//! task.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::Value;
+
+use mongobak_catalog::{Backup, DownloadTask, TaskFilter, TaskOrder, TaskStatus};
+
+use super::{authorize_instance, to_fields, CallContext};
+use crate::error::{ApiError, ErrorKind};
+use crate::params::Params;
+
+// ---------------------------------------------------------------- Create
+
+pub(super) async fn create_backup_download_task(
+    ctx: &CallContext<'_>,
+    mut p: Params,
+) -> Result<Value, ApiError> {
+    let instance_id = p.string("InstanceId")?;
+    let backup_name = p.string("BackupName")?;
+    let sets = p
+        .opt_object_list("BackupSets", Some("ReplicaSetId"), |set| {
+            set.string("ReplicaSetId")
+        })?
+        .ok_or_else(|| ApiError::missing("BackupSets"))?;
+    p.finish()?;
+    if sets.is_empty() {
+        return Err(ApiError::bad_value(
+            ErrorKind::InvalidParameterValue,
+            "BackupSets",
+            "name at least one replica set, such as <InstanceId>_0",
+        ));
+    }
+    let instance = authorize_instance(ctx, &instance_id).await?;
+    let known = instance.replica_set_ids();
+    if let Some(unknown) = sets.iter().find(|s| !known.contains(s)) {
+        return Err(ApiError::bad_value(
+            ErrorKind::ReplicaNotFound,
+            "BackupSets.ReplicaSetId",
+            format_args!(
+                "instance {} has no replica set {unknown}; it has {}",
+                instance.id,
+                known.join(", ")
+            ),
+        ));
+    }
+    let now = Timestamp::now();
+    let backup = available_backup(ctx, &instance.id, &backup_name, now).await?;
+    // Duplicates count once; the answer still lists every entry.
+    let mut unique: Vec<String> = Vec::with_capacity(sets.len());
+    for set in &sets {
+        if !unique.contains(set) {
+            unique.push(set.clone());
+        }
+    }
+    let tasks = ctx
+        .api
+        .catalog
+        .ensure_download_tasks(backup.id, &instance.id, &unique, now)
+        .await
+        .map_err(crate::catalog_error)?;
+    let status_of: HashMap<&str, i64> = tasks
+        .iter()
+        .map(|t| (t.replica_set_id.as_str(), t.status.code()))
+        .collect();
+    let tasks = sets
+        .iter()
+        .map(|set| TaskStatusOut {
+            replica_set_id: set.clone(),
+            status: status_of[set.as_str()],
+        })
+        .collect();
+    to_fields(CreateResponse { tasks })
+}
+
+/// The backup named `name` of the instance, if it can be downloaded now:
+/// succeeded, not deleted, not expired. Anything else is
+/// `BackupFileNotFound`.
+async fn available_backup(
+    ctx: &CallContext<'_>,
+    instance_id: &str,
+    name: &str,
+    now: Timestamp,
+) -> Result<Backup, ApiError> {
+    let backup = ctx
+        .api
+        .catalog
+        .backup_by_name(instance_id, name)
+        .await
+        .map_err(crate::catalog_error)?;
+    match backup {
+        Some(b) if b.is_available(now) => Ok(b),
+        _ => Err(ApiError::new(
+            ErrorKind::BackupFileNotFound,
+            format!(
+                "No finished, unexpired backup named `{name}` was found for instance {instance_id}; \
+                 DescribeDBBackups lists the available ones."
+            ),
+        )),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateResponse {
+    tasks: Vec<TaskStatusOut>,
+}
+
+/// `BackupDownloadTaskStatus`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TaskStatusOut {
+    replica_set_id: String,
+    status: i64,
+}
+
+// ---------------------------------------------------------------- Describe
+
+pub(super) async fn describe_backup_download_task(
+    ctx: &CallContext<'_>,
+    mut p: Params,
+) -> Result<Value, ApiError> {
+    let instance_id = p.string("InstanceId")?;
+    let backup_name = p.opt_string("BackupName")?;
+    let start = p.opt_string("StartTime")?;
+    let end = p.opt_string("EndTime")?;
+    let limit = p.opt_i64("Limit")?.unwrap_or(20);
+    let offset = p.opt_i64("Offset")?.unwrap_or(0);
+    let order_by = p.opt_string("OrderBy")?;
+    let order_type = p.opt_string("OrderByType")?;
+    let statuses = p.opt_i64_list("Status")?.unwrap_or_default();
+    p.finish()?;
+
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_value(
+            ErrorKind::LimitOutOfRange,
+            "Limit",
+            "expected 1 to 100",
+        ));
+    }
+    if !(0..=10_000).contains(&offset) {
+        return Err(ApiError::bad_value(
+            ErrorKind::OffsetOutOfRange,
+            "Offset",
+            "expected 0 to 10000",
+        ));
+    }
+    let order = match order_by.as_deref() {
+        None | Some("createTime") => TaskOrder::CreateTime,
+        Some("finishTime") => TaskOrder::FinishTime,
+        Some(other) => {
+            return Err(ApiError::bad_value(
+                ErrorKind::InvalidParameterValue,
+                "OrderBy",
+                format_args!("`{other}` is not createTime or finishTime"),
+            ))
+        }
+    };
+    let descending = match order_type.as_deref() {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(other) => {
+            return Err(ApiError::bad_value(
+                ErrorKind::InvalidParameterValue,
+                "OrderByType",
+                format_args!("`{other}` is not asc or desc"),
+            ))
+        }
+    };
+    let statuses = statuses
+        .into_iter()
+        .map(|code| {
+            TaskStatus::from_code(code).ok_or_else(|| {
+                ApiError::bad_value(
+                    ErrorKind::InvalidParameterValue,
+                    "Status",
+                    format_args!("{code} is not 0 (waiting), 1 (running), 2 (done), 3 (failed) or 4 (retrying)"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let created_from = start
+        .as_deref()
+        .map(|s| ctx.api.parse_time("StartTime", s))
+        .transpose()?;
+    let created_to = end
+        .as_deref()
+        .map(|s| ctx.api.parse_time("EndTime", s))
+        .transpose()?;
+    if let (Some(from), Some(to)) = (created_from, created_to) {
+        if from > to {
+            return Err(ApiError::new(
+                ErrorKind::StartAfterEnd,
+                "The StartTime is after the EndTime.",
+            ));
+        }
+    }
+    let instance = authorize_instance(ctx, &instance_id).await?;
+    let backups: HashMap<i64, Backup> = ctx
+        .api
+        .catalog
+        .backups_of(&instance.id)
+        .await
+        .map_err(crate::catalog_error)?
+        .into_iter()
+        .map(|b| (b.id, b))
+        .collect();
+    let backup_ids = match &backup_name {
+        None => None,
+        Some(name) => match backups.values().find(|b| &b.name == name) {
+            Some(b) => Some(vec![b.id]),
+            None => {
+                return Err(ApiError::new(
+                    ErrorKind::BackupFileNotFound,
+                    format!(
+                        "No backup named `{name}` was found for instance {}.",
+                        instance.id
+                    ),
+                ))
+            }
+        },
+    };
+    let filter = TaskFilter {
+        backup_ids,
+        created_from,
+        created_to,
+        statuses,
+    };
+    let (tasks, total_count) = ctx
+        .api
+        .catalog
+        .download_tasks_of(
+            &instance.id,
+            &filter,
+            order,
+            descending,
+            offset as u64,
+            limit as u64,
+        )
+        .await
+        .map_err(crate::catalog_error)?;
+    let now = Timestamp::now();
+    let tasks = tasks
+        .into_iter()
+        .map(|task| {
+            describe(
+                ctx,
+                &instance.region,
+                backups.get(&task.backup_id),
+                task,
+                now,
+            )
+        })
+        .collect();
+    to_fields(DescribeResponse { total_count, tasks })
+}
+
+fn describe(
+    ctx: &CallContext<'_>,
+    region: &str,
+    backup: Option<&Backup>,
+    task: DownloadTask,
+    now: Timestamp,
+) -> TaskOut {
+    let settings = &ctx.api.config.downloads;
+    let valid_file = task
+        .file
+        .as_ref()
+        .filter(|f| task.status == TaskStatus::Done && f.expires_at > now);
+    let url = valid_file.map_or_else(String::new, |file| {
+        let name = file.path.rsplit('/').next().unwrap_or(&file.path);
+        let expires = (now + settings.url_ttl).min(file.expires_at).as_second();
+        settings
+            .signer
+            .url(&settings.public_url, task.id, name, expires)
+    });
+    TaskOut {
+        create_time: ctx.api.format_time(task.created_at),
+        backup_name: backup.map(|b| b.name.clone()).unwrap_or_default(),
+        replica_set_id: task.replica_set_id.clone(),
+        backup_size: valid_file.map_or(0, |f| f.size),
+        status: task.status.code(),
+        percent: task.percent,
+        time_spend: task.seconds_spent(now),
+        url,
+        backup_method: backup.map_or(0, |b| b.method),
+        backup_desc: backup.map(|b| b.remark.clone()).unwrap_or_default(),
+        region: region.to_string(),
+        bucket: settings.bucket.clone(),
+        failure_reason: match task.status {
+            TaskStatus::Failed | TaskStatus::RetryWaiting => task.failure.unwrap_or_default(),
+            _ => String::new(),
+        },
+        sha256: valid_file.map(|f| f.sha256.clone()).unwrap_or_default(),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeResponse {
+    total_count: u64,
+    tasks: Vec<TaskOut>,
+}
+
+/// `BackupDownloadTask`; BackupSize is the file's exact size in bytes.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TaskOut {
+    create_time: String,
+    backup_name: String,
+    replica_set_id: String,
+    backup_size: u64,
+    status: i64,
+    percent: i64,
+    time_spend: i64,
+    url: String,
+    backup_method: i64,
+    backup_desc: String,
+    region: String,
+    bucket: String,
+    /// Extra field (SDK models ignore it): why the task failed or is retrying.
+    failure_reason: String,
+    /// Extra field: SHA-256 of the file, hex.
+    #[serde(rename = "SHA256")]
+    sha256: String,
+}

@@ -1,0 +1,234 @@
+//! The backup runner: takes queued backups from the catalog, runs the dump
+//! engine for each, records progress, success (with sizes and expiry) or
+//! failure (with the reason), and cleans up after backups that a stopped
+//! process left running.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use mongobak_blob::BlobStore;
+use mongobak_catalog::{Backup, Catalog, ClusterType};
+use mongobak_dump::{run_backup, BackupSource, DumpOptions, Progress};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Settings of the backup runner.
+#[derive(Debug, Clone)]
+pub struct BackupRunnerConfig {
+    /// Backups taken at once (of different instances).
+    pub concurrency: usize,
+    /// How often to look for queued backups when not woken.
+    pub poll_interval: Duration,
+    /// How often a running backup's percentage is saved.
+    pub progress_interval: Duration,
+    /// Retention of backups that ask for the rule's (until backup rules
+    /// exist per instance).
+    pub default_retention_days: i64,
+    /// Tuning of the dump engine.
+    pub dump: DumpOptions,
+}
+
+impl Default for BackupRunnerConfig {
+    fn default() -> Self {
+        BackupRunnerConfig {
+            concurrency: 2,
+            poll_interval: Duration::from_secs(1),
+            progress_interval: Duration::from_secs(2),
+            default_retention_days: 7,
+            dump: DumpOptions::default(),
+        }
+    }
+}
+
+/// Runs queued backups.
+#[derive(Debug, Clone)]
+pub struct BackupRunner {
+    catalog: Catalog,
+    store: BlobStore,
+    config: BackupRunnerConfig,
+}
+
+impl BackupRunner {
+    /// A runner over `catalog` writing into `store`.
+    pub fn new(catalog: Catalog, store: BlobStore, config: BackupRunnerConfig) -> Self {
+        BackupRunner {
+            catalog,
+            store,
+            config,
+        }
+    }
+
+    /// Fails the backups a stopped process left running and deletes their
+    /// partial data. Call once at start, before [`run`](Self::run).
+    pub async fn recover(&self) -> Result<usize, mongobak_catalog::CatalogError> {
+        let interrupted = self
+            .catalog
+            .fail_interrupted_backups(Timestamp::now())
+            .await?;
+        for backup in &interrupted {
+            tracing::warn!(backup_id = backup.id, instance = %backup.instance_id, "backup interrupted by a stop; marked failed");
+            self.delete_data(backup).await;
+        }
+        Ok(interrupted.len())
+    }
+
+    /// Takes and runs queued backups until `shutdown`; backups still
+    /// running then are stopped, marked failed and cleaned up.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let tracker = TaskTracker::new();
+        loop {
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                _ = shutdown.cancelled() => break,
+            };
+            match self.catalog.claim_queued_backup(Timestamp::now()).await {
+                Ok(Some(backup)) => {
+                    let runner = self.clone();
+                    let shutdown = shutdown.clone();
+                    tracker.spawn(async move {
+                        runner.run_one(backup, shutdown).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        _ = self.catalog.backup_queued() => {}
+                        _ = tokio::time::sleep(self.config.poll_interval) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::error!(error = %e, "cannot read the backup queue");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.poll_interval) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    async fn run_one(&self, backup: Backup, shutdown: CancellationToken) {
+        let started = Instant::now();
+        let instance = match self.catalog.instance(&backup.instance_id).await {
+            Ok(Some(instance)) => instance,
+            Ok(None) => {
+                self.fail(&backup, "the instance is no longer registered")
+                    .await;
+                return;
+            }
+            Err(e) => {
+                self.fail(&backup, &format!("cannot read the instance: {e}"))
+                    .await;
+                return;
+            }
+        };
+        let source = BackupSource {
+            instance_id: instance.id.clone(),
+            sharded: instance.cluster_type == ClusterType::Sharded,
+            replica_sets: instance
+                .replica_set_ids()
+                .into_iter()
+                .zip(instance.replica_set_uris.clone())
+                .collect(),
+        };
+        tracing::info!(backup_id = backup.id, name = %backup.name, instance = %instance.id, "backup started");
+        let progress = Progress::default();
+        let dump = run_backup(
+            &source,
+            &self.store,
+            &backup.storage_prefix,
+            &self.config.dump,
+            &progress,
+        );
+        tokio::pin!(dump);
+        let mut ticker = tokio::time::interval(self.config.progress_interval);
+        let outcome = loop {
+            tokio::select! {
+                result = &mut dump => break Some(result),
+                _ = ticker.tick() => {
+                    if let Err(e) = self.catalog.set_backup_percent(backup.id, progress.percent() as i64).await {
+                        tracing::warn!(backup_id = backup.id, error = %e, "cannot save backup progress");
+                    }
+                }
+                _ = shutdown.cancelled() => break None,
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        metrics::histogram!("mongobak_backup_duration_seconds").record(seconds);
+        match outcome {
+            Some(Ok(manifest)) => {
+                let raw: u64 = manifest.replica_sets.iter().map(|r| r.raw_bytes).sum();
+                let stored = manifest.stored_bytes();
+                let saved = self
+                    .catalog
+                    .complete_backup(
+                        backup.id,
+                        Timestamp::now(),
+                        raw,
+                        stored,
+                        self.config.default_retention_days,
+                    )
+                    .await;
+                match saved {
+                    Ok(()) => {
+                        metrics::counter!("mongobak_backups_total", "outcome" => "succeeded")
+                            .increment(1);
+                        tracing::info!(
+                            backup_id = backup.id,
+                            name = %backup.name,
+                            documents = progress.documents(),
+                            raw_bytes = raw,
+                            stored_bytes = stored,
+                            seconds,
+                            "backup succeeded"
+                        );
+                    }
+                    Err(e) => {
+                        self.delete_data(&backup).await;
+                        self.fail(&backup, &format!("cannot record the finished backup: {e}"))
+                            .await;
+                    }
+                }
+            }
+            Some(Err(e)) => self.fail(&backup, &e.to_string()).await,
+            None => {
+                self.delete_data(&backup).await;
+                self.fail(
+                    &backup,
+                    "stopped: the service shut down while the backup ran",
+                )
+                .await;
+            }
+        }
+    }
+
+    async fn fail(&self, backup: &Backup, reason: &str) {
+        metrics::counter!("mongobak_backups_total", "outcome" => "failed").increment(1);
+        tracing::error!(backup_id = backup.id, name = %backup.name, reason, "backup failed");
+        if let Err(e) = self
+            .catalog
+            .fail_backup(backup.id, Timestamp::now(), reason)
+            .await
+        {
+            tracing::error!(backup_id = backup.id, error = %e, "cannot record the backup failure");
+        }
+    }
+
+    async fn delete_data(&self, backup: &Backup) {
+        if let Err(e) = self
+            .store
+            .delete_prefix(&format!("{}/", backup.storage_prefix))
+            .await
+        {
+            tracing::error!(backup_id = backup.id, error = %e, "cannot delete the data of a failed backup");
+        }
+    }
+}

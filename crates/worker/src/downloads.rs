@@ -1,0 +1,625 @@
+//! The download workers: package one replica set of a stored backup into
+//! the file a user downloads, a gzipped mongodump archive.
+//!
+//! Each worker claims a task with a lease, then, on a blocking thread:
+//! reads the backup's manifests, streams every namespace's segments through
+//! the archive writer (auth namespaces first, the oplog slice last) and a
+//! parallel gzip writer into a blob writer, hashing the bytes on the way.
+//! The object only appears when the writer closes (atomic publish), under a
+//! path of its own per attempt, and the task is marked done with the size
+//! and SHA-256 only after that. A heartbeat renews the lease and saves the
+//! percentage every 2 s; a worker that loses its lease abandons its attempt.
+//!
+//! Failures of storage are transient (the task waits, then retries with
+//! backoff: status 4); a backup that is gone or damaged fails the task at
+//! once (status 3). Memory stays bounded: documents stream one at a time,
+//! and at most a few compressed chunks are buffered.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use jiff::{SignedDuration, Timestamp};
+use mongobak_archive::{
+    metadata_json, ArchiveHeader, ArchiveWriter, GzipWriter, HashingWriter, NamespaceKind,
+    NamespaceMeta, DEFAULT_LEVEL,
+};
+use mongobak_blob::{BlobStore, BlobWriter};
+use mongobak_catalog::{Backup, Catalog, DownloadTask, PublishedFile, RetryPolicy, TaskStatus};
+use mongobak_dump::format::{CollectionEntry, CollectionKind, ReplicaSetManifest};
+use mongobak_dump::{read_manifests, DumpError, SegmentReader};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Compressed bytes gathered before a write to storage.
+const UPLOAD_CHUNK: usize = 4 << 20;
+/// The tool version written into archive headers.
+const TOOL_VERSION: &str = concat!("mongobak-", env!("CARGO_PKG_VERSION"));
+
+/// Settings of the download workers.
+#[derive(Debug, Clone)]
+pub struct DownloadRunnerConfig {
+    /// Name of this node's workers in leases (unique per process).
+    pub node: String,
+    /// Tasks packaged at once.
+    pub workers: usize,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// How often a worker saves its percentage and renews its lease.
+    pub heartbeat: Duration,
+    /// How often idle workers look for tasks queued elsewhere.
+    pub poll_interval: Duration,
+    /// Tries and backoff.
+    pub retry: RetryPolicy,
+    /// How long a packaged file is kept.
+    pub file_retention: SignedDuration,
+    /// gzip level (mongodump's is 6).
+    pub gzip_level: u32,
+    /// gzip threads (0: one per core).
+    pub gzip_threads: usize,
+}
+
+impl Default for DownloadRunnerConfig {
+    fn default() -> Self {
+        DownloadRunnerConfig {
+            node: format!("node-{}", std::process::id()),
+            workers: 2,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(2),
+            poll_interval: Duration::from_millis(500),
+            retry: RetryPolicy {
+                max_attempts: 5,
+                first_backoff: SignedDuration::from_secs(5),
+                max_backoff: SignedDuration::from_mins(5),
+            },
+            file_retention: SignedDuration::from_hours(24 * 7),
+            gzip_level: DEFAULT_LEVEL,
+            gzip_threads: 0,
+        }
+    }
+}
+
+/// Why an attempt failed, and whether trying again may help.
+#[derive(Debug)]
+enum Failure {
+    /// Storage or another passing fault: retry after a backoff.
+    Transient(String),
+    /// The backup is gone or damaged: retrying cannot help.
+    Permanent(String),
+    /// Our lease was lost or the service is stopping: leave the task alone.
+    Abandoned,
+}
+
+impl From<DumpError> for Failure {
+    fn from(e: DumpError) -> Self {
+        if e.is_transient() {
+            Failure::Transient(e.to_string())
+        } else {
+            Failure::Permanent(e.to_string())
+        }
+    }
+}
+
+impl From<mongobak_blob::BlobError> for Failure {
+    fn from(e: mongobak_blob::BlobError) -> Self {
+        // Any storage failure may pass (a full disk gets space, a store
+        // comes back): retry within the policy.
+        Failure::Transient(format!("storage: {e}"))
+    }
+}
+
+/// Runs download tasks.
+#[derive(Debug, Clone)]
+pub struct DownloadRunner {
+    catalog: Catalog,
+    store: BlobStore,
+    config: DownloadRunnerConfig,
+}
+
+impl DownloadRunner {
+    /// Workers over `catalog` reading backups from and writing files to `store`.
+    pub fn new(catalog: Catalog, store: BlobStore, config: DownloadRunnerConfig) -> Self {
+        DownloadRunner {
+            catalog,
+            store,
+            config,
+        }
+    }
+
+    /// Runs the workers until `shutdown`. A task being packaged then is
+    /// released as a transient failure, so it is retried soon.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        for n in 0..self.config.workers.max(1) {
+            let runner = self.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move { runner.worker_loop(n, shutdown).await });
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    async fn worker_loop(&self, n: usize, shutdown: CancellationToken) {
+        let worker = format!("{}/{n}", self.config.node);
+        while !shutdown.is_cancelled() {
+            let now = Timestamp::now();
+            let lease_until = now
+                + SignedDuration::try_from(self.config.lease)
+                    .unwrap_or(SignedDuration::from_secs(30));
+            match self
+                .catalog
+                .claim_download_task(&worker, now, lease_until)
+                .await
+            {
+                Ok(Some(task)) => self.work(&worker, task, &shutdown).await,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.catalog.download_queued() => {}
+                        _ = tokio::time::sleep(self.config.poll_interval) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the download queue");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.poll_interval) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn work(&self, worker: &str, task: DownloadTask, shutdown: &CancellationToken) {
+        tracing::info!(task_id = task.id, replica_set = %task.replica_set_id, attempt = task.attempts, "packaging started");
+        let progress = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        // The heartbeat: renews the lease and saves progress; tells the
+        // packager to stop when the lease is lost or the service stops.
+        let heartbeat = {
+            let catalog = self.catalog.clone();
+            let progress = progress.clone();
+            let stop = stop.clone();
+            let worker = worker.to_string();
+            let lease = SignedDuration::try_from(self.config.lease)
+                .unwrap_or(SignedDuration::from_secs(30));
+            let every = self.config.heartbeat;
+            let shutdown = shutdown.clone();
+            let id = task.id;
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(every);
+                ticker.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = ticker.tick() => {}
+                        _ = shutdown.cancelled() => {
+                            stop.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                    let percent = progress.load(Ordering::Relaxed) as i64;
+                    match catalog
+                        .heartbeat_download_task(id, &worker, percent, Timestamp::now() + lease)
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(
+                                task_id = id,
+                                "lease lost; another worker took the task over"
+                            );
+                            stop.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        // A passing store fault: keep working, the lease
+                        // still runs; the next beat tries again.
+                        Err(e) => tracing::warn!(task_id = id, error = %e, "heartbeat failed"),
+                    }
+                }
+            })
+        };
+        let started = std::time::Instant::now();
+        let outcome = self.package(&task, progress.clone(), stop.clone()).await;
+        heartbeat.abort();
+        let now = Timestamp::now();
+        match outcome {
+            Ok(file) => match self
+                .catalog
+                .complete_download_task(task.id, worker, now, &file)
+                .await
+            {
+                Ok(true) => {
+                    metrics::counter!("mongobak_download_tasks_total", "outcome" => "done")
+                        .increment(1);
+                    metrics::histogram!("mongobak_download_packaging_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    tracing::info!(
+                        task_id = task.id,
+                        bytes = file.size,
+                        sha256 = %file.sha256,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "packaging done"
+                    );
+                }
+                Ok(false) => {
+                    tracing::warn!(
+                        task_id = task.id,
+                        "lease lost before publishing; the file is dropped"
+                    );
+                    self.discard(&file.path).await;
+                }
+                Err(e) => {
+                    tracing::error!(task_id = task.id, error = %e, "cannot record the finished task");
+                    self.discard(&file.path).await;
+                }
+            },
+            Err(Failure::Abandoned) if shutdown.is_cancelled() => {
+                self.record_failure(
+                    worker,
+                    &task,
+                    "stopped: the service shut down during packaging",
+                    true,
+                )
+                .await;
+            }
+            Err(Failure::Abandoned) => {}
+            Err(Failure::Transient(reason)) => {
+                self.record_failure(worker, &task, &reason, true).await
+            }
+            Err(Failure::Permanent(reason)) => {
+                self.record_failure(worker, &task, &reason, false).await
+            }
+        }
+    }
+
+    async fn record_failure(
+        &self,
+        worker: &str,
+        task: &DownloadTask,
+        reason: &str,
+        transient: bool,
+    ) {
+        let status = self
+            .catalog
+            .fail_download_attempt(
+                task.id,
+                worker,
+                Timestamp::now(),
+                reason,
+                transient,
+                &self.config.retry,
+            )
+            .await;
+        match status {
+            Ok(Some(TaskStatus::Failed)) => {
+                metrics::counter!("mongobak_download_tasks_total", "outcome" => "failed")
+                    .increment(1);
+                tracing::error!(task_id = task.id, reason, "packaging failed for good");
+            }
+            Ok(Some(_)) => {
+                metrics::counter!("mongobak_download_tasks_total", "outcome" => "retry")
+                    .increment(1);
+                tracing::warn!(
+                    task_id = task.id,
+                    reason,
+                    attempt = task.attempts,
+                    "packaging failed; will retry"
+                );
+            }
+            Ok(None) => tracing::warn!(
+                task_id = task.id,
+                "lease lost before the failure was recorded"
+            ),
+            Err(e) => {
+                tracing::error!(task_id = task.id, error = %e, "cannot record the packaging failure")
+            }
+        }
+    }
+
+    async fn discard(&self, path: &str) {
+        if let Err(e) = self.store.delete(path).await {
+            tracing::warn!(path, error = %e, "cannot delete an abandoned download file");
+        }
+    }
+
+    /// One attempt: the published file, or why there is none.
+    async fn package(
+        &self,
+        task: &DownloadTask,
+        progress: Arc<AtomicU64>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<PublishedFile, Failure> {
+        let backup = match self.catalog.backup(task.backup_id).await {
+            Ok(Some(b)) if b.is_available(Timestamp::now()) => b,
+            Ok(_) => {
+                return Err(Failure::Permanent(
+                    "the backup was deleted or has expired".into(),
+                ))
+            }
+            Err(e) => return Err(Failure::Transient(format!("metadata store: {e}"))),
+        };
+        let (_, sets) = read_manifests(&self.store, &backup.storage_prefix).await?;
+        let manifest = sets
+            .into_iter()
+            .find(|s| s.replica_set_id == task.replica_set_id)
+            .ok_or_else(|| {
+                Failure::Permanent(format!(
+                    "the backup has no replica set {}",
+                    task.replica_set_id
+                ))
+            })?;
+        let name = file_name(&backup, &task.replica_set_id);
+        let path = format!("downloads/{}/{}/{name}", task.id, task.attempts);
+        let writer = self.store.writer(&path).await?;
+        let store = self.store.clone();
+        let config = self.config.clone();
+        let handle = Handle::current();
+        let written = tokio::task::spawn_blocking(move || {
+            write_archive(
+                &handle, &store, &manifest, writer, &config, &progress, &stop,
+            )
+        })
+        .await
+        .map_err(|e| Failure::Transient(format!("the packaging thread failed: {e}")))??;
+        let stored = self.store.size(&path).await?;
+        if stored != Some(written.0) {
+            return Err(Failure::Transient(format!(
+                "the stored file has {stored:?} bytes, {} were written",
+                written.0
+            )));
+        }
+        Ok(PublishedFile {
+            path,
+            size: written.0,
+            sha256: written.1,
+            expires_at: Timestamp::now() + self.config.file_retention,
+        })
+    }
+}
+
+/// `<instance>_<backup time>_<replica set>.archive.gz`, with no spaces or
+/// colons: the backup name `cmgo-x_2026-11-28 10:44` gives
+/// `cmgo-x_2026-11-28_1044_cmgo-x_0.archive.gz`.
+pub(crate) fn file_name(backup: &Backup, replica_set_id: &str) -> String {
+    let stem: String = backup
+        .name
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| {
+            if c.is_whitespace() || c == '/' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!("{stem}_{replica_set_id}.archive.gz")
+}
+
+/// A `Write` that hands fixed-size chunks to an async blob writer.
+struct BlobSink<'a> {
+    handle: &'a Handle,
+    writer: Option<BlobWriter>,
+    buffer: Vec<u8>,
+    stop: &'a AtomicBool,
+}
+
+impl BlobSink<'_> {
+    fn push(&mut self) -> std::io::Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("packaging stopped"));
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(UPLOAD_CHUNK),
+        ));
+        let writer = self.writer.as_mut().expect("open until closed");
+        self.handle
+            .block_on(writer.write(chunk))
+            .map_err(std::io::Error::other)
+    }
+}
+
+impl Write for BlobSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= UPLOAD_CHUNK {
+            self.push()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The blocking part: archive + gzip + hash into the blob writer. Returns
+/// the file's size and SHA-256.
+fn write_archive(
+    handle: &Handle,
+    store: &BlobStore,
+    manifest: &ReplicaSetManifest,
+    writer: BlobWriter,
+    config: &DownloadRunnerConfig,
+    progress: &AtomicU64,
+    stop: &AtomicBool,
+) -> Result<(u64, String), Failure> {
+    let mut sink = BlobSink {
+        handle,
+        writer: Some(writer),
+        buffer: Vec::with_capacity(UPLOAD_CHUNK),
+        stop,
+    };
+    let result = write_archive_into(handle, store, manifest, &mut sink, config, progress, stop);
+    let writer = sink.writer.take().expect("open until closed");
+    match result {
+        Ok(checksum) => {
+            let mut writer = writer;
+            if !sink.buffer.is_empty() {
+                let tail = Bytes::from(std::mem::take(&mut sink.buffer));
+                handle.block_on(writer.write(tail))?;
+            }
+            handle.block_on(writer.close())?;
+            Ok(checksum)
+        }
+        Err(failure) => {
+            if let Err(e) = handle.block_on(writer.abort()) {
+                tracing::warn!(error = %e, "cannot abandon a partial download file");
+            }
+            Err(failure)
+        }
+    }
+}
+
+fn write_archive_into(
+    handle: &Handle,
+    store: &BlobStore,
+    manifest: &ReplicaSetManifest,
+    sink: &mut BlobSink<'_>,
+    config: &DownloadRunnerConfig,
+    progress: &AtomicU64,
+    stop: &AtomicBool,
+) -> Result<(u64, String), Failure> {
+    let io_failure = |e: std::io::Error| {
+        if stop.load(Ordering::Relaxed) {
+            Failure::Abandoned
+        } else {
+            Failure::Transient(format!("writing the file: {e}"))
+        }
+    };
+    let archive_failure = |e: mongobak_archive::WriteError| match e {
+        mongobak_archive::WriteError::Io { source, .. } => io_failure(source),
+        other => Failure::Permanent(format!(
+            "the backup cannot be written as an archive: {other}"
+        )),
+    };
+    let gzip = GzipWriter::parallel(
+        HashingWriter::new(&mut *sink),
+        config.gzip_level,
+        config.gzip_threads,
+    );
+    let header = ArchiveHeader {
+        concurrent_collections: 1,
+        server_version: manifest.server_version.clone(),
+        tool_version: TOOL_VERSION.into(),
+    };
+    let mut archive = ArchiveWriter::new(gzip, header).map_err(archive_failure)?;
+
+    // Users, roles and the auth schema first (restore reads them before any
+    // collection), then the rest in manifest order; the oplog last.
+    let mut ordered: Vec<&CollectionEntry> =
+        manifest.collections.iter().filter(|c| is_auth(c)).collect();
+    ordered.extend(manifest.collections.iter().filter(|c| !is_auth(c)));
+    let mut metas = Vec::with_capacity(ordered.len());
+    for collection in &ordered {
+        let kind = match collection.kind {
+            CollectionKind::Collection => NamespaceKind::Collection,
+            CollectionKind::View => NamespaceKind::View,
+            CollectionKind::Timeseries => NamespaceKind::Timeseries,
+        };
+        let metadata = metadata_json(
+            &collection.name,
+            kind,
+            &collection.options,
+            &collection.indexes,
+            collection.uuid.as_deref(),
+        )
+        .map_err(|e| Failure::Permanent(format!("metadata of {}: {e}", collection.namespace())))?;
+        let meta = NamespaceMeta {
+            db: collection.db.clone(),
+            collection: collection.name.clone(),
+            metadata_json: metadata,
+            kind,
+        };
+        archive
+            .add_namespace(meta.clone())
+            .map_err(archive_failure)?;
+        metas.push(meta);
+    }
+    archive
+        .add_namespace(NamespaceMeta::oplog())
+        .map_err(archive_failure)?;
+
+    let total = ordered.iter().map(|c| c.data.documents).sum::<u64>() + manifest.oplog.documents;
+    let mut done = 0u64;
+    let mut copy =
+        |archive: &mut ArchiveWriter<_>, reader: &mut SegmentReader| -> Result<(), Failure> {
+            while let Some(document) = handle.block_on(reader.next_document())? {
+                archive.write_document(&document).map_err(archive_failure)?;
+                done += 1;
+                progress.store(done * 99 / total.max(1), Ordering::Relaxed);
+            }
+            Ok(())
+        };
+    for (collection, meta) in ordered.iter().zip(&metas) {
+        let data = archive.data_namespace(meta);
+        archive
+            .begin_namespace(&data.db, &data.collection)
+            .map_err(archive_failure)?;
+        copy(
+            &mut archive,
+            &mut SegmentReader::new(store.clone(), &collection.data),
+        )?;
+        archive.end_namespace().map_err(archive_failure)?;
+    }
+    let oplog = NamespaceMeta::oplog();
+    archive
+        .begin_namespace(&oplog.db, &oplog.collection)
+        .map_err(archive_failure)?;
+    copy(
+        &mut archive,
+        &mut SegmentReader::new(store.clone(), &manifest.oplog),
+    )?;
+    archive.end_namespace().map_err(archive_failure)?;
+
+    let gzip = archive.finish().map_err(archive_failure)?;
+    let hashing = gzip.finish().map_err(io_failure)?;
+    let (_, checksum) = hashing.finish();
+    Ok((checksum.bytes, checksum.sha256_hex()))
+}
+
+fn is_auth(collection: &CollectionEntry) -> bool {
+    collection.db == "admin"
+        && matches!(
+            collection.name.as_str(),
+            "system.users" | "system.roles" | "system.version"
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongobak_catalog::{BackupStatus, BackupType};
+
+    #[test]
+    fn file_names_have_no_spaces_or_colons() {
+        let backup = Backup {
+            id: 1,
+            instance_id: "cmgo-abcd1234".into(),
+            name: "cmgo-abcd1234_2026-11-28 10:44-2".into(),
+            method: 0,
+            backup_type: BackupType::Manual,
+            status: BackupStatus::Succeeded,
+            remark: String::new(),
+            async_request_id: "1".into(),
+            storage_prefix: "p".into(),
+            created_at: Timestamp::UNIX_EPOCH,
+            started_at: None,
+            finished_at: None,
+            expires_at: None,
+            retention_days: 0,
+            percent: 100,
+            raw_bytes: 0,
+            stored_bytes: 0,
+            failure: None,
+        };
+        assert_eq!(
+            file_name(&backup, "cmgo-abcd1234_0"),
+            "cmgo-abcd1234_2026-11-28_1044-2_cmgo-abcd1234_0.archive.gz"
+        );
+    }
+}
