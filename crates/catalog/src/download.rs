@@ -410,6 +410,47 @@ impl Catalog {
         Ok((done.rows_affected() == 1).then_some(status))
     }
 
+    /// Finished tasks whose file expired at `now` and is still stored:
+    /// `(task id, file path)`.
+    pub async fn expired_download_files(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<(i64, String)>, CatalogError> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, file_path FROM download_tasks \
+             WHERE status = 2 AND file_path IS NOT NULL AND file_expires_at <= $1",
+        )
+        .bind(now.as_second())
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
+    /// Records that a task's file was deleted: it shows no URL any more, and
+    /// a new request for its (backup, replica set) starts afresh.
+    pub async fn forget_download_file(&self, id: i64) -> Result<(), CatalogError> {
+        sqlx::query(
+            "UPDATE download_tasks SET file_path = NULL, file_size = NULL, file_sha256 = NULL, \
+             file_expires_at = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes finished tasks created before `before` (tasks stay listed for
+    /// a while after their file is gone). Returns how many went.
+    pub async fn purge_old_download_tasks(&self, before: Timestamp) -> Result<u64, CatalogError> {
+        let done = sqlx::query(
+            "DELETE FROM download_tasks WHERE created_at < $1 AND status IN (2, 3) AND file_path IS NULL",
+        )
+        .bind(before.as_second())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Fails every unfinished task of a backup (when the backup goes away).
     pub async fn fail_download_tasks_of_backup(
         &self,
@@ -519,6 +560,47 @@ mod tests {
             sha256: "ab".repeat(32),
             expires_at: t(expires),
         }
+    }
+
+    #[tokio::test]
+    async fn expired_files_are_found_forgotten_and_purged() {
+        let (_dir, c, backup) = setup().await;
+        let sets = vec!["cmgo-aaaaaaaa_0".to_string()];
+        let task = c
+            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
+            .await
+            .unwrap()[0]
+            .clone();
+        c.claim_download_task("w", t(1_000), t(1_030))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(c
+            .complete_download_task(task.id, "w", t(1_010), &file(2_000))
+            .await
+            .unwrap());
+        assert!(c.expired_download_files(t(1_999)).await.unwrap().is_empty());
+        let expired = c.expired_download_files(t(2_000)).await.unwrap();
+        assert_eq!(
+            expired,
+            vec![(task.id, "downloads/1/f.archive.gz".to_string())]
+        );
+        assert_eq!(
+            c.purge_old_download_tasks(t(9_999)).await.unwrap(),
+            0,
+            "its file is still stored"
+        );
+        c.forget_download_file(task.id).await.unwrap();
+        let gone = c.download_task(task.id).await.unwrap().unwrap();
+        assert_eq!((gone.status, gone.file.clone()), (TaskStatus::Done, None));
+        assert!(!gone.is_current(t(2_001)));
+        assert_eq!(
+            c.purge_old_download_tasks(t(1_000)).await.unwrap(),
+            0,
+            "created at 1000, not before"
+        );
+        assert_eq!(c.purge_old_download_tasks(t(1_001)).await.unwrap(), 1);
+        assert!(c.download_task(task.id).await.unwrap().is_none());
     }
 
     #[test]

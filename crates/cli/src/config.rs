@@ -143,8 +143,14 @@ pub struct DownloadSection {
     /// Secret that signs download URLs (at least 32 characters); nodes
     /// sharing storage must share it. Default: generated in the data dir.
     pub url_signing_key: Option<String>,
+    /// Keys used before a rotation: URLs they signed stay valid for their
+    /// lifetime.
+    #[serde(default)]
+    pub url_signing_previous_keys: Vec<String>,
     /// The `Bucket` shown with each task (default "mongobak").
     pub bucket: Option<String>,
+    /// Days finished tasks stay listed (default 30).
+    pub task_retention_days: Option<i64>,
 }
 
 /// Validated `[downloads]` settings.
@@ -162,8 +168,12 @@ pub struct Downloads {
     pub lease: std::time::Duration,
     /// Configured URL signing key.
     pub url_signing_key: Option<String>,
+    /// Keys of before a rotation.
+    pub url_signing_previous_keys: Vec<String>,
     /// The `Bucket` field.
     pub bucket: String,
+    /// How long finished tasks stay listed.
+    pub task_retention: jiff::SignedDuration,
 }
 
 /// `[[accounts]]`: a root account.
@@ -404,10 +414,18 @@ fn downloads(section: DownloadSection) -> anyhow::Result<Downloads> {
     if !(5..=3600).contains(&lease_secs) {
         bail!("[downloads] lease_secs = {lease_secs}: expected 5 to 3600");
     }
-    if let Some(key) = &section.url_signing_key {
+    for key in section
+        .url_signing_key
+        .iter()
+        .chain(&section.url_signing_previous_keys)
+    {
         if key.len() < 32 {
-            bail!("[downloads] url_signing_key must be at least 32 characters");
+            bail!("[downloads] URL signing keys must be at least 32 characters");
         }
+    }
+    let task_days = section.task_retention_days.unwrap_or(30);
+    if !(1..=3650).contains(&task_days) {
+        bail!("[downloads] task_retention_days = {task_days}: expected 1 to 3650");
     }
     Ok(Downloads {
         workers: section.workers.unwrap_or(2).max(1),
@@ -416,7 +434,9 @@ fn downloads(section: DownloadSection) -> anyhow::Result<Downloads> {
         max_attempts,
         lease: std::time::Duration::from_secs(lease_secs),
         url_signing_key: section.url_signing_key,
+        url_signing_previous_keys: section.url_signing_previous_keys,
         bucket: section.bucket.unwrap_or_else(|| "mongobak".into()),
+        task_retention: jiff::SignedDuration::from_hours(24 * task_days),
     })
 }
 

@@ -15,7 +15,7 @@ use mongobak_api::{Api, UrlSigner};
 use mongobak_blob::BlobStore;
 use mongobak_catalog::Catalog;
 use mongobak_catalog::RetryPolicy;
-use mongobak_worker::{BackupRunner, DownloadRunner, DownloadRunnerConfig};
+use mongobak_worker::{BackupRunner, DownloadRunner, DownloadRunnerConfig, Janitor, JanitorConfig};
 use tokio_util::task::TaskTracker;
 
 use crate::accounts;
@@ -48,6 +48,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .recover()
         .await
         .context("cannot recover interrupted backups")?;
+    let janitor = Janitor::new(
+        catalog.clone(),
+        store.clone(),
+        JanitorConfig {
+            task_retention: config.downloads.task_retention,
+            ..JanitorConfig::default()
+        },
+    );
     let downloads = DownloadRunner::new(
         catalog.clone(),
         store.clone(),
@@ -99,13 +107,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let mut api_config = config.api;
     api_config.downloads.public_url = public_url.clone();
-    api_config.downloads.signer = UrlSigner::new(url_signing_key);
+    api_config.downloads.signer = UrlSigner::new(url_signing_key).with_previous_keys(
+        config
+            .downloads
+            .url_signing_previous_keys
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect(),
+    );
     let api = Arc::new(Api::new(api_config, &accounts, catalog, store));
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(stop_on_signal(shutdown.clone()));
     tasks.spawn(runner.run(shutdown.clone()));
     tasks.spawn(downloads.run(shutdown.clone()));
+    tasks.spawn(janitor.run(shutdown.clone()));
     tasks.close();
     let served = mongobak_server::run(listener, api, config.server, shutdown.clone()).await;
     shutdown.cancel();

@@ -407,6 +407,71 @@ async fn bad_parameters_get_the_right_codes() {
         Some("InvalidParameter.PermissionDenied"),
         "{denied}"
     );
+    // A finished backup with a waiting download task cannot be deleted.
+    let now = jiff::Timestamp::now();
+    let finished = server
+        .catalog
+        .create_backup(
+            &mongobak_catalog::NewBackup {
+                instance_id: SHANGHAI_INSTANCE.into(),
+                method: 0,
+                backup_type: mongobak_catalog::BackupType::Manual,
+                remark: String::new(),
+                retention_days: 0,
+                name: format!("{SHANGHAI_INSTANCE}_2026-11-28 10:44"),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let claimed = server
+        .catalog
+        .claim_queued_backup(now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        claimed.id, backup.id,
+        "the older queued backup is claimed first"
+    );
+    let claimed = server
+        .catalog
+        .claim_queued_backup(now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, finished.id);
+    server
+        .catalog
+        .complete_backup(finished.id, now, 10, 10, 7)
+        .await
+        .unwrap();
+    let queued = server
+        .call_as(
+            (ROOT_ID, ROOT_KEY),
+            "ap-shanghai",
+            "CreateBackupDownloadTask",
+            json!({"InstanceId": SHANGHAI_INSTANCE, "BackupName": finished.name, "BackupSets": ["cmgo-shang001_0"]}),
+        )
+        .await;
+    assert_eq!(
+        queued["Tasks"],
+        json!([{"ReplicaSetId": "cmgo-shang001_0", "Status": 0}]),
+        "{queued}"
+    );
+    let refused = server
+        .call_as(
+            (ROOT_ID, ROOT_KEY),
+            "ap-shanghai",
+            "DeleteDBBackups",
+            json!({"InstanceId": SHANGHAI_INSTANCE, "BackupIds": [finished.id]}),
+        )
+        .await;
+    assert_eq!(
+        code_of(&refused),
+        Some("InvalidParameterValue.StatusAbnormal"),
+        "{refused}"
+    );
     // Status given as strings, as an official example does, is accepted.
     let listed = server
         .call("DescribeBackupDownloadTask", json!({"InstanceId": INSTANCE, "Status": ["2"], "OrderBy": "finishTime", "OrderByType": "asc"}))

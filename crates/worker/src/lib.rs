@@ -7,6 +7,8 @@
 //!   download tasks with a lease, package the stored backup of one replica
 //!   set into a gzipped mongodump archive, publish it atomically with its
 //!   SHA-256, and retry transient failures with backoff.
+//! * [`Janitor`] (`janitor`): deletes expired download files and forgets
+//!   old tasks.
 //!
 //! Workers know no HTTP; they meet the API only through the catalog.
 
@@ -14,6 +16,8 @@
 
 mod backups;
 mod downloads;
+mod janitor;
 
 pub use backups::{BackupRunner, BackupRunnerConfig};
 pub use downloads::{DownloadRunner, DownloadRunnerConfig};
+pub use janitor::{Janitor, JanitorConfig, JanitorReport};

@@ -1,0 +1,93 @@
+//! The janitor: deletes download files whose time is up, and forgets
+//! finished download tasks once they have been listed long enough.
+//!
+//! A file is deleted before its task forgets it, so a crash in between
+//! only leaves a task that points at nothing (the next round forgets it);
+//! the download endpoint already refuses expired files by their expiry.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use mongobak_blob::BlobStore;
+use mongobak_catalog::Catalog;
+use tokio_util::sync::CancellationToken;
+
+/// Settings of the janitor.
+#[derive(Debug, Clone)]
+pub struct JanitorConfig {
+    /// Time between rounds.
+    pub interval: Duration,
+    /// How long finished tasks stay listed.
+    pub task_retention: SignedDuration,
+}
+
+impl Default for JanitorConfig {
+    fn default() -> Self {
+        JanitorConfig {
+            interval: Duration::from_secs(600),
+            task_retention: SignedDuration::from_hours(24 * 30),
+        }
+    }
+}
+
+/// Deletes expired download files and old tasks.
+#[derive(Debug, Clone)]
+pub struct Janitor {
+    catalog: Catalog,
+    store: BlobStore,
+    config: JanitorConfig,
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JanitorReport {
+    /// Download files deleted.
+    pub files_deleted: usize,
+    /// Tasks no longer listed.
+    pub tasks_purged: u64,
+}
+
+impl Janitor {
+    /// A janitor over `catalog` and `store`.
+    pub fn new(catalog: Catalog, store: BlobStore, config: JanitorConfig) -> Self {
+        Janitor {
+            catalog,
+            store,
+            config,
+        }
+    }
+
+    /// Runs a round every interval until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.round(Timestamp::now()).await {
+                tracing::warn!(error = %e, "janitor round failed; trying again next round");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// One round at `now`.
+    pub async fn round(
+        &self,
+        now: Timestamp,
+    ) -> Result<JanitorReport, Box<dyn std::error::Error + Send + Sync>> {
+        let mut report = JanitorReport::default();
+        for (task_id, path) in self.catalog.expired_download_files(now).await? {
+            // The file's folder: `downloads/<task>/<attempt>/`.
+            let folder = path.rsplit_once('/').map_or(path.as_str(), |(dir, _)| dir);
+            self.store.delete_prefix(&format!("{folder}/")).await?;
+            self.catalog.forget_download_file(task_id).await?;
+            report.files_deleted += 1;
+            tracing::info!(task_id, path, "expired download file deleted");
+        }
+        report.tasks_purged = self
+            .catalog
+            .purge_old_download_tasks(now - self.config.task_retention)
+            .await?;
+        Ok(report)
+    }
+}
