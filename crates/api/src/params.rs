@@ -192,6 +192,32 @@ impl Params {
             .map(Some)
     }
 
+    /// The paging parameter `Limit`: 1 to 100 where given
+    /// (`InvalidParameterValue.LimitParaOutOfRange` otherwise; design §5.7).
+    pub fn opt_limit(&mut self) -> Result<Option<usize>, ApiError> {
+        match self.opt_i64("Limit")? {
+            Some(limit) if !(1..=100).contains(&limit) => Err(ApiError::bad_value(
+                crate::error::ErrorKind::LimitOutOfRange,
+                "Limit",
+                "expected 1 to 100",
+            )),
+            limit => Ok(limit.map(|l| l as usize)),
+        }
+    }
+
+    /// The paging parameter `Offset`, a row offset: 0 to 10000, default 0
+    /// (`InvalidParameterValue.OffsetParaOutOfRange` otherwise).
+    pub fn offset(&mut self) -> Result<usize, ApiError> {
+        match self.opt_i64("Offset")?.unwrap_or(0) {
+            offset @ 0..=10_000 => Ok(offset as usize),
+            _ => Err(ApiError::bad_value(
+                crate::error::ErrorKind::OffsetOutOfRange,
+                "Offset",
+                "expected 0 to 10000",
+            )),
+        }
+    }
+
     /// Refuses every parameter no getter took, except those in `ignored`
     /// (parameters some SDK version sends that mean nothing here).
     pub fn finish_ignoring(mut self, ignored: &[&str]) -> Result<(), ApiError> {

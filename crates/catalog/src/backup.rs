@@ -12,7 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use crate::store::{Catalog, CatalogError};
+use crate::store::{time_column, Catalog, CatalogError};
 
 /// Where a backup is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,12 +363,8 @@ fn decode_backup(row: &SqliteRow) -> Result<Backup, CatalogError> {
         what: format!("backup {id}"),
         detail: detail.to_string(),
     };
-    let time = |column: &str| -> Result<Option<Timestamp>, CatalogError> {
-        let seconds: Option<i64> = row.try_get(column)?;
-        seconds
-            .map(|s| Timestamp::from_second(s).map_err(|_| corrupt("a time is out of range")))
-            .transpose()
-    };
+    let what = format!("backup {id}");
+    let time = |column: &str| time_column(row, column, &what);
     let backup_type = match row.try_get::<i64, _>("backup_type")? {
         0 => BackupType::Automatic,
         1 => BackupType::Manual,

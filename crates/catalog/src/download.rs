@@ -15,7 +15,7 @@ use jiff::{SignedDuration, Timestamp};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use crate::store::{Catalog, CatalogError};
+use crate::store::{time_column, Catalog, CatalogError};
 
 /// The API's `BackupDownloadTask.Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -477,12 +477,8 @@ fn decode_task(row: &SqliteRow) -> Result<DownloadTask, CatalogError> {
         what: format!("download task {id}"),
         detail: detail.to_string(),
     };
-    let time = |column: &str| -> Result<Option<Timestamp>, CatalogError> {
-        let seconds: Option<i64> = row.try_get(column)?;
-        seconds
-            .map(|s| Timestamp::from_second(s).map_err(|_| corrupt("a time is out of range")))
-            .transpose()
-    };
+    let what = format!("download task {id}");
+    let time = |column: &str| time_column(row, column, &what);
     let status =
         TaskStatus::from_code(row.try_get("status")?).ok_or_else(|| corrupt("unknown status"))?;
     let file = match (

@@ -6,8 +6,8 @@
 //! needs no set-up.
 
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -70,7 +70,15 @@ pub struct Catalog {
     /// workers also poll, for work queued elsewhere.
     backups_queued: Arc<Notify>,
     downloads_queued: Arc<Notify>,
+    /// The instance registry and when it was read (see `registry`).
+    registry_cache: Arc<Mutex<Option<CachedRegistry>>>,
 }
+
+/// The instance registry as read at an instant.
+type CachedRegistry = (Instant, Arc<Vec<Instance>>);
+
+/// How long the cached instance registry is trusted.
+const REGISTRY_TTL: Duration = Duration::from_secs(1);
 
 impl Catalog {
     /// Opens (creating if needed) the store at `url` (`sqlite://PATH`) and
@@ -98,6 +106,9 @@ impl Catalog {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A liveness round trip on every checkout costs more than the
+            // queries; a broken SQLite connection fails its query anyway.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
@@ -105,6 +116,7 @@ impl Catalog {
             pool,
             backups_queued: Arc::new(Notify::new()),
             downloads_queued: Arc::new(Notify::new()),
+            registry_cache: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -154,6 +166,7 @@ impl Catalog {
     /// Registers a new instance; refuses an ID that is taken.
     pub async fn add_instance(&self, instance: &Instance) -> Result<(), CatalogError> {
         let result = insert(instance).execute(&self.pool).await;
+        self.forget_registry();
         match result {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(CatalogError::InstanceExists {
@@ -214,6 +227,7 @@ impl Catalog {
                 .await?;
         }
         tx.commit().await?;
+        self.forget_registry();
         Ok(())
     }
 
@@ -223,41 +237,94 @@ impl Catalog {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.forget_registry();
         Ok(done.rows_affected() > 0)
     }
 
-    /// One instance by ID.
+    /// One instance by ID (from the registry cache).
     pub async fn instance(&self, id: &str) -> Result<Option<Instance>, CatalogError> {
-        let row = sqlx::query(&format!("{SELECT_INSTANCE} WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| decode_instance(&r)).transpose()
+        Ok(self.registry().await?.iter().find(|i| i.id == id).cloned())
     }
 
-    /// Every registered instance, oldest first.
+    /// Every registered instance, oldest first (from the registry cache).
     pub async fn instances(&self) -> Result<Vec<Instance>, CatalogError> {
-        let rows = sqlx::query(&format!("{SELECT_INSTANCE} ORDER BY created_at, id"))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(decode_instance).collect()
+        Ok(self.registry().await?.as_ref().clone())
     }
 
-    /// The instances of one owner in one region, oldest first.
+    /// The instances of one owner in one region, oldest first (from the
+    /// registry cache).
     pub async fn instances_of(
         &self,
         owner_uin: &str,
         region: &str,
     ) -> Result<Vec<Instance>, CatalogError> {
-        let rows = sqlx::query(&format!(
-            "{SELECT_INSTANCE} WHERE owner_uin = $1 AND region = $2 ORDER BY created_at, id"
-        ))
-        .bind(owner_uin)
-        .bind(region)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(decode_instance).collect()
+        Ok(self
+            .registry()
+            .await?
+            .iter()
+            .filter(|i| i.owner_uin == owner_uin && i.region == region)
+            .cloned()
+            .collect())
     }
+
+    /// The registered instances, read at most every [`REGISTRY_TTL`].
+    ///
+    /// Almost every API call looks an instance up, while the registry
+    /// changes only when an operator adds or removes one; a query per call
+    /// cost more than the rest of the request. Changes made through this
+    /// catalog clear the cache at once; changes made by another process
+    /// (`mongobak instance add` beside a running server, another node) show
+    /// within the TTL.
+    async fn registry(&self) -> Result<Arc<Vec<Instance>>, CatalogError> {
+        if let Some((read_at, list)) = self
+            .registry_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if read_at.elapsed() < REGISTRY_TTL {
+                return Ok(list.clone());
+            }
+        }
+        let rows = sqlx::query(&format!("{SELECT_INSTANCE} ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await?;
+        let list = Arc::new(
+            rows.iter()
+                .map(decode_instance)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        *self
+            .registry_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    fn forget_registry(&self) {
+        *self
+            .registry_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// A nullable Unix-seconds column as a time; `what` names the row in the
+/// error when the value is out of range.
+pub(crate) fn time_column(
+    row: &sqlx::sqlite::SqliteRow,
+    column: &str,
+    what: &str,
+) -> Result<Option<Timestamp>, CatalogError> {
+    let seconds: Option<i64> = row.try_get(column)?;
+    seconds
+        .map(|s| {
+            Timestamp::from_second(s).map_err(|_| CatalogError::Corrupt {
+                what: what.to_string(),
+                detail: format!("{column} is out of range"),
+            })
+        })
+        .transpose()
 }
 
 const SELECT_INSTANCE: &str = "SELECT id, name, region, owner_uin, cluster_type, replica_sets, \

@@ -8,11 +8,10 @@
 use jiff::civil::DateTime;
 use jiff::Timestamp;
 use serde::Serialize;
-use serde_json::Value;
 
 use mongobak_catalog::{Backup, BackupStatus, BackupType, NewBackup};
 
-use super::{authorize_instance, to_fields, CallContext};
+use super::{authorize_instance, to_fields, CallContext, Fields};
 use crate::error::{ApiError, ErrorKind};
 use crate::params::Params;
 
@@ -26,7 +25,7 @@ const MAX_REMARK_CHARS: usize = 256;
 pub(super) async fn create_backup_db_instance(
     ctx: &CallContext<'_>,
     mut p: Params,
-) -> Result<Value, ApiError> {
+) -> Result<Fields, ApiError> {
     let instance_id = p.string("InstanceId")?;
     let method = p
         .opt_i64("BackupMethod")?
@@ -108,7 +107,7 @@ struct CreateResponse {
 pub(super) async fn describe_async_request_info(
     ctx: &CallContext<'_>,
     mut p: Params,
-) -> Result<Value, ApiError> {
+) -> Result<Fields, ApiError> {
     let id = p.string("AsyncRequestId")?;
     p.finish()?;
     let not_found = || {
@@ -171,31 +170,17 @@ struct AsyncResponse {
 pub(super) async fn describe_db_backups(
     ctx: &CallContext<'_>,
     mut p: Params,
-) -> Result<Value, ApiError> {
+) -> Result<Fields, ApiError> {
     let instance_id = p.string("InstanceId")?;
     let method = p.opt_i64("BackupMethod")?;
-    let limit = p.opt_i64("Limit")?;
-    let offset = p.opt_i64("Offset")?.unwrap_or(0);
+    let limit = p.opt_limit()?;
+    let offset = p.offset()?;
     p.finish()?;
     if method.is_some_and(|m| ![0, 1, 2, 3].contains(&m)) {
         return Err(ApiError::bad_value(
             ErrorKind::InvalidParameterValue,
             "BackupMethod",
             "expected 0 (logical), 1 (physical), 2 (all) or 3 (snapshot)",
-        ));
-    }
-    if limit.is_some_and(|l| !(1..=100).contains(&l)) {
-        return Err(ApiError::bad_value(
-            ErrorKind::LimitOutOfRange,
-            "Limit",
-            "expected 1 to 100",
-        ));
-    }
-    if !(0..=10_000).contains(&offset) {
-        return Err(ApiError::bad_value(
-            ErrorKind::OffsetOutOfRange,
-            "Offset",
-            "expected 0 to 10000",
         ));
     }
     let instance = authorize_instance(ctx, &instance_id).await?;
@@ -218,8 +203,8 @@ pub(super) async fn describe_db_backups(
     let total_count = listed.len();
     let backup_list = listed
         .into_iter()
-        .skip(offset as usize)
-        .take(limit.map_or(usize::MAX, |l| l as usize))
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
         .map(|b| BackupInfo {
             instance_id: b.instance_id.clone(),
             backup_type: b.backup_type as i64,
@@ -279,7 +264,7 @@ struct BackupInfo {
 pub(super) async fn delete_db_backups(
     ctx: &CallContext<'_>,
     mut p: Params,
-) -> Result<Value, ApiError> {
+) -> Result<Fields, ApiError> {
     let instance_id = p.string("InstanceId")?;
     let ids = required_ids(&mut p)?;
     p.finish()?;
@@ -346,7 +331,7 @@ pub(super) async fn delete_db_backups(
             .map_err(crate::catalog_error)?;
         tracing::info!(backup_id = backup.id, name = %backup.name, "backup deleted");
     }
-    Ok(Value::Object(Default::default()))
+    Ok(Fields::empty())
 }
 
 fn required_ids(p: &mut Params) -> Result<Vec<i64>, ApiError> {
@@ -368,7 +353,7 @@ fn required_ids(p: &mut Params) -> Result<Vec<i64>, ApiError> {
 pub(super) async fn modify_backup_expire_time(
     ctx: &CallContext<'_>,
     mut p: Params,
-) -> Result<Value, ApiError> {
+) -> Result<Fields, ApiError> {
     let instance_id = p.string("InstanceId")?;
     let expire_text = p.string("ExpireTime")?;
     let ids = required_ids(&mut p)?;

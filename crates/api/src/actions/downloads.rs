@@ -11,11 +11,10 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 use serde::Serialize;
-use serde_json::Value;
 
 use mongobak_catalog::{Backup, DownloadTask, TaskFilter, TaskOrder, TaskStatus};
 
-use super::{authorize_instance, to_fields, CallContext};
+use super::{authorize_instance, to_fields, CallContext, Fields};
 use crate::error::{ApiError, ErrorKind};
 use crate::params::Params;
 
@@ -24,7 +23,7 @@ use crate::params::Params;
 pub(super) async fn create_backup_download_task(
     ctx: &CallContext<'_>,
     mut p: Params,
-) -> Result<Value, ApiError> {
+) -> Result<Fields, ApiError> {
     let instance_id = p.string("InstanceId")?;
     let backup_name = p.string("BackupName")?;
     let sets = p
@@ -128,32 +127,17 @@ struct TaskStatusOut {
 pub(super) async fn describe_backup_download_task(
     ctx: &CallContext<'_>,
     mut p: Params,
-) -> Result<Value, ApiError> {
+) -> Result<Fields, ApiError> {
     let instance_id = p.string("InstanceId")?;
     let backup_name = p.opt_string("BackupName")?;
     let start = p.opt_string("StartTime")?;
     let end = p.opt_string("EndTime")?;
-    let limit = p.opt_i64("Limit")?.unwrap_or(20);
-    let offset = p.opt_i64("Offset")?.unwrap_or(0);
+    let limit = p.opt_limit()?.unwrap_or(20);
+    let offset = p.offset()?;
     let order_by = p.opt_string("OrderBy")?;
     let order_type = p.opt_string("OrderByType")?;
     let statuses = p.opt_i64_list("Status")?.unwrap_or_default();
     p.finish()?;
-
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::bad_value(
-            ErrorKind::LimitOutOfRange,
-            "Limit",
-            "expected 1 to 100",
-        ));
-    }
-    if !(0..=10_000).contains(&offset) {
-        return Err(ApiError::bad_value(
-            ErrorKind::OffsetOutOfRange,
-            "Offset",
-            "expected 0 to 10000",
-        ));
-    }
     let order = match order_by.as_deref() {
         None | Some("createTime") => TaskOrder::CreateTime,
         Some("finishTime") => TaskOrder::FinishTime,

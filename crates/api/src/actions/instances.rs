@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use mongobak_catalog::Instance;
 
-use super::{to_fields, CallContext};
+use super::{to_fields, CallContext, Fields};
 use crate::access::instance_resource;
 use crate::error::{ApiError, ErrorKind};
 use crate::params::Params;
@@ -89,22 +89,8 @@ impl Request {
             tag.opt_string("TagValue")?;
             Ok(())
         })?;
-        let limit = p.opt_i64("Limit")?.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(ApiError::bad_value(
-                ErrorKind::LimitOutOfRange,
-                "Limit",
-                "expected 1 to 100",
-            ));
-        }
-        let offset = p.opt_i64("Offset")?.unwrap_or(0);
-        if !(0..=10_000).contains(&offset) {
-            return Err(ApiError::bad_value(
-                ErrorKind::OffsetOutOfRange,
-                "Offset",
-                "expected 0 to 10000",
-            ));
-        }
+        let limit = p.opt_limit()?.unwrap_or(20);
+        let offset = p.offset()?;
         let order_by = match p.opt_string("OrderBy")?.as_deref() {
             None | Some("CreateTime") => OrderBy::CreateTime,
             Some("ProjectId") => OrderBy::ProjectId,
@@ -140,8 +126,8 @@ impl Request {
             project_ids: p.opt_i64_list("ProjectIds")?,
             search_key: p.opt_string("SearchKey")?,
             has_tags: tags.is_some_and(|t| !t.is_empty()),
-            limit: limit as usize,
-            offset: offset as usize,
+            limit,
+            offset,
             order_by,
             descending,
         };
@@ -272,7 +258,7 @@ fn address_of(uri: &str) -> Address {
 pub(super) async fn describe_db_instances(
     ctx: &CallContext<'_>,
     params: Params,
-) -> Result<Value, ApiError> {
+) -> Result<Fields, ApiError> {
     let request = Request::parse(params)?;
     let instances = ctx
         .api

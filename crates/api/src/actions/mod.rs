@@ -10,8 +10,6 @@ mod backups;
 mod downloads;
 mod instances;
 
-use serde_json::Value;
-
 use mongobak_catalog::Instance;
 
 use crate::access::{instance_resource, Caller};
@@ -101,7 +99,7 @@ pub(crate) async fn dispatch(
     ctx: &CallContext<'_>,
     action: Action,
     params: Params,
-) -> Result<Value, ApiError> {
+) -> Result<Fields, ApiError> {
     match action {
         Action::DescribeDBInstances => instances::describe_db_instances(ctx, params).await,
         Action::CreateBackupDBInstance => backups::create_backup_db_instance(ctx, params).await,
@@ -144,12 +142,38 @@ pub(crate) async fn authorize_instance(
 
 pub(crate) use backups::parse_api_time;
 
-/// Serializes a response struct into the fields of `Response`.
-pub(crate) fn to_fields(response: impl serde::Serialize) -> Result<Value, ApiError> {
-    serde_json::to_value(response).map_err(|e| {
-        tracing::error!(error = %e, "response does not serialize");
-        ApiError::internal()
-    })
+/// The fields of a `Response` object, serialized: a JSON object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fields(Vec<u8>);
+
+impl Fields {
+    /// No fields (the envelope then holds only the RequestId).
+    pub fn empty() -> Self {
+        Fields(b"{}".to_vec())
+    }
+
+    /// The JSON object.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Serializes a response struct into the fields of `Response`, once: the
+/// envelope splices the RequestId in without parsing it again.
+pub(crate) fn to_fields(response: impl serde::Serialize) -> Result<Fields, ApiError> {
+    match serde_json::to_vec(&response) {
+        Ok(bytes) if bytes.first() == Some(&b'{') && bytes.last() == Some(&b'}') => {
+            Ok(Fields(bytes))
+        }
+        Ok(_) => {
+            tracing::error!("a response is not a JSON object");
+            Err(ApiError::internal())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "response does not serialize");
+            Err(ApiError::internal())
+        }
+    }
 }
 
 /// Every action of the mongodb API, version 2019-07-25 (from the official
