@@ -384,6 +384,11 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// Starts writing the documents of a declared data namespace (closing
     /// the prelude on the first call) and opens its first segment.
+    ///
+    /// Views and empty collections need it too: `begin_namespace` then
+    /// `end_namespace` writes the empty segment and EOF block restore
+    /// waits for (1.5 rule 2). Timeseries data goes under
+    /// [`data_namespace`](Self::data_namespace).
     pub fn begin_namespace(&mut self, db: &str, collection: &str) -> Result<(), WriteError> {
         self.usable()?;
         let requested = Namespace::new(db, collection);
