@@ -1,0 +1,209 @@
+//! Test helpers: the shared test data, archives read back or built by hand,
+//! and what a server holds.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+
+use futures::TryStreamExt;
+use mongobak_archive::{
+    gunzip, metadata_json, ArchiveHeader, ArchiveReader, ArchiveWriter, Event, GzipWriter,
+    NamespaceKind, NamespaceMeta, DEFAULT_LEVEL,
+};
+use mongobak_restore::{restore_archive, Progress, RestoreError, RestoreOptions, RestoreReport};
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+use mongodb::Client;
+
+/// `shared/`: `$MONGOBAK_SHARED`, else the `shared` folder beside the
+/// checkout (`$CARGO_MANIFEST_DIR/../../../shared`).
+pub fn shared_dir() -> PathBuf {
+    let dir = match std::env::var_os("MONGOBAK_SHARED") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
+    };
+    assert!(
+        dir.join("testdata/mongodump").is_dir(),
+        "shared test data not found at {}: set MONGOBAK_SHARED to the folder holding testdata/mongodump",
+        dir.display()
+    );
+    dir
+}
+
+/// Bytes of a file under `shared/testdata/mongodump/`.
+pub fn testdata(path: &str) -> Vec<u8> {
+    let path = shared_dir().join("testdata/mongodump").join(path);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Every data namespace's documents as the archive reader reads them.
+pub fn archive_documents(bytes: &[u8]) -> BTreeMap<String, Vec<Vec<u8>>> {
+    let input: Box<dyn Read> = if bytes.starts_with(&[0x1f, 0x8b]) {
+        Box::new(gunzip(bytes))
+    } else {
+        Box::new(bytes)
+    };
+    let mut reader = ArchiveReader::new(input).unwrap();
+    let mut out: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut current = String::new();
+    while let Some(event) = reader.next_event().unwrap() {
+        match event {
+            Event::SegmentStart { namespace } => {
+                current = format!("{}.{}", namespace.db, namespace.collection);
+                out.entry(current.clone()).or_default();
+            }
+            Event::Document(bytes) => out.get_mut(&current).unwrap().push(bytes),
+            Event::NamespaceEnd { .. } => {}
+        }
+    }
+    out
+}
+
+/// Restores `bytes` into `client`.
+pub async fn restore(
+    bytes: Vec<u8>,
+    client: &Client,
+    options: &RestoreOptions,
+) -> Result<RestoreReport, RestoreError> {
+    restore_archive(
+        std::io::Cursor::new(bytes),
+        client,
+        options,
+        &Progress::default(),
+    )
+    .await
+}
+
+/// Every document of `db.coll`, raw bytes, sorted.
+pub async fn documents(client: &Client, db: &str, coll: &str) -> Vec<Vec<u8>> {
+    let mut docs: Vec<Vec<u8>> = client
+        .database(db)
+        .collection::<RawDocumentBuf>(coll)
+        .find(doc! {})
+        .await
+        .unwrap()
+        .map_ok(RawDocumentBuf::into_bytes)
+        .try_collect()
+        .await
+        .unwrap();
+    docs.sort();
+    docs
+}
+
+/// One document by `_id`.
+pub async fn find_one(
+    client: &Client,
+    db: &str,
+    coll: &str,
+    id: impl Into<Bson>,
+) -> Option<Document> {
+    client
+        .database(db)
+        .collection::<Document>(coll)
+        .find_one(doc! {"_id": id.into()})
+        .await
+        .unwrap()
+}
+
+/// The collection names of `db`, sorted.
+pub async fn collection_names(client: &Client, db: &str) -> Vec<String> {
+    let mut names = client.database(db).list_collection_names().await.unwrap();
+    names.sort();
+    names
+}
+
+/// A namespace of a hand-built archive.
+pub struct Ns {
+    pub db: &'static str,
+    pub coll: &'static str,
+    pub options: serde_json::Value,
+    pub indexes: Vec<serde_json::Value>,
+    pub docs: Vec<Document>,
+}
+
+impl Ns {
+    pub fn new(db: &'static str, coll: &'static str, docs: Vec<Document>) -> Ns {
+        Ns {
+            db,
+            coll,
+            options: serde_json::json!({}),
+            indexes: vec![
+                serde_json::json!({"v": {"$numberInt": "2"}, "key": {"_id": {"$numberInt": "1"}}, "name": "_id_"}),
+            ],
+            docs,
+        }
+    }
+}
+
+/// Canonical extended JSON of a document.
+pub fn json(document: Document) -> serde_json::Value {
+    Bson::Document(document).into_canonical_extjson()
+}
+
+/// An archive (gzipped when `gzip`) of `namespaces` from a source of
+/// `server_version`, with an oplog namespace when `oplog` is given.
+pub fn build_archive(
+    server_version: &str,
+    namespaces: &[Ns],
+    oplog: Option<&[Document]>,
+    gzip: bool,
+) -> Vec<u8> {
+    let header = ArchiveHeader {
+        concurrent_collections: 1,
+        server_version: server_version.into(),
+        tool_version: "restore-tests".into(),
+    };
+    let mut archive = ArchiveWriter::new(Vec::new(), header).unwrap();
+    let mut metas = Vec::new();
+    for ns in namespaces {
+        let kind = if ns.options.get("viewOn").is_some() {
+            NamespaceKind::View
+        } else if ns.options.get("timeseries").is_some() {
+            NamespaceKind::Timeseries
+        } else {
+            NamespaceKind::Collection
+        };
+        let indexes = if kind == NamespaceKind::View {
+            Vec::new()
+        } else {
+            ns.indexes.clone()
+        };
+        let meta = NamespaceMeta {
+            db: ns.db.into(),
+            collection: ns.coll.into(),
+            metadata_json: metadata_json(ns.coll, kind, &ns.options, &indexes, None).unwrap(),
+            kind,
+        };
+        archive.add_namespace(meta.clone()).unwrap();
+        metas.push(meta);
+    }
+    if oplog.is_some() {
+        archive.add_namespace(NamespaceMeta::oplog()).unwrap();
+    }
+    for (ns, meta) in namespaces.iter().zip(&metas) {
+        let data = archive.data_namespace(meta);
+        archive.begin_namespace(&data.db, &data.collection).unwrap();
+        for d in &ns.docs {
+            archive
+                .write_document(&mongodb::bson::to_vec(d).unwrap())
+                .unwrap();
+        }
+        archive.end_namespace().unwrap();
+    }
+    if let Some(entries) = oplog {
+        archive.begin_namespace("", "oplog").unwrap();
+        for e in entries {
+            archive
+                .write_document(&mongodb::bson::to_vec(e).unwrap())
+                .unwrap();
+        }
+        archive.end_namespace().unwrap();
+    }
+    let bytes = archive.finish().unwrap();
+    if gzip {
+        let mut gz = GzipWriter::new(Vec::new(), DEFAULT_LEVEL);
+        std::io::Write::write_all(&mut gz, &bytes).unwrap();
+        gz.finish().unwrap()
+    } else {
+        bytes
+    }
+}
