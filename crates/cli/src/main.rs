@@ -6,11 +6,13 @@
 //! * [`accounts`]: the generated root account of an install without
 //!   `[[accounts]]`;
 //! * [`instances`]: registered deployments from config and command line;
-//! * [`serve`]: `mongobak serve`.
+//! * [`serve`]: `mongobak serve`;
+//! * [`restore`]: `mongobak verify` and `mongobak restore`.
 
 mod accounts;
 mod config;
 mod instances;
+mod restore;
 mod serve;
 
 use std::path::PathBuf;
@@ -39,6 +41,11 @@ enum Command {
     Instance(instances::InstanceCommand),
     /// Print the root account's keys as TENCENTCLOUD_* shell exports.
     Credentials(ConfigArg),
+    /// Check a downloaded archive offline: its checksum (when a .sha256
+    /// lies beside it) and its whole structure; print the counts.
+    Verify(restore::VerifyArgs),
+    /// Restore an archive (mongobak's or mongodump's) into a MongoDB.
+    Restore(restore::RestoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +100,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Instance(command) => {
             init_logging(LogFormat::Text);
             instances::run(command).await
+        }
+        Command::Verify(args) => restore::verify(args),
+        Command::Restore(args) => {
+            init_logging(LogFormat::Text);
+            restore::restore(args).await
         }
         Command::Credentials(args) => {
             let config = Config::load(args.config.as_deref())?;

@@ -1,0 +1,483 @@
+//! Shared by the tests that run the real `mongobak serve` binary: its
+//! configuration, the child process (stopped by its pid, also on panic),
+//! TC3-signed API calls, plain GETs of download URLs, and checks of a
+//! downloaded archive against the source server.
+
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::Request;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use jiff::Timestamp;
+use mongobak_api::signature::{sha256_hex, Tc3Request};
+use mongobak_archive::{gunzip, ArchiveReader, Event};
+use mongobak_testkit::snapshot::NamespaceState;
+use mongodb::bson::{doc, Binary, Document};
+use rand::RngCore;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// The root account of every test configuration.
+pub const UIN: &str = "100000000001";
+pub const SECRET_ID: &str = "AKIDcliTest0000000000000000000000001";
+pub const SECRET_KEY: &str = "cliTestSecretKey000000000000001";
+pub const REGION: &str = "ap-guangzhou";
+
+/// How long a server may take to print its listening line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time limit of one HTTP exchange.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two looks at a condition.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// A configuration: one root account, one replica set instance `instance`
+/// on `uri`, data in `data_dir`, and the `extra` TOML tables.
+pub fn config(data_dir: &Path, instance: &str, uri: &str, extra: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+data_dir = "{data_dir}"
+
+{extra}
+
+[[accounts]]
+app_id = 1250000001
+uin = "{UIN}"
+secret_id = "{SECRET_ID}"
+secret_key = "{SECRET_KEY}"
+
+[[instances]]
+id = "{instance}"
+name = "{instance}"
+region = "{REGION}"
+owner_uin = "{UIN}"
+replica_sets = ["{uri}"]
+"#,
+        data_dir = data_dir.display()
+    )
+}
+
+/// A running `mongobak serve`, killed (SIGKILL, by pid) when dropped.
+pub struct Mongobak {
+    child: Option<Child>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its log (JSON lines on stderr).
+    pub log: PathBuf,
+}
+
+impl Mongobak {
+    /// Starts `mongobak serve --config <config>` with its log in `log`, and
+    /// waits for its listening line.
+    pub fn start(config: &Path, log: &Path) -> Mongobak {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mongobak"));
+        command
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).expect("a log file"));
+        // MONGOBAK_* variables would override the file.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("MONGOBAK_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command.spawn().expect("mongobak starts");
+        let stdout = child.stdout.take().expect("a stdout pipe");
+        let (lines, listening) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(url) = line.strip_prefix("mongobak listening on http://") {
+                    let _ = lines.send(url.trim().to_string());
+                }
+            }
+        });
+        let mut server = Mongobak {
+            child: Some(child),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            log: log.to_path_buf(),
+        };
+        match listening.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => server.addr = addr.parse().expect("an address"),
+            Err(_) => panic!(
+                "mongobak did not print its address within {START_TIMEOUT:?}:\n{}",
+                server.log_tail()
+            ),
+        }
+        server
+    }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Its log lines, parsed.
+    pub fn log_lines(&self) -> Vec<Value> {
+        log_lines(&self.log)
+    }
+
+    /// The end of its log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(6000);
+        let start = (start..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(text.len());
+        text[start..].to_string()
+    }
+}
+
+impl Drop for Mongobak {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The JSON lines of a log file.
+pub fn log_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The `fields.message` of a JSON log line.
+pub fn message(line: &Value) -> &str {
+    line["fields"]["message"].as_str().unwrap_or_default()
+}
+
+/// An answer to a GET.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Signed API calls and plain GETs, one fresh connection each (servers
+/// come and go under these tests).
+#[derive(Clone)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build_http(),
+        }
+    }
+}
+
+impl Http {
+    /// Calls `action` as the root account; returns the `Response` object.
+    pub async fn call(&self, addr: SocketAddr, action: &str, body: Value) -> Value {
+        let body = body.to_string();
+        let host = addr.to_string();
+        let timestamp = Timestamp::now().as_second();
+        let date = Timestamp::from_second(timestamp)
+            .unwrap()
+            .strftime("%Y-%m-%d")
+            .to_string();
+        let hash = sha256_hex(body.as_bytes());
+        let authorization = Tc3Request {
+            method: "POST",
+            query: "",
+            headers: &[("content-type", "application/json"), ("host", &host)],
+            payload_hash: &hash,
+            timestamp,
+            date: &date,
+            service: "mongodb",
+        }
+        .authorization(SECRET_ID, SECRET_KEY);
+        let request = Request::post(format!("http://{host}/"))
+            .header("content-type", "application/json")
+            .header("x-tc-action", action)
+            .header("x-tc-version", "2019-07-25")
+            .header("x-tc-timestamp", timestamp.to_string())
+            .header("x-tc-region", REGION)
+            .header("authorization", authorization)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let answer = self
+            .send(request)
+            .await
+            .unwrap_or_else(|e| panic!("{action} to {addr}: {e}"));
+        assert_eq!(answer.status, 200, "{action}: {:?}", answer.body);
+        let json: Value = serde_json::from_slice(&answer.body).expect("a JSON answer");
+        json["Response"].clone()
+    }
+
+    /// GETs `url`; an error when no answer came.
+    pub async fn get(&self, url: &str) -> Result<Fetched, String> {
+        let request = Request::get(url)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        self.send(request).await
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Fetched, String> {
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok(Fetched {
+                status,
+                headers,
+                body,
+            })
+        };
+        tokio::time::timeout(HTTP_TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("no answer within {HTTP_TIMEOUT:?}"))?
+    }
+}
+
+/// The error code of a `Response` object, if it is an error.
+pub fn code_of(response: &Value) -> Option<&str> {
+    response["Error"]["Code"].as_str()
+}
+
+/// Polls `probe` until it gives a value; panics with `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A time limit for a loop that waits on a condition.
+pub struct Deadline {
+    what: String,
+    limit: Duration,
+    at: Instant,
+}
+
+impl Deadline {
+    /// `limit` from now, for waiting on `what`.
+    pub fn after(what: &str, limit: Duration) -> Self {
+        Deadline {
+            what: what.to_string(),
+            limit,
+            at: Instant::now() + limit,
+        }
+    }
+
+    /// Panics once the limit has passed; otherwise pauses before the next look.
+    pub async fn tick(&self) {
+        assert!(
+            Instant::now() < self.at,
+            "{}: not within {:?}",
+            self.what,
+            self.limit
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Takes a backup of `instance` and waits for it; returns its name.
+pub async fn take_backup(http: &Http, addr: SocketAddr, instance: &str) -> String {
+    let created = http
+        .call(
+            addr,
+            "CreateBackupDBInstance",
+            json!({"InstanceId": instance, "BackupMethod": 0}),
+        )
+        .await;
+    let id = created["AsyncRequestId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no backup: {created}"))
+        .to_string();
+    wait_for("the backup", Duration::from_secs(120), || async {
+        let info = http
+            .call(
+                addr,
+                "DescribeAsyncRequestInfo",
+                json!({"AsyncRequestId": id}),
+            )
+            .await;
+        match info["Status"].as_str() {
+            Some("success") => Some(info["BackupName"].as_str().unwrap().to_string()),
+            Some("initial" | "running") => None,
+            _ => panic!("the backup failed: {info}"),
+        }
+    })
+    .await
+}
+
+/// Creates the download task of replica set `<instance>_0` of a backup.
+pub async fn create_task(http: &Http, addr: SocketAddr, instance: &str, backup: &str) {
+    let created = http
+        .call(
+            addr,
+            "CreateBackupDownloadTask",
+            json!({"InstanceId": instance, "BackupName": backup,
+                   "BackupSets": [{"ReplicaSetId": format!("{instance}_0")}]}),
+        )
+        .await;
+    assert_eq!(code_of(&created), None, "{created}");
+}
+
+/// Every download task of `instance`.
+pub async fn tasks(http: &Http, addr: SocketAddr, instance: &str) -> Vec<Value> {
+    let listed = http
+        .call(
+            addr,
+            "DescribeBackupDownloadTask",
+            json!({"InstanceId": instance, "Limit": 100}),
+        )
+        .await;
+    assert_eq!(code_of(&listed), None, "{listed}");
+    listed["Tasks"].as_array().cloned().unwrap_or_default()
+}
+
+/// `url` with its host and port replaced by `addr`'s (a URL handed out by
+/// an earlier process of the same data folder).
+pub fn on_server(url: &str, addr: SocketAddr) -> String {
+    let rest = url
+        .strip_prefix("http://")
+        .and_then(|r| r.split_once('/'))
+        .map(|(_, path)| path)
+        .unwrap_or_else(|| panic!("not an http URL: {url}"));
+    format!("http://{addr}/{rest}")
+}
+
+/// The hex SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Inserts `count` documents `{_id, n, pad}` into `db.coll`, `pad` being
+/// `pad_bytes` random bytes (incompressible) in batches.
+pub async fn insert_random(
+    client: &mongodb::Client,
+    db: &str,
+    coll: &str,
+    count: usize,
+    pad_bytes: usize,
+) {
+    let collection = client.database(db).collection::<Document>(coll);
+    let mut next = 0;
+    while next < count {
+        let batch: Vec<Document> = (next..count.min(next + 2000))
+            .map(|i| {
+                let mut pad = vec![0u8; pad_bytes];
+                rand::rng().fill_bytes(&mut pad);
+                doc! {"_id": i as i64, "n": i as i64, "pad": Binary {
+                    subtype: mongodb::bson::spec::BinarySubtype::Generic,
+                    bytes: pad,
+                }}
+            })
+            .collect();
+        next += batch.len();
+        collection.insert_many(batch).await.expect("inserted");
+    }
+}
+
+/// Checks a downloaded file: a gzipped mongodump archive whose every
+/// namespace holds exactly the documents of `expected` (a snapshot of the
+/// source), with the oplog last. Returns a description of the first
+/// problem.
+pub fn check_archive(
+    file: &[u8],
+    expected: &BTreeMap<String, NamespaceState>,
+) -> Result<(), String> {
+    let mut reader = ArchiveReader::new(gunzip(file)).map_err(|e| e.to_string())?;
+    let mut documents: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut finished = Vec::new();
+    let mut current = String::new();
+    while let Some(event) = reader.next_event().map_err(|e| e.to_string())? {
+        match event {
+            Event::SegmentStart { namespace } => current = namespace.to_string(),
+            Event::Document(bytes) => documents.entry(current.clone()).or_default().push(bytes),
+            Event::NamespaceEnd { namespace, .. } => finished.push(namespace.to_string()),
+        }
+    }
+    if finished.last().map(String::as_str) != Some(".oplog") {
+        return Err(format!("the oplog is not last: {finished:?}"));
+    }
+    for (ns, state) in expected {
+        let mut got = documents.remove(ns).unwrap_or_default();
+        got.sort();
+        if got != state.documents {
+            return Err(format!(
+                "{ns}: {} documents in the file, {} in the source",
+                got.len(),
+                state.documents.len()
+            ));
+        }
+        if !finished.contains(ns) {
+            return Err(format!("{ns} never reached EOF"));
+        }
+    }
+    documents.remove(".oplog");
+    if !documents.is_empty() {
+        return Err(format!(
+            "namespaces not in the source: {:?}",
+            documents.keys()
+        ));
+    }
+    Ok(())
+}
+
+/// Every regular file under `dir`, recursively (none when it is missing).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(path),
+                Ok(t) if t.is_file() => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
