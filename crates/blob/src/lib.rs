@@ -79,6 +79,8 @@ pub struct ListedBlob {
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     op: Operator,
+    /// Where objects being written wait for their close (file systems).
+    temporary: Option<std::path::PathBuf>,
 }
 
 impl BlobStore {
@@ -100,7 +102,38 @@ impl BlobStore {
             .root(root)
             .atomic_write_dir(&tmp);
         let op = Operator::new(builder).map_err(|e| BlobError::at(root, e))?;
-        Ok(BlobStore { op })
+        Ok(BlobStore {
+            op,
+            temporary: Some(std::path::PathBuf::from(tmp)),
+        })
+    }
+
+    /// Removes objects whose writing began and never ended (a process killed
+    /// mid-write leaves them in the temporary folder) when they were last
+    /// written more than `older_than` ago. Returns how many went.
+    pub fn remove_stale_temporary(
+        &self,
+        older_than: std::time::Duration,
+    ) -> std::io::Result<usize> {
+        let Some(dir) = &self.temporary else {
+            return Ok(0);
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            let stale = meta.modified()?.elapsed().is_ok_and(|age| age > older_than);
+            if meta.is_file() && stale {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Checks that the store answers (for readiness).
@@ -236,8 +269,9 @@ impl BlobWriter {
         self.written
     }
 
-    /// Finishes the object and makes it visible at its path.
-    pub async fn close(mut self) -> Result<u64, BlobError> {
+    /// Finishes the object and makes it visible at its path. After a
+    /// failed close, call [`abort`](Self::abort) to drop what was written.
+    pub async fn close(&mut self) -> Result<u64, BlobError> {
         self.inner
             .close()
             .await
@@ -245,8 +279,8 @@ impl BlobWriter {
         Ok(self.written)
     }
 
-    /// Abandons the object.
-    pub async fn abort(mut self) -> Result<(), BlobError> {
+    /// Abandons the object and removes what was written of it.
+    pub async fn abort(&mut self) -> Result<(), BlobError> {
         self.inner
             .abort()
             .await
@@ -314,6 +348,28 @@ mod tests {
         assert_eq!(s.size("z/3").await.unwrap(), Some(3));
         s.delete("z/3").await.unwrap();
         s.delete("z/3").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn stale_temporary_objects_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let mut w = s.writer("a/partial.bin").await.unwrap();
+        w.write(Bytes::from(vec![7u8; 1 << 20])).await.unwrap();
+        // The writer is dropped without close or abort, as in a crash.
+        drop(w);
+        assert_eq!(
+            s.remove_stale_temporary(std::time::Duration::from_secs(3600))
+                .unwrap(),
+            0,
+            "still fresh"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let removed = s
+            .remove_stale_temporary(std::time::Duration::from_millis(10))
+            .unwrap();
+        assert!(removed >= 1, "the abandoned temporary file is removed");
+        assert!(s.list("a/").await.unwrap().is_empty());
     }
 
     #[test]

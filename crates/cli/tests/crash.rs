@@ -36,8 +36,9 @@ const QUEUED: usize = 3;
 struct Seen {
     /// SHA-256 and size of each done task's file, by task id.
     files: BTreeMap<u64, (String, u64)>,
-    /// One URL per (task, server process): those handed out on the way.
-    urls: BTreeMap<(u64, usize), String>,
+    /// Every URL handed out, with its task and the server process
+    /// (generation) that signed it.
+    urls: BTreeMap<String, (u64, usize)>,
 }
 
 impl Seen {
@@ -72,9 +73,7 @@ impl Seen {
                     self.files.insert(id, (sha, size));
                 }
             }
-            self.urls
-                .entry((id, generation))
-                .or_insert_with(|| url.to_string());
+            self.urls.insert(url.to_string(), (id, generation));
         }
     }
 }
@@ -107,7 +106,9 @@ fn packaging(log: &Path) -> BTreeSet<u64> {
         };
         match message(&line) {
             "packaging started" => running.insert(id),
-            _ => running.remove(&id),
+            // Done, failed, or given up for a lost lease.
+            m if m.starts_with("packaging ") || m.starts_with("lease lost") => running.remove(&id),
+            _ => false,
         };
     }
     running
@@ -267,20 +268,43 @@ async fn packaging_survives_kill_9_at_random_moments() {
         files.insert(task_id(url), file.body);
     }
     // Every URL handed out during the rounds, asked of the last process:
-    // refused, or the complete file described then.
-    for ((id, handed_out_by), url) in &seen.urls {
-        let fetched = http
-            .get(&on_server(url, server.addr))
-            .await
-            .expect("the download answers");
-        match fetched.status {
-            200 => assert!(
-                fetched.body == files[id],
+    // refused, or the complete file described then. The first URL of each
+    // task and process is read whole; the others (the same path, signed
+    // for a later expiry) for their last KiB, under the file's ETag.
+    let mut read_whole = BTreeSet::new();
+    for (url, (id, handed_out_by)) in &seen.urls {
+        let url = on_server(url, server.addr);
+        let file = &files[id];
+        let whole = read_whole.insert((*id, *handed_out_by));
+        let etag = format!("\"{}\"", seen.files[id].0);
+        let fetched = match whole {
+            true => http.get(&url).await,
+            false => {
+                let range = [("range", "bytes=-1024"), ("if-range", etag.as_str())];
+                http.get_with(&url, &range).await
+            }
+        }
+        .expect("the download answers");
+        match (fetched.status, whole) {
+            (200, true) => assert!(
+                fetched.body == file,
                 "task {id}: the URL of process {handed_out_by} gives {} other bytes",
                 fetched.body.len()
             ),
-            403 | 404 | 410 => {}
-            other => panic!("task {id}: status {other} for {url}"),
+            (206, false) => {
+                let tail = file.len() - 1024;
+                assert_eq!(
+                    fetched.headers["content-range"],
+                    format!("bytes {tail}-{}/{}", file.len() - 1, file.len()).as_str(),
+                    "{url}"
+                );
+                assert!(
+                    fetched.body == file[tail..],
+                    "task {id}: another tail at {url}"
+                );
+            }
+            (403 | 404 | 410, _) => {}
+            (other, _) => panic!("task {id}: status {other} for {url}"),
         }
     }
     server.kill();

@@ -106,8 +106,15 @@ impl From<DumpError> for Failure {
 impl From<mongobak_blob::BlobError> for Failure {
     fn from(e: mongobak_blob::BlobError) -> Self {
         // Any storage failure may pass (a full disk gets space, a store
-        // comes back): retry within the policy.
-        Failure::Transient(format!("storage: {e}"))
+        // comes back): retry within the policy. Users see the root cause
+        // ("No space left on device"), not the store's paths; the log has
+        // the whole error.
+        tracing::warn!(error = %e, "storage failure while packaging");
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        Failure::Transient(format!("storage failure: {cause}"))
     }
 }
 
@@ -174,6 +181,16 @@ impl DownloadRunner {
     }
 
     async fn work(&self, worker: &str, task: DownloadTask, shutdown: &CancellationToken) {
+        // Every claim counts as a try, those cut off by a crash included, so
+        // a task that keeps killing its worker does not loop forever.
+        if task.attempts > self.config.retry.max_attempts {
+            let reason = format!(
+                "packaging was interrupted {} times (a worker stopped or crashed each time)",
+                task.attempts - 1
+            );
+            self.record_failure(worker, &task, &reason, false).await;
+            return;
+        }
         tracing::info!(task_id = task.id, replica_set = %task.replica_set_id, attempt = task.attempts, "packaging started");
         let progress = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -455,24 +472,27 @@ fn write_archive(
         stop,
     };
     let result = write_archive_into(handle, store, manifest, &mut sink, config, progress, stop);
-    let writer = sink.writer.take().expect("open until closed");
-    match result {
-        Ok(checksum) => {
-            let mut writer = writer;
-            if !sink.buffer.is_empty() {
-                let tail = Bytes::from(std::mem::take(&mut sink.buffer));
-                handle.block_on(writer.write(tail))?;
-            }
-            handle.block_on(writer.close())?;
-            Ok(checksum)
+    let mut writer = sink.writer.take().expect("open until closed");
+    let result = result.and_then(|checksum| {
+        if !sink.buffer.is_empty() {
+            let tail = Bytes::from(std::mem::take(&mut sink.buffer));
+            handle.block_on(writer.write(tail))?;
         }
-        Err(failure) => {
-            if let Err(e) = handle.block_on(writer.abort()) {
-                tracing::warn!(error = %e, "cannot abandon a partial download file");
-            }
-            Err(failure)
-        }
+        Ok(checksum)
+    });
+    // Every failure, the last write and the close included, abandons the
+    // object so that its temporary file does not outlive the attempt.
+    let result = match result {
+        Ok(checksum) => match handle.block_on(writer.close()) {
+            Ok(_) => return Ok(checksum),
+            Err(e) => Err(Failure::from(e)),
+        },
+        Err(failure) => Err(failure),
+    };
+    if let Err(e) = handle.block_on(writer.abort()) {
+        tracing::warn!(error = %e, "cannot abandon a partial download file");
     }
+    result
 }
 
 fn write_archive_into(

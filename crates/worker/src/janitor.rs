@@ -1,5 +1,6 @@
-//! The janitor: deletes download files whose time is up, and forgets
-//! finished download tasks once they have been listed long enough.
+//! The janitor: deletes download files whose time is up, forgets finished
+//! download tasks once they have been listed long enough, and removes the
+//! partial objects that writers killed mid-write left behind.
 //!
 //! A file is deleted before its task forgets it, so a crash in between
 //! only leaves a task that points at nothing (the next round forgets it);
@@ -19,6 +20,8 @@ pub struct JanitorConfig {
     pub interval: Duration,
     /// How long finished tasks stay listed.
     pub task_retention: SignedDuration,
+    /// Age after which an object never closed (its writer died) is removed.
+    pub temporary_grace: Duration,
 }
 
 impl Default for JanitorConfig {
@@ -26,6 +29,7 @@ impl Default for JanitorConfig {
         JanitorConfig {
             interval: Duration::from_secs(600),
             task_retention: SignedDuration::from_hours(24 * 30),
+            temporary_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -45,6 +49,8 @@ pub struct JanitorReport {
     pub files_deleted: usize,
     /// Tasks no longer listed.
     pub tasks_purged: u64,
+    /// Abandoned partial objects removed.
+    pub temporary_removed: usize,
 }
 
 impl Janitor {
@@ -84,6 +90,9 @@ impl Janitor {
             report.files_deleted += 1;
             tracing::info!(task_id, path, "expired download file deleted");
         }
+        report.temporary_removed = self
+            .store
+            .remove_stale_temporary(self.config.temporary_grace)?;
         report.tasks_purged = self
             .catalog
             .purge_old_download_tasks(now - self.config.task_retention)

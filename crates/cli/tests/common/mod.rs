@@ -233,7 +233,16 @@ impl Http {
 
     /// GETs `url`; an error when no answer came.
     pub async fn get(&self, url: &str) -> Result<Fetched, String> {
-        let request = Request::get(url)
+        self.get_with(url, &[]).await
+    }
+
+    /// GETs `url` with extra headers.
+    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Result<Fetched, String> {
+        let mut request = Request::get(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
         self.send(request).await
