@@ -36,6 +36,9 @@ use tokio_util::task::TaskTracker;
 
 /// Compressed bytes gathered before a write to storage.
 const UPLOAD_CHUNK: usize = 4 << 20;
+/// Claims a task may take, as a multiple of its tries, before repeated
+/// interruptions (crashes, lost leases) fail it.
+const INTERRUPTION_ALLOWANCE: i64 = 4;
 /// The tool version written into archive headers.
 const TOOL_VERSION: &str = concat!("mongobak-", env!("CARGO_PKG_VERSION"));
 
@@ -181,9 +184,12 @@ impl DownloadRunner {
     }
 
     async fn work(&self, worker: &str, task: DownloadTask, shutdown: &CancellationToken) {
-        // Every claim counts as a try, those cut off by a crash included, so
-        // a task that keeps killing its worker does not loop forever.
-        if task.attempts > self.config.retry.max_attempts {
+        // Every claim counts as a try, those cut off by a crash included.
+        // Crashes get more room than failures (a node may restart many
+        // times while a task waits), but a task that keeps killing its
+        // worker must not loop forever.
+        let limit = self.config.retry.max_attempts * INTERRUPTION_ALLOWANCE;
+        if task.attempts > limit {
             let reason = format!(
                 "packaging was interrupted {} times (a worker stopped or crashed each time)",
                 task.attempts - 1
