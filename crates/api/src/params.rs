@@ -218,15 +218,6 @@ impl Params {
         }
     }
 
-    /// Refuses every parameter no getter took, except those in `ignored`
-    /// (parameters some SDK version sends that mean nothing here).
-    pub fn finish_ignoring(mut self, ignored: &[&str]) -> Result<(), ApiError> {
-        for key in ignored {
-            self.map.remove(*key);
-        }
-        self.finish()
-    }
-
     /// Refuses every parameter no getter took.
     pub fn finish(self) -> Result<(), ApiError> {
         let unknown: BTreeSet<String> = self.map.keys().map(|k| self.name(k)).collect();

@@ -359,11 +359,11 @@ impl Catalog {
 
 fn decode_backup(row: &SqliteRow) -> Result<Backup, CatalogError> {
     let id: i64 = row.try_get("id")?;
+    let what = format!("backup {id}");
     let corrupt = |detail: &str| CatalogError::Corrupt {
-        what: format!("backup {id}"),
+        what: what.clone(),
         detail: detail.to_string(),
     };
-    let what = format!("backup {id}");
     let time = |column: &str| time_column(row, column, &what);
     let backup_type = match row.try_get::<i64, _>("backup_type")? {
         0 => BackupType::Automatic,

@@ -450,34 +450,15 @@ impl Catalog {
         .await?;
         Ok(done.rows_affected())
     }
-
-    /// Fails every unfinished task of a backup (when the backup goes away).
-    pub async fn fail_download_tasks_of_backup(
-        &self,
-        backup_id: i64,
-        now: Timestamp,
-        reason: &str,
-    ) -> Result<(), CatalogError> {
-        sqlx::query(
-            "UPDATE download_tasks SET status = 3, failure = $3, finished_at = $2, lease_owner = NULL \
-             WHERE backup_id = $1 AND status IN (0, 1, 4)",
-        )
-        .bind(backup_id)
-        .bind(now.as_second())
-        .bind(reason)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
 }
 
 fn decode_task(row: &SqliteRow) -> Result<DownloadTask, CatalogError> {
     let id: i64 = row.try_get("id")?;
+    let what = format!("download task {id}");
     let corrupt = |detail: &str| CatalogError::Corrupt {
-        what: format!("download task {id}"),
+        what: what.clone(),
         detail: detail.to_string(),
     };
-    let what = format!("download task {id}");
     let time = |column: &str| time_column(row, column, &what);
     let status =
         TaskStatus::from_code(row.try_get("status")?).ok_or_else(|| corrupt("unknown status"))?;
@@ -786,13 +767,6 @@ mod tests {
                 .unwrap()
                 .1,
             0
-        );
-        c.fail_download_tasks_of_backup(backup, t(1_003), "backup deleted")
-            .await
-            .unwrap();
-        assert_eq!(
-            c.download_task(tasks[1].id).await.unwrap().unwrap().status,
-            TaskStatus::Failed
         );
     }
 }
