@@ -244,6 +244,9 @@ def start_server(
     env = client_env(RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
     # MONGOBAK_* variables would override the file.
     env = {k: v for k, v in env.items() if not k.startswith("MONGOBAK_")}
+    # Automatic backups would start at the default rule's hour in the middle
+    # of a test; the scheduler has tests of its own.
+    env["MONGOBAK_BACKUPS_AUTOMATIC"] = "false"
     proc = subprocess.Popen(
         [mongobak_bin(), "serve", "--config", str(config_path)],
         stdin=subprocess.DEVNULL,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -153,6 +154,18 @@ def kept_backup(backup_server):
     """A backup kept forever that no test deletes."""
     _, backup = take_backup(client(backup_server), BackupRemark="kept", BackupRetentionDays=-2)
     return backup
+
+
+def test_backup_total_size_and_storage_metrics(backup_server, kept_backup):
+    c = client(backup_server)
+    total = call(c, "DescribeBackupRules", InstanceId=BACKUP_INSTANCE).BackupTotalSize
+    assert total.SnapshotSize > 0 and total.OplogSize >= 0 and total.FreeQuota == 0
+    # At least the kept backup (BackupSize is in KB, rounded up).
+    assert total.SnapshotSize + total.OplogSize > (kept_backup.BackupSize - 1) * 1024
+    with urllib.request.urlopen(f"{backup_server.url}/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    gauge = re.search(rf'^mongobak_backup_stored_bytes{{instance="{BACKUP_INSTANCE}"}} (\d+)', metrics, re.M)
+    assert gauge and int(gauge.group(1)) > (kept_backup.BackupSize - 1) * 1024, metrics
 
 
 # -- the full flow through the SDK models ----------------------------------

@@ -292,6 +292,7 @@ async fn register(
                 remark: "bench-serve".into(),
                 retention_days: -2,
                 name: format!("{INSTANCE}_2026-01-01 00:00"),
+                long_term: false,
             },
             now,
         )
@@ -303,7 +304,9 @@ async fn register(
     if claimed.id != backup.id {
         bail!("claimed backup {} instead of {}", claimed.id, backup.id);
     }
-    catalog.complete_backup(backup.id, now, 0, 0, 7).await?;
+    catalog
+        .complete_backup(backup.id, now, mongobak_catalog::BackupSizes::default(), 7)
+        .await?;
     let tasks = catalog
         .ensure_download_tasks(backup.id, INSTANCE, &[format!("{INSTANCE}_0")], now)
         .await?;

@@ -84,6 +84,9 @@ pub struct ApiConfig {
     pub timezone: TimeZone,
     /// How download URLs are made.
     pub downloads: DownloadSettings,
+    /// Retention of an instance without a backup rule (DescribeBackupRules
+    /// shows it as `BackupSaveTime`).
+    pub default_retention_days: i64,
 }
 
 /// How DescribeBackupDownloadTask makes download URLs.
@@ -119,6 +122,7 @@ impl Default for ApiConfig {
             max_clock_skew_secs: 300,
             timezone: TimeZone::get("Asia/Shanghai").unwrap_or(TimeZone::UTC),
             downloads: DownloadSettings::default(),
+            default_retention_days: 7,
         }
     }
 }

@@ -88,6 +88,10 @@ pub struct Backup {
     pub raw_bytes: u64,
     /// Stored bytes.
     pub stored_bytes: u64,
+    /// Stored bytes of its oplog slices (part of `stored_bytes`).
+    pub oplog_bytes: u64,
+    /// Kept under the long-term rule.
+    pub long_term: bool,
     /// Why it failed.
     pub failure: Option<String>,
 }
@@ -112,14 +116,37 @@ pub struct NewBackup {
     pub remark: String,
     /// -2 forever, -1 or 0 the rule's, 1.. days.
     pub retention_days: i64,
-    /// `<instance>_YYYY-MM-DD HH:MM` in the API's time zone; a suffix is
-    /// added when the name is taken.
+    /// `<instance>_YYYY-MM-DD HH:MM` in the API's time zone (see
+    /// [`backup_name`]); a suffix is added when the name is taken.
     pub name: String,
+    /// Kept under the long-term rule (an automatic backup of a long-term
+    /// day).
+    pub long_term: bool,
+}
+
+/// The name of a backup of `instance_id` started at `now`:
+/// `<instance>_YYYY-MM-DD HH:MM` in `tz`, as TencentDB names them.
+pub fn backup_name(instance_id: &str, now: Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    format!(
+        "{instance_id}_{}",
+        now.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M")
+    )
+}
+
+/// What a finished backup adds up to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackupSizes {
+    /// Uncompressed BSON bytes.
+    pub raw_bytes: u64,
+    /// Stored bytes of every segment.
+    pub stored_bytes: u64,
+    /// Stored bytes of the oplog slices.
+    pub oplog_bytes: u64,
 }
 
 const SELECT_BACKUP: &str = "SELECT id, instance_id, name, method, backup_type, status, remark, async_request_id, \
      storage_prefix, created_at, started_at, finished_at, expires_at, retention_days, percent, raw_bytes, \
-     stored_bytes, failure FROM backups";
+     stored_bytes, oplog_bytes, long_term, failure FROM backups";
 
 impl Catalog {
     /// Queues a backup; refuses while another backup of the instance is
@@ -130,11 +157,27 @@ impl Catalog {
         now: Timestamp,
     ) -> Result<Backup, CatalogError> {
         let mut tx = self.begin_write().await?;
+        let id = Catalog::insert_backup(&mut tx, new, now).await?;
+        tx.commit().await?;
+        self.wake_backup_runner();
+        self.backup(id).await?.ok_or_else(|| CatalogError::Corrupt {
+            what: format!("backup {id}"),
+            detail: "vanished after insert".into(),
+        })
+    }
+
+    /// Inserts a queued backup inside `tx` and returns its ID; refuses
+    /// while another backup of the instance is queued or running.
+    pub(crate) async fn insert_backup(
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        new: &NewBackup,
+        now: Timestamp,
+    ) -> Result<i64, CatalogError> {
         let busy: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM backups WHERE instance_id = $1 AND status IN (0, 1)",
         )
         .bind(&new.instance_id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         if busy > 0 {
             return Err(CatalogError::BackupInProgress {
@@ -148,7 +191,7 @@ impl Catalog {
             )
             .bind(&new.instance_id)
             .bind(&name)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
             if taken == 0 {
                 break;
@@ -157,7 +200,8 @@ impl Catalog {
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO backups (instance_id, name, method, backup_type, status, remark, async_request_id, \
-             storage_prefix, created_at, retention_days) VALUES ($1, $2, $3, $4, 0, $5, $6, '', $7, $8) RETURNING id",
+             storage_prefix, created_at, retention_days, long_term) VALUES ($1, $2, $3, $4, 0, $5, $6, '', $7, $8, $9) \
+             RETURNING id",
         )
         .bind(&new.instance_id)
         .bind(&name)
@@ -167,7 +211,8 @@ impl Catalog {
         .bind(format!("pending-{}-{}", new.instance_id, now.as_nanosecond()))
         .bind(now.as_second())
         .bind(new.retention_days)
-        .fetch_one(&mut *tx)
+        .bind(new.long_term)
+        .fetch_one(&mut **tx)
         .await?;
         // Shaped like TencentDB's: milliseconds then three digits.
         let async_request_id = format!("{}{:03}", now.as_millisecond(), id % 1000);
@@ -176,14 +221,9 @@ impl Catalog {
             .bind(id)
             .bind(&async_request_id)
             .bind(&prefix)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
-        self.wake_backup_runner();
-        self.backup(id).await?.ok_or_else(|| CatalogError::Corrupt {
-            what: format!("backup {id}"),
-            detail: "vanished after insert".into(),
-        })
+        Ok(id)
     }
 
     /// One backup by `BackId`.
@@ -262,34 +302,43 @@ impl Catalog {
         Ok(())
     }
 
-    /// Marks a running backup succeeded; `default_retention_days` applies
-    /// when the request asked for the rule's retention (-1 or 0).
+    /// Marks a running backup succeeded and sets its expiry. A backup
+    /// that asked for the instance's rule (0) is kept the rule's retention
+    /// days, one that asked for the long-term rule (-1) its long-term days
+    /// (both `default_retention_days` when the instance has no rule).
     pub async fn complete_backup(
         &self,
         id: i64,
         now: Timestamp,
-        raw_bytes: u64,
-        stored_bytes: u64,
+        sizes: BackupSizes,
         default_retention_days: i64,
     ) -> Result<(), CatalogError> {
-        let retention: i64 = sqlx::query_scalar("SELECT retention_days FROM backups WHERE id = $1")
-            .bind(id)
-            .fetch_one(self.pool())
-            .await?;
-        let days = match retention {
+        let row = sqlx::query(
+            "SELECT b.retention_days, r.retention_days AS rule_days, \
+             CASE WHEN r.long_term_interval = '' THEN r.retention_days ELSE r.long_term_expired_days END AS long_term_days \
+             FROM backups b LEFT JOIN backup_rules r ON r.instance_id = b.instance_id WHERE b.id = $1",
+        )
+        .bind(id)
+        .fetch_one(self.pool())
+        .await?;
+        let rule_days: Option<i64> = row.try_get("rule_days")?;
+        let long_term_days: Option<i64> = row.try_get("long_term_days")?;
+        let days = match row.try_get::<i64, _>("retention_days")? {
             -2 => None,
-            -1 | 0 => Some(default_retention_days),
+            -1 => Some(long_term_days.unwrap_or(default_retention_days)),
+            0 => Some(rule_days.unwrap_or(default_retention_days)),
             days => Some(days),
         };
         let expires_at = days.map(|d| (now + SignedDuration::from_hours(24 * d)).as_second());
         sqlx::query(
             "UPDATE backups SET status = 2, finished_at = $2, percent = 100, raw_bytes = $3, stored_bytes = $4, \
-             expires_at = $5 WHERE id = $1 AND status = 1",
+             oplog_bytes = $5, expires_at = $6 WHERE id = $1 AND status = 1",
         )
         .bind(id)
         .bind(now.as_second())
-        .bind(raw_bytes as i64)
-        .bind(stored_bytes as i64)
+        .bind(sizes.raw_bytes as i64)
+        .bind(sizes.stored_bytes as i64)
+        .bind(sizes.oplog_bytes as i64)
         .bind(expires_at)
         .execute(self.pool())
         .await?;
@@ -342,6 +391,67 @@ impl Catalog {
         Ok(())
     }
 
+    /// Succeeded backups whose expiry is at or before `now`, oldest
+    /// expiry first.
+    pub async fn expired_backups(&self, now: Timestamp) -> Result<Vec<Backup>, CatalogError> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_BACKUP} WHERE status = 2 AND expires_at <= $1 ORDER BY expires_at, id"
+        ))
+        .bind(now.as_second())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode_backup).collect()
+    }
+
+    /// Marks a succeeded backup deleted unless a download task of it is
+    /// waiting, running or retrying (checked in the same statement, so no
+    /// task can start packaging a backup whose data is about to go). True
+    /// when it was marked; its data must then be deleted by the caller.
+    pub async fn retire_backup(&self, id: i64) -> Result<bool, CatalogError> {
+        let done = sqlx::query(
+            "UPDATE backups SET status = 4 WHERE id = $1 AND status = 2 AND NOT EXISTS \
+             (SELECT 1 FROM download_tasks WHERE backup_id = $1 AND status IN (0, 1, 4))",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Stored bytes of the succeeded backups of each instance that has
+    /// any: `(instance, all bytes, oplog bytes)`.
+    pub async fn stored_bytes_per_instance(&self) -> Result<Vec<(String, u64, u64)>, CatalogError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT instance_id, SUM(stored_bytes), SUM(oplog_bytes) FROM backups \
+             WHERE status = 2 GROUP BY instance_id ORDER BY instance_id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, all, oplog)| (id, all as u64, oplog as u64))
+            .collect())
+    }
+
+    /// The status of every backup row by ID (for garbage collection).
+    pub async fn backup_statuses(
+        &self,
+    ) -> Result<std::collections::HashMap<i64, BackupStatus>, CatalogError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT id, status FROM backups")
+            .fetch_all(self.pool())
+            .await?;
+        rows.into_iter()
+            .map(|(id, code)| {
+                let status =
+                    BackupStatus::from_code(code).ok_or_else(|| CatalogError::Corrupt {
+                        what: format!("backup {id}"),
+                        detail: "unknown status".into(),
+                    })?;
+                Ok((id, status))
+            })
+            .collect()
+    }
+
     /// Sets when a backup expires.
     pub async fn set_backup_expiry(
         &self,
@@ -389,6 +499,8 @@ fn decode_backup(row: &SqliteRow) -> Result<Backup, CatalogError> {
         percent: row.try_get("percent")?,
         raw_bytes: row.try_get::<i64, _>("raw_bytes")? as u64,
         stored_bytes: row.try_get::<i64, _>("stored_bytes")? as u64,
+        oplog_bytes: row.try_get::<i64, _>("oplog_bytes")? as u64,
+        long_term: row.try_get("long_term")?,
         failure: row.try_get("failure")?,
         id,
     })
@@ -410,6 +522,7 @@ mod tests {
             remark: "before upgrade".into(),
             retention_days: 0,
             name: name.into(),
+            long_term: false,
         }
     }
 
@@ -434,7 +547,12 @@ mod tests {
         assert_eq!((claimed.id, claimed.status), (b.id, BackupStatus::Running));
         assert!(c.claim_queued_backup(t(1_002)).await.unwrap().is_none());
         c.set_backup_percent(b.id, 40).await.unwrap();
-        c.complete_backup(b.id, t(2_000), 10, 5, 7).await.unwrap();
+        let sizes = BackupSizes {
+            raw_bytes: 10,
+            stored_bytes: 5,
+            oplog_bytes: 1,
+        };
+        c.complete_backup(b.id, t(2_000), sizes, 7).await.unwrap();
         let done = c.backup(b.id).await.unwrap().unwrap();
         assert_eq!(done.status, BackupStatus::Succeeded);
         assert_eq!(done.expires_at, Some(t(2_000 + 7 * 86_400)));

@@ -289,6 +289,27 @@ impl Catalog {
         Ok(n > 0)
     }
 
+    /// For every task row: its status, its attempts so far and its
+    /// published file's path (for garbage collection).
+    pub async fn download_task_files(
+        &self,
+    ) -> Result<std::collections::HashMap<i64, (TaskStatus, i64, Option<String>)>, CatalogError>
+    {
+        let rows: Vec<(i64, i64, i64, Option<String>)> =
+            sqlx::query_as("SELECT id, status, attempts, file_path FROM download_tasks")
+                .fetch_all(self.pool())
+                .await?;
+        rows.into_iter()
+            .map(|(id, code, attempts, path)| {
+                let status = TaskStatus::from_code(code).ok_or_else(|| CatalogError::Corrupt {
+                    what: format!("download task {id}"),
+                    detail: "unknown status".into(),
+                })?;
+                Ok((id, (status, attempts, path)))
+            })
+            .collect()
+    }
+
     /// Claims the oldest task that is due (waiting, retry-waiting past its
     /// backoff, or running with an expired lease) for `worker`, until
     /// `lease_until`.
@@ -522,6 +543,7 @@ mod tests {
                     remark: String::new(),
                     retention_days: 0,
                     name: "n".into(),
+                    long_term: false,
                 },
                 t(100),
             )

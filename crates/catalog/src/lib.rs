@@ -4,6 +4,7 @@
 //! * [`instance`]: registered MongoDB deployments (replica sets and sharded
 //!   clusters) and their `<id>_<n>` replica set IDs.
 //! * [`backup`]: backups, their life cycle and queue.
+//! * [`rule`]: automatic backup rules and the schedule they define.
 //! * [`download`]: backup download tasks and their leased, retrying queue.
 //! * [`store`]: [`Catalog`], the metadata store on SQLite through sqlx, with
 //!   embedded migrations.
@@ -16,9 +17,11 @@
 pub mod backup;
 pub mod download;
 pub mod instance;
+pub mod rule;
 pub mod store;
 
-pub use backup::{Backup, BackupStatus, BackupType, NewBackup};
+pub use backup::{backup_name, Backup, BackupSizes, BackupStatus, BackupType, NewBackup};
 pub use download::{DownloadTask, PublishedFile, RetryPolicy, TaskFilter, TaskOrder, TaskStatus};
 pub use instance::{ClusterType, Instance, InstanceSource};
+pub use rule::{days_csv, BackupRule, LongTermInterval};
 pub use store::{Catalog, CatalogError};

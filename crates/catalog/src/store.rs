@@ -237,6 +237,7 @@ impl Catalog {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.forget_backup_rule(id).await?;
         self.forget_registry();
         Ok(done.rows_affected() > 0)
     }

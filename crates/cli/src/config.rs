@@ -22,7 +22,7 @@ use mongobak_api::{
 };
 use mongobak_dump::DumpOptions;
 use mongobak_server::{ServerConfig, TlsFiles};
-use mongobak_worker::BackupRunnerConfig;
+use mongobak_worker::{BackupRunnerConfig, Notifier, SchedulerConfig};
 
 /// Sections whose scalar keys the environment may override.
 const ENV_SECTIONS: &[&str] = &[
@@ -88,6 +88,9 @@ pub struct ServerSection {
     pub regions: Option<Vec<String>>,
     /// Seconds in-flight requests get to finish at shutdown (default 30).
     pub shutdown_grace_secs: Option<u64>,
+    /// URL that failed automatic backups are POSTed to as JSON (when the
+    /// instance's rule has `Notify` on).
+    pub notify_webhook: Option<String>,
 }
 
 /// `[metadata]` and `[storage]`: one URL each.
@@ -121,8 +124,15 @@ pub struct BackupSection {
     pub segment_mib: Option<u64>,
     /// zstd level of stored segments, 1-19 (default 1: fast).
     pub zstd_level: Option<i32>,
-    /// Days a backup is kept when its request names no retention (default 7).
+    /// Days a backup is kept when neither its request nor a backup rule
+    /// names a retention (default 7).
     pub default_retention_days: Option<i64>,
+    /// Take automatic backups by each instance's backup rule (default
+    /// true); expired backups are deleted either way.
+    pub automatic: Option<bool>,
+    /// Hours stored data no catalog entry accounts for is left alone
+    /// before garbage collection deletes it (default 24).
+    pub gc_grace_hours: Option<i64>,
 }
 
 /// `[downloads]`: backup download tasks and their files.
@@ -265,6 +275,10 @@ pub struct Config {
     pub backups: BackupRunnerConfig,
     /// Settings of download tasks.
     pub downloads: Downloads,
+    /// Settings of the scheduler (automatic backups, expiry).
+    pub scheduler: SchedulerConfig,
+    /// Age of unaccounted stored data before garbage collection deletes it.
+    pub gc_grace: jiff::SignedDuration,
 }
 
 impl Config {
@@ -357,7 +371,24 @@ impl Config {
                 }
             }
         }
-        let backups = backup_runner(file.backups)?;
+        let automatic = file.backups.automatic.unwrap_or(true);
+        let gc_grace_hours = file.backups.gc_grace_hours.unwrap_or(24);
+        if !(1..=24 * 365).contains(&gc_grace_hours) {
+            bail!("[backups] gc_grace_hours = {gc_grace_hours}: expected 1 to 8760");
+        }
+        if let Some(url) = &server.notify_webhook {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("[server] notify_webhook = {url:?}: expected an http:// or https:// URL");
+            }
+        }
+        let mut backups = backup_runner(file.backups)?;
+        backups.notifier = Notifier::new(server.notify_webhook.clone());
+        let scheduler = SchedulerConfig {
+            timezone: timezone.clone(),
+            default_retention_days: backups.default_retention_days,
+            automatic,
+            ..SchedulerConfig::default()
+        };
         let downloads = downloads(file.downloads)?;
         let rate_limits = RateLimits {
             default_per_second: file.rate_limits.default.unwrap_or(20),
@@ -383,6 +414,7 @@ impl Config {
                     bucket: downloads.bucket.clone(),
                     ..DownloadSettings::default()
                 },
+                default_retention_days: backups.default_retention_days,
             },
             server: ServerConfig {
                 max_body_bytes: server.max_body_bytes.unwrap_or(10 * 1024 * 1024),
@@ -393,6 +425,8 @@ impl Config {
             },
             backups,
             downloads,
+            scheduler,
+            gc_grace: jiff::SignedDuration::from_hours(gc_grace_hours),
         })
     }
 }
@@ -584,6 +618,28 @@ mod tests {
         assert!(format!("{e:#}").contains("timezone"), "{e:#}");
         let e = parse("[[instances]]\nreplica_sets = []").unwrap_err();
         assert!(format!("{e:#}").contains("replica_sets"), "{e:#}");
+        let e = parse("[server]\nnotify_webhook = \"ftp://x\"").unwrap_err();
+        assert!(format!("{e:#}").contains("notify_webhook"), "{e:#}");
+        let e = parse("[backups]\ngc_grace_hours = 0").unwrap_err();
+        assert!(format!("{e:#}").contains("gc_grace_hours"), "{e:#}");
+    }
+
+    #[test]
+    fn schedule_settings() {
+        let c = parse("").unwrap();
+        assert!(c.scheduler.automatic);
+        assert_eq!(c.scheduler.timezone.iana_name(), Some("Asia/Shanghai"));
+        assert_eq!(c.gc_grace, jiff::SignedDuration::from_hours(24));
+        let c = parse(
+            "[server]\ntimezone = \"UTC\"\nnotify_webhook = \"https://hooks.example/m\"\n\
+             [backups]\nautomatic = false\ngc_grace_hours = 6\ndefault_retention_days = 9",
+        )
+        .unwrap();
+        assert!(!c.scheduler.automatic);
+        assert_eq!(c.scheduler.timezone.iana_name(), Some("UTC"));
+        assert_eq!(c.scheduler.default_retention_days, 9);
+        assert_eq!(c.api.default_retention_days, 9);
+        assert_eq!(c.gc_grace, jiff::SignedDuration::from_hours(6));
     }
 
     #[test]
@@ -594,9 +650,11 @@ mod tests {
             jail.set_env("MONGOBAK_SERVER_LISTEN", "127.0.0.1:2000");
             jail.set_env("MONGOBAK_RATE_LIMITS_DEFAULT", "7");
             jail.set_env("MONGOBAK_ENDPOINT", "http://ignored");
+            jail.set_env("MONGOBAK_BACKUPS_AUTOMATIC", "false");
             let c = Config::load(Some(Path::new("m.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.listen.to_string(), "127.0.0.1:2000");
             assert_eq!(c.api.rate_limits.default_per_second, 7);
+            assert!(!c.scheduler.automatic);
             Ok(())
         });
     }

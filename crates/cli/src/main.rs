@@ -7,10 +7,12 @@
 //!   `[[accounts]]`;
 //! * [`instances`]: registered deployments from config and command line;
 //! * [`serve`]: `mongobak serve`;
-//! * [`restore`]: `mongobak verify` and `mongobak restore`.
+//! * [`restore`]: `mongobak verify` and `mongobak restore`;
+//! * [`gc`]: `mongobak gc`, garbage collection of stored data.
 
 mod accounts;
 mod config;
+mod gc;
 mod instances;
 mod restore;
 mod serve;
@@ -46,6 +48,8 @@ enum Command {
     Verify(restore::VerifyArgs),
     /// Restore an archive (mongobak's or mongodump's) into a MongoDB.
     Restore(restore::RestoreArgs),
+    /// Delete stored data no backup or download task accounts for.
+    Gc(gc::GcArgs),
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +109,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(args) => {
             init_logging(LogFormat::Text);
             restore::restore(args).await
+        }
+        Command::Gc(args) => {
+            init_logging(LogFormat::Text);
+            gc::run(args).await
         }
         Command::Credentials(args) => {
             let config = Config::load(args.config.as_deref())?;

@@ -1,9 +1,10 @@
 //! `mongobak serve`: build everything in order, serve, stop on a signal.
 //!
 //! Start-up: metadata store (migrations), accounts, configured instances,
-//! blob folder, then the listener. The bound address is printed on stdout
-//! as `mongobak listening on <url>` (so `listen = "127.0.0.1:0"` is usable
-//! by scripts); logs go to stderr. SIGINT or SIGTERM cancels one token;
+//! blob folder, then the listener; the backup runner, the download
+//! workers, the janitor and the scheduler run beside the server. The bound
+//! address is printed on stdout as `mongobak listening on <url>` (so
+//! `listen = "127.0.0.1:0"` is usable by scripts); logs go to stderr. SIGINT or SIGTERM cancels one token;
 //! the server stops accepting and lets in-flight requests finish.
 
 use std::sync::Arc;
@@ -15,7 +16,9 @@ use mongobak_api::{Api, UrlSigner};
 use mongobak_blob::BlobStore;
 use mongobak_catalog::Catalog;
 use mongobak_catalog::RetryPolicy;
-use mongobak_worker::{BackupRunner, DownloadRunner, DownloadRunnerConfig, Janitor, JanitorConfig};
+use mongobak_worker::{
+    BackupRunner, DownloadRunner, DownloadRunnerConfig, Janitor, JanitorConfig, Scheduler,
+};
 use tokio_util::task::TaskTracker;
 
 use crate::accounts;
@@ -53,9 +56,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store.clone(),
         JanitorConfig {
             task_retention: config.downloads.task_retention,
+            garbage_grace: config.gc_grace,
             ..JanitorConfig::default()
         },
     );
+    let scheduler = Scheduler::new(catalog.clone(), store.clone(), config.scheduler.clone());
     let downloads = DownloadRunner::new(
         catalog.clone(),
         store.clone(),
@@ -122,6 +127,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tasks.spawn(runner.run(shutdown.clone()));
     tasks.spawn(downloads.run(shutdown.clone()));
     tasks.spawn(janitor.run(shutdown.clone()));
+    tasks.spawn(scheduler.run(shutdown.clone()));
     tasks.close();
     let served = mongobak_server::run(listener, api, config.server, shutdown.clone()).await;
     shutdown.cancel();

@@ -50,6 +50,11 @@ impl BackupManifest {
     pub fn stored_bytes(&self) -> u64 {
         self.replica_sets.iter().map(|r| r.stored_bytes).sum()
     }
+
+    /// Stored bytes of every replica set's oplog slice.
+    pub fn oplog_stored_bytes(&self) -> u64 {
+        self.replica_sets.iter().map(|r| r.oplog_stored_bytes).sum()
+    }
 }
 
 /// Where a replica set's manifest is, and what it adds up to.
@@ -65,6 +70,9 @@ pub struct ReplicaSetEntry {
     pub stored_bytes: u64,
     /// Uncompressed BSON bytes of its documents and oplog entries.
     pub raw_bytes: u64,
+    /// Stored bytes of its oplog slice (part of `stored_bytes`).
+    #[serde(default)]
+    pub oplog_stored_bytes: u64,
 }
 
 /// Everything about one replica set's part of a backup.

@@ -296,6 +296,7 @@ async fn backup(
             manifest_sha256,
             stored_bytes,
             raw_bytes,
+            oplog_stored_bytes: manifest.oplog.stored_bytes,
         });
     }
     let manifest = BackupManifest {

@@ -484,6 +484,7 @@ async fn bad_parameters_get_the_right_codes() {
                 remark: String::new(),
                 retention_days: 0,
                 name: "n".into(),
+                long_term: false,
             },
             jiff::Timestamp::now(),
         )

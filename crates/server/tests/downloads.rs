@@ -267,6 +267,7 @@ async fn bad_parameters_get_the_right_codes() {
                 remark: String::new(),
                 retention_days: 0,
                 name: format!("{INSTANCE}_2026-11-28 10:44"),
+                long_term: false,
             },
             jiff::Timestamp::now(),
         )
@@ -419,6 +420,7 @@ async fn bad_parameters_get_the_right_codes() {
                 remark: String::new(),
                 retention_days: 0,
                 name: format!("{SHANGHAI_INSTANCE}_2026-11-28 10:44"),
+                long_term: false,
             },
             now,
         )
@@ -443,7 +445,16 @@ async fn bad_parameters_get_the_right_codes() {
     assert_eq!(claimed.id, finished.id);
     server
         .catalog
-        .complete_backup(finished.id, now, 10, 10, 7)
+        .complete_backup(
+            finished.id,
+            now,
+            mongobak_catalog::BackupSizes {
+                raw_bytes: 10,
+                stored_bytes: 10,
+                oplog_bytes: 0,
+            },
+            7,
+        )
         .await
         .unwrap();
     let queued = server

@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use mongobak_blob::BlobStore;
-use mongobak_catalog::{Backup, Catalog, ClusterType};
+use mongobak_catalog::{Backup, BackupSizes, BackupType, Catalog, ClusterType};
 use mongobak_dump::{run_backup, BackupSource, DumpOptions, Progress};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::notify::Notifier;
 
 /// Settings of the backup runner.
 #[derive(Debug, Clone)]
@@ -23,9 +25,11 @@ pub struct BackupRunnerConfig {
     pub poll_interval: Duration,
     /// How often a running backup's percentage is saved.
     pub progress_interval: Duration,
-    /// Retention of backups that ask for the rule's (until backup rules
-    /// exist per instance).
+    /// Retention of backups that ask for the rule's when the instance has
+    /// no rule.
     pub default_retention_days: i64,
+    /// Reports failed automatic backups.
+    pub notifier: Notifier,
     /// Tuning of the dump engine.
     pub dump: DumpOptions,
 }
@@ -37,6 +41,7 @@ impl Default for BackupRunnerConfig {
             poll_interval: Duration::from_secs(1),
             progress_interval: Duration::from_secs(2),
             default_retention_days: 7,
+            notifier: Notifier::default(),
             dump: DumpOptions::default(),
         }
     }
@@ -167,13 +172,17 @@ impl BackupRunner {
             Some(Ok(manifest)) => {
                 let raw: u64 = manifest.replica_sets.iter().map(|r| r.raw_bytes).sum();
                 let stored = manifest.stored_bytes();
+                let sizes = BackupSizes {
+                    raw_bytes: raw,
+                    stored_bytes: stored,
+                    oplog_bytes: manifest.oplog_stored_bytes(),
+                };
                 let saved = self
                     .catalog
                     .complete_backup(
                         backup.id,
                         Timestamp::now(),
-                        raw,
-                        stored,
+                        sizes,
                         self.config.default_retention_days,
                     )
                     .await;
@@ -181,6 +190,9 @@ impl BackupRunner {
                     Ok(()) => {
                         metrics::counter!("mongobak_backups_total", "outcome" => "succeeded")
                             .increment(1);
+                        if let Err(e) = crate::scheduler::record_storage(&self.catalog).await {
+                            tracing::warn!(error = %e, "cannot update the storage gauges");
+                        }
                         tracing::info!(
                             backup_id = backup.id,
                             name = %backup.name,
@@ -219,6 +231,24 @@ impl BackupRunner {
             .await
         {
             tracing::error!(backup_id = backup.id, error = %e, "cannot record the backup failure");
+        }
+        if backup.backup_type == BackupType::Automatic {
+            let notify = match self.catalog.backup_rule(&backup.instance_id).await {
+                Ok(rule) => rule.is_none_or(|r| r.notify),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the backup rule; notifying");
+                    true
+                }
+            };
+            let notifier = self.config.notifier.clone();
+            let backup = backup.clone();
+            let reason = reason.to_string();
+            // Retries take a while; the runner moves on.
+            tokio::spawn(async move {
+                notifier
+                    .automatic_backup_failed(&backup, &reason, notify)
+                    .await
+            });
         }
     }
 

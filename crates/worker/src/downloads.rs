@@ -641,6 +641,8 @@ mod tests {
             percent: 100,
             raw_bytes: 0,
             stored_bytes: 0,
+            oplog_bytes: 0,
+            long_term: false,
             failure: None,
         };
         assert_eq!(

@@ -1,6 +1,7 @@
 //! The janitor: deletes download files whose time is up, forgets finished
-//! download tasks once they have been listed long enough, and removes the
-//! partial objects that writers killed mid-write left behind.
+//! download tasks once they have been listed long enough, removes the
+//! partial objects that writers killed mid-write left behind, and collects
+//! garbage (stored data no catalog entry accounts for, see [`crate::gc`]).
 //!
 //! A file is deleted before its task forgets it, so a crash in between
 //! only leaves a task that points at nothing (the next round forgets it);
@@ -22,6 +23,9 @@ pub struct JanitorConfig {
     pub task_retention: SignedDuration,
     /// Age after which an object never closed (its writer died) is removed.
     pub temporary_grace: Duration,
+    /// Age after which stored data no catalog entry accounts for is
+    /// deleted.
+    pub garbage_grace: SignedDuration,
 }
 
 impl Default for JanitorConfig {
@@ -30,6 +34,7 @@ impl Default for JanitorConfig {
             interval: Duration::from_secs(600),
             task_retention: SignedDuration::from_hours(24 * 30),
             temporary_grace: Duration::from_secs(3600),
+            garbage_grace: SignedDuration::from_hours(24),
         }
     }
 }
@@ -51,6 +56,8 @@ pub struct JanitorReport {
     pub tasks_purged: u64,
     /// Abandoned partial objects removed.
     pub temporary_removed: usize,
+    /// Folders of garbage deleted.
+    pub garbage_deleted: usize,
 }
 
 impl Janitor {
@@ -97,6 +104,10 @@ impl Janitor {
             .catalog
             .purge_old_download_tasks(now - self.config.task_retention)
             .await?;
+        report.garbage_deleted =
+            crate::gc::collect_garbage(&self.catalog, &self.store, now, self.config.garbage_grace)
+                .await?
+                .len();
         Ok(report)
     }
 }

@@ -7,8 +7,13 @@
 //!   download tasks with a lease, package the stored backup of one replica
 //!   set into a gzipped mongodump archive, publish it atomically with its
 //!   SHA-256, and retry transient failures with backoff.
-//! * [`Janitor`] (`janitor`): deletes expired download files and forgets
-//!   old tasks.
+//! * [`Janitor`] (`janitor`): deletes expired download files, forgets
+//!   old tasks and collects garbage.
+//! * [`Scheduler`] (`scheduler`): starts automatic backups by each
+//!   instance's rule and deletes expired backups.
+//! * [`gc`]: finds and deletes stored data no catalog entry accounts for.
+//! * [`Notifier`] (`notify`): reports failed automatic backups to a
+//!   webhook.
 //!
 //! Workers know no HTTP; they meet the API only through the catalog.
 
@@ -16,8 +21,13 @@
 
 mod backups;
 mod downloads;
+pub mod gc;
 mod janitor;
+mod notify;
+mod scheduler;
 
 pub use backups::{BackupRunner, BackupRunnerConfig};
 pub use downloads::{DownloadRunner, DownloadRunnerConfig};
 pub use janitor::{Janitor, JanitorConfig, JanitorReport};
+pub use notify::{BackupFailedEvent, Notifier};
+pub use scheduler::{Scheduler, SchedulerConfig, TickReport};

@@ -56,6 +56,7 @@ fn new_backup(name: &str) -> NewBackup {
         remark: String::new(),
         retention_days: 3,
         name: name.into(),
+        long_term: false,
     }
 }
 

@@ -9,7 +9,7 @@ use jiff::civil::DateTime;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use mongobak_catalog::{Backup, BackupStatus, BackupType, NewBackup};
+use mongobak_catalog::{backup_name, Backup, BackupStatus, BackupType, NewBackup};
 
 use super::{authorize_instance, to_fields, CallContext, Fields};
 use crate::error::{ApiError, ErrorKind};
@@ -33,26 +33,7 @@ pub(super) async fn create_backup_db_instance(
     let remark = p.opt_string("BackupRemark")?.unwrap_or_default();
     let retention_days = p.opt_i64("BackupRetentionDays")?.unwrap_or(0);
     p.finish()?;
-    match method {
-        LOGICAL => {}
-        1 | 3 => {
-            return Err(ApiError::bad_value(
-                ErrorKind::InvalidParameterValue,
-                "BackupMethod",
-                format_args!(
-                    "{method} ({}) needs access to the database server's files; mongobak takes logical backups (0)",
-                    if method == 1 { "physical" } else { "snapshot" }
-                ),
-            ))
-        }
-        other => {
-            return Err(ApiError::bad_value(
-                ErrorKind::InvalidParameterValue,
-                "BackupMethod",
-                format_args!("{other} is not 0 (logical), 1 (physical) or 3 (snapshot)"),
-            ))
-        }
-    }
+    check_backup_method(method)?;
     if remark.chars().count() > MAX_REMARK_CHARS {
         return Err(ApiError::bad_value(
             ErrorKind::InvalidParameterValue,
@@ -69,12 +50,7 @@ pub(super) async fn create_backup_db_instance(
     }
     let instance = authorize_instance(ctx, &instance_id).await?;
     let now = Timestamp::now();
-    let name = format!(
-        "{}_{}",
-        instance.id,
-        now.to_zoned(ctx.api.config.timezone.clone())
-            .strftime("%Y-%m-%d %H:%M")
-    );
+    let name = backup_name(&instance.id, now, &ctx.api.config.timezone);
     let backup = ctx
         .api
         .catalog
@@ -86,6 +62,7 @@ pub(super) async fn create_backup_db_instance(
                 remark,
                 retention_days,
                 name,
+                long_term: false,
             },
             now,
         )
@@ -100,6 +77,26 @@ pub(super) async fn create_backup_db_instance(
 #[serde(rename_all = "PascalCase")]
 struct CreateResponse {
     async_request_id: String,
+}
+
+/// Refuses every backup method but logical (0), saying why.
+pub(super) fn check_backup_method(method: i64) -> Result<(), ApiError> {
+    match method {
+        LOGICAL => Ok(()),
+        1 | 3 => Err(ApiError::bad_value(
+            ErrorKind::InvalidParameterValue,
+            "BackupMethod",
+            format_args!(
+                "{method} ({}) needs access to the database server's files; mongobak takes logical backups (0)",
+                if method == 1 { "physical" } else { "snapshot" }
+            ),
+        )),
+        other => Err(ApiError::bad_value(
+            ErrorKind::InvalidParameterValue,
+            "BackupMethod",
+            format_args!("{other} is not 0 (logical), 1 (physical) or 3 (snapshot)"),
+        )),
+    }
 }
 
 // ---------------------------------------------------------------- Async request

@@ -9,6 +9,7 @@
 mod backups;
 mod downloads;
 mod instances;
+mod rules;
 
 use mongobak_catalog::Instance;
 
@@ -36,6 +37,10 @@ pub enum Action {
     CreateBackupDownloadTask,
     /// List download tasks, with signed URLs of finished files.
     DescribeBackupDownloadTask,
+    /// Read an instance's automatic backup rule.
+    DescribeBackupRules,
+    /// Change an instance's automatic backup rule.
+    SetBackupRules,
 }
 
 impl Action {
@@ -49,6 +54,8 @@ impl Action {
         Action::ModifyBackupExpireTime,
         Action::CreateBackupDownloadTask,
         Action::DescribeBackupDownloadTask,
+        Action::DescribeBackupRules,
+        Action::SetBackupRules,
     ];
 
     /// The wire name.
@@ -62,6 +69,8 @@ impl Action {
             Action::ModifyBackupExpireTime => "ModifyBackupExpireTime",
             Action::CreateBackupDownloadTask => "CreateBackupDownloadTask",
             Action::DescribeBackupDownloadTask => "DescribeBackupDownloadTask",
+            Action::DescribeBackupRules => "DescribeBackupRules",
+            Action::SetBackupRules => "SetBackupRules",
         }
     }
 
@@ -113,6 +122,8 @@ pub(crate) async fn dispatch(
         Action::DescribeBackupDownloadTask => {
             downloads::describe_backup_download_task(ctx, params).await
         }
+        Action::DescribeBackupRules => rules::describe_backup_rules(ctx, params).await,
+        Action::SetBackupRules => rules::set_backup_rules(ctx, params).await,
     }
 }
 

@@ -97,6 +97,9 @@ impl Mongobak {
                 command.env_remove(name);
             }
         }
+        // Automatic backups would start at the default rule's hour in the
+        // middle of a test; the scheduler has tests of its own.
+        command.env("MONGOBAK_BACKUPS_AUTOMATIC", "false");
         let mut child = command.spawn().expect("mongobak starts");
         let stdout = child.stdout.take().expect("a stdout pipe");
         let (lines, listening) = mpsc::channel();
