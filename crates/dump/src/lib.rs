@@ -27,6 +27,7 @@ mod replica_set;
 pub mod segment;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::try_join_all;
@@ -96,6 +97,14 @@ pub enum DumpError {
     /// zstd failed.
     #[error("compression failed: {0}")]
     Compression(std::io::Error),
+    /// A collection's dump task panicked or was cancelled.
+    #[error("replica set {replica_set}: the dump of a collection ended abnormally: {detail}")]
+    TaskFailed {
+        /// `<instance>_<n>`.
+        replica_set: String,
+        /// What the runtime reported.
+        detail: String,
+    },
     /// Stored data does not match its manifest.
     #[error("stored data at {path} is damaged: {detail}")]
     Corrupt {
@@ -118,6 +127,7 @@ impl DumpError {
             | DumpError::AuthenticationFailed { .. }
             | DumpError::OplogRolledOver { .. }
             | DumpError::Compression(_)
+            | DumpError::TaskFailed { .. }
             | DumpError::Corrupt { .. } => false,
         }
     }
@@ -163,9 +173,15 @@ pub struct BackupSource {
     pub replica_sets: Vec<(String, String)>,
 }
 
-/// Progress of a running backup, readable from other tasks.
-#[derive(Debug, Default)]
+/// Progress of a running backup, readable from other tasks. Clones share
+/// the same counters.
+#[derive(Debug, Default, Clone)]
 pub struct Progress {
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
     expected_documents: AtomicU64,
     documents: AtomicU64,
     bytes: AtomicU64,
@@ -175,28 +191,33 @@ impl Progress {
     /// Percent done (0-99 while running), by documents against the
     /// servers' estimated counts.
     pub fn percent(&self) -> u64 {
-        let expected = self.expected_documents.load(Ordering::Relaxed).max(1);
-        (self.documents.load(Ordering::Relaxed) * 100 / expected).min(99)
+        let expected = self
+            .counters
+            .expected_documents
+            .load(Ordering::Relaxed)
+            .max(1);
+        (self.counters.documents.load(Ordering::Relaxed) * 100 / expected).min(99)
     }
 
     /// Documents dumped so far.
     pub fn documents(&self) -> u64 {
-        self.documents.load(Ordering::Relaxed)
+        self.counters.documents.load(Ordering::Relaxed)
     }
 
     /// BSON bytes dumped so far.
     pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.counters.bytes.load(Ordering::Relaxed)
     }
 
     pub(crate) fn expect(&self, documents: u64) {
-        self.expected_documents
+        self.counters
+            .expected_documents
             .fetch_add(documents, Ordering::Relaxed);
     }
 
     pub(crate) fn dumped(&self, bytes: u64) {
-        self.documents.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.counters.documents.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 

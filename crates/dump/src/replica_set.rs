@@ -8,6 +8,7 @@ use mongobak_blob::BlobStore;
 use mongodb::bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use mongodb::options::ClientOptions;
 use mongodb::Client;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::format::{CollectionEntry, CollectionKind, OplogTime, SegmentSet};
 use crate::segment::SegmentSink;
@@ -22,7 +23,9 @@ const ADMIN_SYSTEM_COLLECTIONS: &[&str] = &["system.users", "system.roles", "sys
 /// Other `system.*` collections with user data mongodump keeps.
 const KEPT_SYSTEM_COLLECTIONS: &[&str] = &["system.js"];
 
-/// A connected replica set with its recorded start position.
+/// A connected replica set with its recorded start position. Clones share
+/// the connection pool.
+#[derive(Clone)]
 pub(crate) struct ReplicaSetSource {
     pub id: String,
     pub set_name: String,
@@ -216,6 +219,11 @@ impl ReplicaSetSource {
     }
 
     /// Dumps every namespace into `<folder>/cNNNN/`, `concurrency` at a time.
+    ///
+    /// Each namespace is dumped by a task of its own, so the runtime spreads
+    /// their CPU work (BSON, zstd, SHA-256) over its worker threads; polled
+    /// inside one task they would share one thread. The tasks are aborted
+    /// when this future is dropped (the first failure ends the backup).
     pub(crate) async fn dump_collections(
         &self,
         store: &BlobStore,
@@ -236,13 +244,28 @@ impl ReplicaSetSource {
                 progress.expect(count);
             }
         }
-        let folder = &folder;
         stream::iter(namespaces.into_iter().enumerate())
-            .map(|(n, ns)| async move {
-                self.dump_namespace(ns, store, format!("{folder}/c{n:04}"), options, progress)
-                    .await
+            .map(|(n, ns)| {
+                let source = self.clone();
+                let store = store.clone();
+                let folder = format!("{folder}/c{n:04}");
+                let options = options.clone();
+                let progress = progress.clone();
+                let task = tokio::spawn(async move {
+                    source
+                        .dump_namespace(ns, &store, folder, &options, &progress)
+                        .await
+                });
+                AbortOnDropHandle::new(task)
             })
             .buffered(options.collection_concurrency.max(1))
+            .map(|joined| match joined {
+                Ok(result) => result,
+                Err(e) => Err(DumpError::TaskFailed {
+                    replica_set: self.id.clone(),
+                    detail: e.to_string(),
+                }),
+            })
             .try_collect()
             .await
     }
