@@ -9,7 +9,7 @@
 //! the life cycle on an injected clock.
 
 use jiff::{SignedDuration, Timestamp};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::store::{time_column, Catalog, CatalogError};
@@ -169,7 +169,7 @@ impl Catalog {
     /// Inserts a queued backup inside `tx` and returns its ID; refuses
     /// while another backup of the instance is queued or running.
     pub(crate) async fn insert_backup(
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         new: &NewBackup,
         now: Timestamp,
     ) -> Result<i64, CatalogError> {
@@ -211,7 +211,7 @@ impl Catalog {
         .bind(format!("pending-{}-{}", new.instance_id, now.as_nanosecond()))
         .bind(now.as_second())
         .bind(new.retention_days)
-        .bind(new.long_term)
+        .bind(i64::from(new.long_term))
         .fetch_one(&mut **tx)
         .await?;
         // Shaped like TencentDB's: milliseconds then three digits.
@@ -279,10 +279,11 @@ impl Catalog {
         &self,
         now: Timestamp,
     ) -> Result<Option<Backup>, CatalogError> {
-        let id: Option<i64> = sqlx::query_scalar(
+        let id: Option<i64> = sqlx::query_scalar(&format!(
             "UPDATE backups SET status = 1, started_at = $1, percent = 0 \
-             WHERE id = (SELECT id FROM backups WHERE status = 0 ORDER BY id LIMIT 1) AND status = 0 RETURNING id",
-        )
+             WHERE id = (SELECT id FROM backups WHERE status = 0 ORDER BY id LIMIT 1{}) AND status = 0 RETURNING id",
+            self.skip_locked()
+        ))
         .bind(now.as_second())
         .fetch_optional(self.pool())
         .await?;
@@ -422,7 +423,7 @@ impl Catalog {
     /// any: `(instance, all bytes, oplog bytes)`.
     pub async fn stored_bytes_per_instance(&self) -> Result<Vec<(String, u64, u64)>, CatalogError> {
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT instance_id, SUM(stored_bytes), SUM(oplog_bytes) FROM backups \
+            "SELECT instance_id, CAST(SUM(stored_bytes) AS BIGINT), CAST(SUM(oplog_bytes) AS BIGINT) FROM backups \
              WHERE status = 2 GROUP BY instance_id ORDER BY instance_id",
         )
         .fetch_all(self.pool())
@@ -467,7 +468,7 @@ impl Catalog {
     }
 }
 
-fn decode_backup(row: &SqliteRow) -> Result<Backup, CatalogError> {
+fn decode_backup(row: &AnyRow) -> Result<Backup, CatalogError> {
     let id: i64 = row.try_get("id")?;
     let what = format!("backup {id}");
     let corrupt = |detail: &str| CatalogError::Corrupt {
@@ -500,7 +501,7 @@ fn decode_backup(row: &SqliteRow) -> Result<Backup, CatalogError> {
         raw_bytes: row.try_get::<i64, _>("raw_bytes")? as u64,
         stored_bytes: row.try_get::<i64, _>("stored_bytes")? as u64,
         oplog_bytes: row.try_get::<i64, _>("oplog_bytes")? as u64,
-        long_term: row.try_get("long_term")?,
+        long_term: row.try_get::<i64, _>("long_term")? != 0,
         failure: row.try_get("failure")?,
         id,
     })
@@ -509,6 +510,7 @@ fn decode_backup(row: &SqliteRow) -> Result<Backup, CatalogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TestCatalog;
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap()
@@ -526,12 +528,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn life_cycle() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = Catalog::open(&format!("sqlite://{}/m.db", dir.path().display()))
-            .await
-            .unwrap();
+    crate::testing::on_each_engine!(life_cycle, concurrent_requests_wait_for_the_lock);
+
+    async fn life_cycle(c: TestCatalog) {
         let b = c
             .create_backup(&new("cmgo-aaaaaaaa_2026-11-28 10:44"), t(1_000))
             .await
@@ -600,12 +599,7 @@ mod tests {
         );
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_requests_wait_for_the_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = Catalog::open(&format!("sqlite://{}/m.db", dir.path().display()))
-            .await
-            .unwrap();
+    async fn concurrent_requests_wait_for_the_lock(c: TestCatalog) {
         let requests = (0..24).map(|i| {
             let c = c.clone();
             tokio::spawn(async move {

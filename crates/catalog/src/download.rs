@@ -12,7 +12,7 @@
 //! Every function takes the current time from its caller.
 
 use jiff::{SignedDuration, Timestamp};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::store::{time_column, Catalog, CatalogError};
@@ -319,15 +319,16 @@ impl Catalog {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> Result<Option<DownloadTask>, CatalogError> {
-        let id: Option<i64> = sqlx::query_scalar(
+        let id: Option<i64> = sqlx::query_scalar(&format!(
             "UPDATE download_tasks SET status = 1, lease_owner = $1, lease_expires_at = $3, \
              attempts = attempts + 1, started_at = COALESCE(started_at, $2), percent = 0 \
              WHERE id = (SELECT id FROM download_tasks \
                  WHERE (status IN (0, 4) AND next_attempt_at <= $2) OR (status = 1 AND lease_expires_at < $2) \
-                 ORDER BY id LIMIT 1) \
+                 ORDER BY id LIMIT 1{}) \
              AND ((status IN (0, 4) AND next_attempt_at <= $2) OR (status = 1 AND lease_expires_at < $2)) \
              RETURNING id",
-        )
+            self.skip_locked()
+        ))
         .bind(worker)
         .bind(now.as_second())
         .bind(lease_until.as_second())
@@ -473,7 +474,7 @@ impl Catalog {
     }
 }
 
-fn decode_task(row: &SqliteRow) -> Result<DownloadTask, CatalogError> {
+fn decode_task(row: &AnyRow) -> Result<DownloadTask, CatalogError> {
     let id: i64 = row.try_get("id")?;
     let what = format!("download task {id}");
     let corrupt = |detail: &str| CatalogError::Corrupt {
@@ -518,6 +519,7 @@ fn decode_task(row: &SqliteRow) -> Result<DownloadTask, CatalogError> {
 mod tests {
     use super::*;
     use crate::backup::{BackupType, NewBackup};
+    use crate::testing::TestCatalog;
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap()
@@ -529,11 +531,14 @@ mod tests {
         max_backoff: SignedDuration::from_secs(60),
     };
 
-    async fn setup() -> (tempfile::TempDir, Catalog, i64) {
-        let dir = tempfile::tempdir().unwrap();
-        let c = Catalog::open(&format!("sqlite://{}/m.db", dir.path().display()))
-            .await
-            .unwrap();
+    crate::testing::on_each_engine!(
+        expired_files_are_found_forgotten_and_purged,
+        requests_are_idempotent_until_the_file_expires,
+        leases_retries_and_take_over,
+        permanent_failures_do_not_retry_and_listing_filters,
+    );
+
+    async fn setup(c: &Catalog) -> i64 {
         let b = c
             .create_backup(
                 &NewBackup {
@@ -549,7 +554,7 @@ mod tests {
             )
             .await
             .unwrap();
-        (dir, c, b.id)
+        b.id
     }
 
     fn file(expires: i64) -> PublishedFile {
@@ -561,9 +566,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn expired_files_are_found_forgotten_and_purged() {
-        let (_dir, c, backup) = setup().await;
+    async fn expired_files_are_found_forgotten_and_purged(c: TestCatalog) {
+        let backup = setup(&c).await;
         let sets = vec!["cmgo-aaaaaaaa_0".to_string()];
         let task = c
             .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
@@ -611,9 +615,8 @@ mod tests {
         assert_eq!(POLICY.backoff(40).as_secs(), 60);
     }
 
-    #[tokio::test]
-    async fn requests_are_idempotent_until_the_file_expires() {
-        let (_dir, c, backup) = setup().await;
+    async fn requests_are_idempotent_until_the_file_expires(c: TestCatalog) {
+        let backup = setup(&c).await;
         let sets = vec!["cmgo-aaaaaaaa_0".to_string(), "cmgo-aaaaaaaa_1".to_string()];
         let first = c
             .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
@@ -655,9 +658,8 @@ mod tests {
         assert_eq!(fresh[0].status, TaskStatus::Waiting);
     }
 
-    #[tokio::test]
-    async fn leases_retries_and_take_over() {
-        let (_dir, c, backup) = setup().await;
+    async fn leases_retries_and_take_over(c: TestCatalog) {
+        let backup = setup(&c).await;
         let sets = vec!["cmgo-aaaaaaaa_0".to_string()];
         let task = c
             .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
@@ -739,9 +741,8 @@ mod tests {
         assert!(!c.backup_has_active_downloads(backup).await.unwrap());
     }
 
-    #[tokio::test]
-    async fn permanent_failures_do_not_retry_and_listing_filters() {
-        let (_dir, c, backup) = setup().await;
+    async fn permanent_failures_do_not_retry_and_listing_filters(c: TestCatalog) {
+        let backup = setup(&c).await;
         let sets = vec!["cmgo-aaaaaaaa_0".to_string(), "cmgo-aaaaaaaa_1".to_string()];
         let tasks = c
             .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))

@@ -6,8 +6,8 @@
 //! * [`backup`]: backups, their life cycle and queue.
 //! * [`rule`]: automatic backup rules and the schedule they define.
 //! * [`download`]: backup download tasks and their leased, retrying queue.
-//! * [`store`]: [`Catalog`], the metadata store on SQLite through sqlx, with
-//!   embedded migrations.
+//! * [`store`]: [`Catalog`], the metadata store on SQLite or PostgreSQL
+//!   through sqlx, with embedded migrations.
 //!
 //! This crate knows nothing of HTTP or of the Tencent Cloud protocol: the
 //! `api` crate maps its errors onto wire codes.
@@ -19,9 +19,11 @@ pub mod download;
 pub mod instance;
 pub mod rule;
 pub mod store;
+#[cfg(test)]
+mod testing;
 
 pub use backup::{backup_name, Backup, BackupSizes, BackupStatus, BackupType, NewBackup};
 pub use download::{DownloadTask, PublishedFile, RetryPolicy, TaskFilter, TaskOrder, TaskStatus};
 pub use instance::{ClusterType, Instance, InstanceSource};
 pub use rule::{days_csv, BackupRule, LongTermInterval};
-pub use store::{Catalog, CatalogError};
+pub use store::{Catalog, CatalogError, Engine};

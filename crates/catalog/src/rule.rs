@@ -14,7 +14,7 @@
 use jiff::civil::{Date, Time};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, Zoned};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::backup::{Backup, NewBackup};
@@ -228,7 +228,8 @@ impl Catalog {
              frequency_hours = $4, active_weekdays = $5, retention_days = $6, notify = $7, \
              long_term_interval = $8, long_term_active_days = $9, long_term_expired_days = $10, \
              oplog_expired_days = $11, backup_version = $12, alert_threshold = $13, explicit = $14, \
-             last_slot_at = MAX(backup_rules.last_slot_at, $15), updated_at = $15",
+             last_slot_at = CASE WHEN backup_rules.last_slot_at > $15 THEN backup_rules.last_slot_at ELSE $15 END, \
+             updated_at = $15",
         )
         .await
     }
@@ -251,14 +252,14 @@ impl Catalog {
         .bind(i64::from(rule.frequency_hours))
         .bind(days_csv(&rule.active_weekdays))
         .bind(rule.retention_days)
-        .bind(rule.notify)
+        .bind(i64::from(rule.notify))
         .bind(rule.long_term_interval.as_str())
         .bind(days_csv(&rule.long_term_active_days))
         .bind(rule.long_term_expired_days)
         .bind(rule.oplog_expired_days)
         .bind(rule.backup_version)
         .bind(rule.alert_threshold)
-        .bind(rule.explicit)
+        .bind(i64::from(rule.explicit))
         .bind(now.as_second())
         .execute(self.pool())
         .await?;
@@ -345,7 +346,7 @@ impl Catalog {
     }
 }
 
-fn decode_rule(row: &SqliteRow) -> Result<BackupRule, CatalogError> {
+fn decode_rule(row: &AnyRow) -> Result<BackupRule, CatalogError> {
     let instance_id: String = row.try_get("instance_id")?;
     let corrupt = |detail: &str| CatalogError::Corrupt {
         what: format!("backup rule of {instance_id}"),
@@ -367,7 +368,7 @@ fn decode_rule(row: &SqliteRow) -> Result<BackupRule, CatalogError> {
         frequency_hours: small("frequency_hours")?,
         active_weekdays: days("active_weekdays", 0..=6)?,
         retention_days: row.try_get("retention_days")?,
-        notify: row.try_get("notify")?,
+        notify: row.try_get::<i64, _>("notify")? != 0,
         long_term_interval: LongTermInterval::parse(row.try_get("long_term_interval")?)
             .ok_or_else(|| corrupt("long_term_interval"))?,
         long_term_active_days: days("long_term_active_days", 0..=31)?,
@@ -375,7 +376,7 @@ fn decode_rule(row: &SqliteRow) -> Result<BackupRule, CatalogError> {
         oplog_expired_days: row.try_get("oplog_expired_days")?,
         backup_version: row.try_get("backup_version")?,
         alert_threshold: row.try_get("alert_threshold")?,
-        explicit: row.try_get("explicit")?,
+        explicit: row.try_get::<i64, _>("explicit")? != 0,
         instance_id,
     })
 }

@@ -1,19 +1,27 @@
-//! The metadata store: SQLite through sqlx, migrations embedded in the binary.
+//! The metadata store: SQLite or PostgreSQL through sqlx, migrations
+//! embedded in the binary (one set per engine).
 //!
-//! One [`Catalog`] is shared by the API handlers and the command line; it is
-//! cheap to clone (a connection pool). The database file and its folder are
-//! created on first use, and migrations run at open, so a fresh data dir
-//! needs no set-up.
+//! One [`Catalog`] is shared by the API handlers, the workers and the
+//! command line; it is cheap to clone (a connection pool). A SQLite file and
+//! its folder are created on first use; migrations run at open on either
+//! engine, so a fresh data dir or an empty PostgreSQL database needs no
+//! set-up.
+//!
+//! Queries go through sqlx's `Any` driver and are written once, in the SQL
+//! both engines speak (`$n` parameters, `ON CONFLICT`, `RETURNING`); the few
+//! places where they differ ask [`Engine`]: how a write transaction takes
+//! its lock, and `FOR UPDATE SKIP LOCKED` when claiming queued work. Flags
+//! are stored as integers, since the `Any` driver does not turn SQLite's
+//! integers into booleans.
 
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use jiff::Timestamp;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::Row;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
 
 use crate::instance::{ClusterType, Instance, InstanceSource};
 
@@ -21,7 +29,7 @@ use crate::instance::{ClusterType, Instance, InstanceSource};
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     /// The metadata URL is not one this build can open.
-    #[error("unsupported metadata URL `{url}`: expected sqlite://PATH")]
+    #[error("unsupported metadata URL `{url}`: expected sqlite://PATH or postgres://...")]
     UnsupportedUrl {
         /// The URL as given.
         url: String,
@@ -62,10 +70,24 @@ pub enum CatalogError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// The database engine behind a [`Catalog`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// One file, one node (`sqlite://PATH`).
+    Sqlite,
+    /// A server shared by several nodes (`postgres://...`).
+    Postgres,
+}
+
+/// Key of the PostgreSQL advisory lock that serializes the catalog's
+/// read-then-write transactions, as SQLite's single writer lock does.
+const WRITE_LOCK_KEY: i64 = 0x6d6f_6e67_6f62_616b; // "mongobak"
+
 /// The metadata store.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    pool: SqlitePool,
+    pool: AnyPool,
+    engine: Engine,
     /// Wakes background workers when work is queued in this process;
     /// workers also poll, for work queued elsewhere.
     backups_queued: Arc<Notify>,
@@ -81,58 +103,117 @@ type CachedRegistry = (Instant, Arc<Vec<Instance>>);
 const REGISTRY_TTL: Duration = Duration::from_secs(1);
 
 impl Catalog {
-    /// Opens (creating if needed) the store at `url` (`sqlite://PATH`) and
-    /// brings its schema up to date.
+    /// Opens the store at `url` (`sqlite://PATH`, creating the file, or
+    /// `postgres://USER@HOST/DB`) and brings its schema up to date.
     pub async fn open(url: &str) -> Result<Self, CatalogError> {
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| CatalogError::UnsupportedUrl {
-                url: url.to_string(),
-            })?;
-        let file = path.split('?').next().unwrap_or(path);
-        if let Some(parent) = std::path::Path::new(file).parent() {
-            if !parent.as_os_str().is_empty() && file != ":memory:" {
-                std::fs::create_dir_all(parent).map_err(|source| CatalogError::CreateDir {
-                    path: parent.display().to_string(),
-                    source,
-                })?;
+        sqlx::any::install_default_drivers();
+        let unsupported = || CatalogError::UnsupportedUrl {
+            url: url.to_string(),
+        };
+        let engine = if url.starts_with("sqlite:") {
+            Engine::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Engine::Postgres
+        } else {
+            return Err(unsupported());
+        };
+        let mut connect_url = url.to_string();
+        if engine == Engine::Sqlite {
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .ok_or_else(unsupported)?;
+            let (file, query) = path.split_once('?').unwrap_or((path, ""));
+            if let Some(parent) = std::path::Path::new(file).parent() {
+                if !parent.as_os_str().is_empty() && file != ":memory:" {
+                    std::fs::create_dir_all(parent).map_err(|source| CatalogError::CreateDir {
+                        path: parent.display().to_string(),
+                        source,
+                    })?;
+                }
+            }
+            if !query.contains("mode=") {
+                // Read, write, create.
+                let separator = if query.is_empty() { '?' } else { '&' };
+                connect_url = format!("{url}{separator}mode=rwc");
             }
         }
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        let pool = AnyPoolOptions::new()
             .max_connections(8)
             // A liveness round trip on every checkout costs more than the
-            // queries; a broken SQLite connection fails its query anyway.
+            // queries; a broken connection fails its query anyway.
             .test_before_acquire(false)
-            .connect_with(options)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        // WAL: readers never wait for the writer. The busy
+                        // timeout makes a second writer wait its turn.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&connect_url)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        match engine {
+            Engine::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Engine::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
         Ok(Catalog {
             pool,
+            engine,
             backups_queued: Arc::new(Notify::new()),
             downloads_queued: Arc::new(Notify::new()),
             registry_cache: Arc::new(Mutex::new(None)),
         })
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
+    /// The engine behind this catalog.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`).
-    /// A deferred transaction that reads and then writes cannot wait for
-    /// the lock in WAL mode (SQLite answers "database is locked" at once),
-    /// so every read-then-write transaction starts here and waits its turn
-    /// under the busy timeout instead.
+    /// A transaction that takes the catalog's write lock at once, for
+    /// every read-then-write transaction (a check then an insert must not
+    /// interleave with another's).
+    ///
+    /// SQLite: `BEGIN IMMEDIATE`. A deferred transaction that reads and then
+    /// writes cannot wait for the lock in WAL mode (SQLite answers "database
+    /// is locked" at once); this one waits its turn under the busy timeout.
+    /// PostgreSQL: a transaction-scoped advisory lock, held by one node's
+    /// transaction at a time and released at commit or rollback.
     pub(crate) async fn begin_write(
         &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, CatalogError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, CatalogError> {
+        match self.engine {
+            Engine::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Engine::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK_KEY)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
+    }
+
+    /// What a claiming sub-select appends so that concurrent claimers on
+    /// other nodes skip each other's rows instead of queueing behind them
+    /// (PostgreSQL); SQLite has one writer at a time anyway.
+    pub(crate) fn skip_locked(&self) -> &'static str {
+        match self.engine {
+            Engine::Sqlite => "",
+            Engine::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
     }
 
     /// Tells the backup runner that a backup was queued.
@@ -313,7 +394,7 @@ impl Catalog {
 /// A nullable Unix-seconds column as a time; `what` names the row in the
 /// error when the value is out of range.
 pub(crate) fn time_column(
-    row: &sqlx::sqlite::SqliteRow,
+    row: &AnyRow,
     column: &str,
     what: &str,
 ) -> Result<Option<Timestamp>, CatalogError> {
@@ -331,9 +412,7 @@ pub(crate) fn time_column(
 const SELECT_INSTANCE: &str = "SELECT id, name, region, owner_uin, cluster_type, replica_sets, \
                                mongos_uri, source, created_at FROM instances";
 
-fn insert(
-    instance: &Instance,
-) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
+fn insert(instance: &Instance) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
     sqlx::query(
         "INSERT INTO instances (id, name, region, owner_uin, cluster_type, replica_sets, \
          mongos_uri, source, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -353,7 +432,7 @@ fn uris_json(uris: &[String]) -> String {
     serde_json::to_string(uris).expect("a list of strings serializes")
 }
 
-fn decode_instance(row: &sqlx::sqlite::SqliteRow) -> Result<Instance, CatalogError> {
+fn decode_instance(row: &AnyRow) -> Result<Instance, CatalogError> {
     let id: String = row.try_get("id")?;
     let corrupt = |detail: String| CatalogError::Corrupt {
         what: format!("instance {id}"),
@@ -381,6 +460,7 @@ fn decode_instance(row: &sqlx::sqlite::SqliteRow) -> Result<Instance, CatalogErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TestCatalog;
 
     fn instance(id: &str, source: InstanceSource) -> Instance {
         Instance {
@@ -396,15 +476,9 @@ mod tests {
         }
     }
 
-    async fn catalog(dir: &tempfile::TempDir) -> Catalog {
-        let url = format!("sqlite://{}/sub/meta.db", dir.path().display());
-        Catalog::open(&url).await.unwrap()
-    }
+    crate::testing::on_each_engine!(add_list_remove, config_sync_updates_adds_and_forgets);
 
-    #[tokio::test]
-    async fn add_list_remove() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = catalog(&dir).await;
+    async fn add_list_remove(c: TestCatalog) {
         c.ping().await.unwrap();
         let a = instance("cmgo-aaaaaaaa", InstanceSource::Cli);
         c.add_instance(&a).await.unwrap();
@@ -427,10 +501,7 @@ mod tests {
         assert!(!c.remove_instance("cmgo-aaaaaaaa").await.unwrap());
     }
 
-    #[tokio::test]
-    async fn config_sync_updates_adds_and_forgets() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = catalog(&dir).await;
+    async fn config_sync_updates_adds_and_forgets(c: TestCatalog) {
         let cli = instance("cmgo-cli00000", InstanceSource::Cli);
         c.add_instance(&cli).await.unwrap();
         let mut a = instance("cmgo-aaaaaaaa", InstanceSource::Config);
@@ -459,8 +530,7 @@ mod tests {
             Err(CatalogError::InstanceExists { .. })
         ));
         // Reopening keeps the data (migrations are idempotent).
-        drop(c);
-        let c = catalog(&dir).await;
-        assert_eq!(c.instances().await.unwrap().len(), 2);
+        let reopened = c.reopen().await;
+        assert_eq!(reopened.instances().await.unwrap().len(), 2);
     }
 }

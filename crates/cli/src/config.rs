@@ -97,7 +97,8 @@ pub struct ServerSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UrlSection {
-    /// `sqlite://PATH` for metadata, `file://PATH` for storage.
+    /// `sqlite://PATH` or `postgres://...` for metadata, `file://PATH` for
+    /// storage.
     pub url: Option<String>,
 }
 
@@ -343,8 +344,11 @@ impl Config {
             .metadata
             .url
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("meta.db").display()));
-        if !metadata_url.starts_with("sqlite:") {
-            bail!("[metadata] url = {metadata_url:?}: this build supports sqlite://PATH");
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| metadata_url.starts_with(scheme))
+        {
+            bail!("[metadata] url: expected sqlite://PATH or postgres://USER@HOST/DATABASE");
         }
         let storage_url = file
             .storage

@@ -10,7 +10,9 @@
 //!   collection, and unicode and dotted names.
 //! * [`snapshot`]: every namespace's documents (raw bytes), indexes and
 //!   options, for comparing two states.
+//! * [`postgres`]: a fresh PostgreSQL database per test, dropped after.
 
+pub mod postgres;
 pub mod seed;
 pub mod snapshot;
 

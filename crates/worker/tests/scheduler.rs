@@ -1,6 +1,6 @@
 //! The scheduler, expiry and garbage collection on an injected clock, over
-//! a real SQLite catalog and a real blob folder; and failure notifications
-//! posted to a real HTTP server.
+//! a real catalog (each test on SQLite and on PostgreSQL) and a real blob
+//! folder; and failure notifications posted to a real HTTP server.
 //!
 //! Backups are "taken" by claiming and completing them in the catalog (the
 //! dump engine has its own tests): what is under test is which backups the
@@ -17,6 +17,7 @@ use mongobak_catalog::{
     Backup, BackupRule, BackupSizes, BackupStatus, BackupType, Catalog, ClusterType, Instance,
     InstanceSource, LongTermInterval, NewBackup, PublishedFile,
 };
+use mongobak_testkit::postgres::TestDatabase;
 use mongobak_worker::gc::{collect_garbage, find_garbage};
 use mongobak_worker::{
     BackupRunner, BackupRunnerConfig, Notifier, Scheduler, SchedulerConfig, TickReport,
@@ -44,16 +45,32 @@ fn local(t: Timestamp) -> String {
         .to_string()
 }
 
+/// The metadata engines every scheduling test runs on.
+#[derive(Clone, Copy)]
+enum On {
+    Sqlite,
+    Postgres,
+}
+
 struct Fixture {
     dir: tempfile::TempDir,
     catalog: Catalog,
     store: BlobStore,
+    metadata_url: String,
+    _database: Option<TestDatabase>,
 }
 
 impl Fixture {
-    async fn new(uri: &str) -> Fixture {
+    async fn new(on: On, uri: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = open_catalog(&dir).await;
+        let (metadata_url, database) = match on {
+            On::Sqlite => (format!("sqlite://{}/m.db", dir.path().display()), None),
+            On::Postgres => {
+                let database = TestDatabase::create().await;
+                (database.url.clone(), Some(database))
+            }
+        };
+        let catalog = Catalog::open(&metadata_url).await.unwrap();
         catalog
             .add_instance(&Instance {
                 id: INSTANCE.into(),
@@ -73,7 +90,14 @@ impl Fixture {
             dir,
             catalog,
             store,
+            metadata_url,
+            _database: database,
         }
+    }
+
+    /// The catalog of a restarted process: the same database, opened anew.
+    async fn restart(&mut self) {
+        self.catalog = Catalog::open(&self.metadata_url).await.unwrap();
     }
 
     fn scheduler(&self, automatic: bool) -> Scheduler {
@@ -125,11 +149,30 @@ impl Fixture {
     }
 }
 
-async fn open_catalog(dir: &tempfile::TempDir) -> Catalog {
-    Catalog::open(&format!("sqlite://{}/m.db", dir.path().display()))
-        .await
-        .unwrap()
+/// Declares `name` as a module with a test per metadata engine, each
+/// running `async fn name(On)`.
+macro_rules! on_each_engine {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::On::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::On::Postgres).await
+            }
+        }
+    )*};
 }
+
+on_each_engine!(
+    a_week_of_a_twelve_hour_rule_and_its_expiry,
+    a_restart_across_a_scheduled_time_runs_the_missed_backup_once,
+    a_slot_waits_while_another_backup_of_the_instance_runs,
+    garbage_collection_removes_old_orphans_and_nothing_else,
+);
 
 fn rule(hour: u8, frequency: u8, weekdays: &[u8]) -> BackupRule {
     BackupRule {
@@ -160,9 +203,8 @@ async fn run_clock(
     reports
 }
 
-#[tokio::test]
-async fn a_week_of_a_twelve_hour_rule_and_its_expiry() {
-    let f = Fixture::new("mongodb://127.0.0.1:1/").await;
+async fn a_week_of_a_twelve_hour_rule_and_its_expiry(on: On) {
+    let f = Fixture::new(on, "mongodb://127.0.0.1:1/").await;
     let tz = shanghai();
     // Set on Sunday 2026-11-29 at midnight: 03:00 and 15:00 on Monday,
     // Wednesday and Friday; Wednesday's first backup is long-term.
@@ -297,9 +339,8 @@ async fn a_week_of_a_twelve_hour_rule_and_its_expiry() {
     assert_eq!(report.deleted, vec![long_term.id]);
 }
 
-#[tokio::test]
-async fn a_restart_across_a_scheduled_time_runs_the_missed_backup_once() {
-    let f = Fixture::new("mongodb://127.0.0.1:1/").await;
+async fn a_restart_across_a_scheduled_time_runs_the_missed_backup_once(on: On) {
+    let mut f = Fixture::new(on, "mongodb://127.0.0.1:1/").await;
     let daily = rule(3, 24, &[0, 1, 2, 3, 4, 5, 6]);
     f.catalog
         .set_backup_rule(&daily, at("2026-11-29 00:00"))
@@ -314,18 +355,7 @@ async fn a_restart_across_a_scheduled_time_runs_the_missed_backup_once() {
 
     // The service is down from Sunday 02:00 to Tuesday 10:00: three slots
     // pass. A new process on the same metadata runs one backup.
-    let Fixture {
-        dir,
-        store,
-        catalog,
-    } = f;
-    drop(catalog);
-    let catalog = open_catalog(&dir).await;
-    let f = Fixture {
-        dir,
-        catalog,
-        store,
-    };
+    f.restart().await;
     let scheduler = f.scheduler(true);
     let report = scheduler.tick(at("2026-12-01 10:00")).await.unwrap();
     assert_eq!(report.started.len(), 1, "{report:?}");
@@ -363,9 +393,8 @@ async fn a_restart_across_a_scheduled_time_runs_the_missed_backup_once() {
     );
 }
 
-#[tokio::test]
-async fn a_slot_waits_while_another_backup_of_the_instance_runs() {
-    let f = Fixture::new("mongodb://127.0.0.1:1/").await;
+async fn a_slot_waits_while_another_backup_of_the_instance_runs(on: On) {
+    let f = Fixture::new(on, "mongodb://127.0.0.1:1/").await;
     f.catalog
         .set_backup_rule(&rule(3, 24, &[0, 1, 2, 3, 4, 5, 6]), at("2026-11-29 00:00"))
         .await
@@ -425,9 +454,8 @@ fn age_file(root: &std::path::Path, path: &str, age: Duration) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn garbage_collection_removes_old_orphans_and_nothing_else() {
-    let f = Fixture::new("mongodb://127.0.0.1:1/").await;
+async fn garbage_collection_removes_old_orphans_and_nothing_else(on: On) {
+    let f = Fixture::new(on, "mongodb://127.0.0.1:1/").await;
     let now = Timestamp::now();
     let new = |name: &str| NewBackup {
         instance_id: INSTANCE.into(),
@@ -612,9 +640,12 @@ async fn wait_for_failure(catalog: &Catalog, id: i64) -> Backup {
 async fn failed_automatic_backups_are_posted_to_the_webhook() {
     // Nothing listens on this port: every backup fails fast.
     let port = mongobak_testkit::free_port();
-    let f = Fixture::new(&format!(
-        "mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=300&connectTimeoutMS=300"
-    ))
+    let f = Fixture::new(
+        On::Sqlite,
+        &format!(
+            "mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=300&connectTimeoutMS=300"
+        ),
+    )
     .await;
     let (url, received) = webhook(1).await;
     let runner = BackupRunner::new(

@@ -1,0 +1,73 @@
+//! Fresh PostgreSQL databases for tests that run the metadata store on
+//! PostgreSQL: each [`TestDatabase`] is a new, empty database on the
+//! machine's server (`$MONGOBAK_TEST_POSTGRES`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`), dropped when the value
+//! is dropped.
+
+use sqlx::{Connection, Executor, PgConnection};
+
+/// The server tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("MONGOBAK_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A database of its own for one test.
+pub struct TestDatabase {
+    /// `postgres://.../<name>`: give it to `Catalog::open` or a config.
+    pub url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database with a unique name.
+    pub async fn create() -> TestDatabase {
+        let admin = admin_url();
+        let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at {admin} does not answer ({e}); start it or set MONGOBAK_TEST_POSTGRES")
+        });
+        let name = format!("mongobak_test_{}_{}", std::process::id(), rand_suffix());
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("CREATE DATABASE");
+        let (base, _) = admin
+            .rsplit_once('/')
+            .expect("the admin URL names a database");
+        TestDatabase {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{nanos}_{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // A runtime of its own: the test's may be shutting down.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                let mut conn = PgConnection::connect(&admin_url()).await?;
+                conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await
+                    .map(drop)
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("cannot drop test database {}: {e}", self.name);
+        }
+    }
+}
