@@ -29,7 +29,6 @@ pub mod request;
 pub mod signature;
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -241,7 +240,8 @@ impl Api {
         caller.authorize_action(action.name())?;
         if !self
             .limiter
-            .try_acquire(&caller.owner_uin, action.name(), Instant::now())
+            .acquire(&self.catalog, &caller.owner_uin, action.name())
+            .await
         {
             return Err(ApiError::new(
                 ErrorKind::RequestLimitExceeded,

@@ -10,11 +10,17 @@
 //! `limit` at once is still accepted. Memory is `limit` instants per key that
 //! was active in the last second; idle keys are swept.
 //!
-//! This limiter is local to one process.
+//! On SQLite (one node) the log lives in this process. When the metadata
+//! store is PostgreSQL, several nodes may serve one account, so the log is
+//! kept in the database and shared by all of them (one round trip per
+//! request, see `mongobak_catalog::ratelimit`); if the database cannot be
+//! asked, this node's own log decides rather than refusing every call.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use mongobak_catalog::Catalog;
 
 /// The window the limits are counted over.
 const WINDOW: Duration = Duration::from_secs(1);
@@ -67,8 +73,30 @@ impl RateLimiter {
         }
     }
 
-    /// Records a request of `uin` for `action` at `now` and says whether it
-    /// is within the limit. Refused requests are not recorded.
+    /// Records a request of `uin` for `action` and says whether it is within
+    /// the limit: in the cluster-wide log when `catalog` keeps one, else in
+    /// this process's. Refused requests are not recorded.
+    pub async fn acquire(&self, catalog: &Catalog, uin: &str, action: &str) -> bool {
+        let limit = self.limits.limit_for(action);
+        if limit == 0 {
+            return false;
+        }
+        match catalog
+            .take_rate_token(&format!("{uin}/{action}"), limit, WINDOW)
+            .await
+        {
+            Ok(Some(taken)) => taken,
+            Ok(None) => self.try_acquire(uin, action, Instant::now()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the shared rate limits; this node's own limit applies");
+                self.try_acquire(uin, action, Instant::now())
+            }
+        }
+    }
+
+    /// Records a request of `uin` for `action` at `now` in this process's
+    /// log and says whether it is within the limit. Refused requests are
+    /// not recorded.
     pub fn try_acquire(&self, uin: &str, action: &str, now: Instant) -> bool {
         let limit = self.limits.limit_for(action) as usize;
         if limit == 0 {

@@ -4,6 +4,7 @@
 //! * [`instance`]: registered MongoDB deployments (replica sets and sharded
 //!   clusters) and their `<id>_<n>` replica set IDs.
 //! * [`backup`]: backups, their life cycle and queue.
+//! * [`ratelimit`]: cluster-wide rate limits on PostgreSQL.
 //! * [`rule`]: automatic backup rules and the schedule they define.
 //! * [`download`]: backup download tasks and their leased, retrying queue.
 //! * [`store`]: [`Catalog`], the metadata store on SQLite or PostgreSQL
@@ -17,6 +18,7 @@
 pub mod backup;
 pub mod download;
 pub mod instance;
+pub mod ratelimit;
 pub mod rule;
 pub mod store;
 #[cfg(test)]
