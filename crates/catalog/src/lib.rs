@@ -6,6 +6,7 @@
 //! * [`backup`]: backups, their life cycle and queue.
 //! * [`ratelimit`]: cluster-wide rate limits on PostgreSQL.
 //! * [`rule`]: automatic backup rules and the schedule they define.
+//! * [`duty`]: singleton duties, held by one node of a cluster at a time.
 //! * [`download`]: backup download tasks and their leased, retrying queue.
 //! * [`store`]: [`Catalog`], the metadata store on SQLite or PostgreSQL
 //!   through sqlx, with embedded migrations.
@@ -17,6 +18,7 @@
 
 pub mod backup;
 pub mod download;
+pub mod duty;
 pub mod instance;
 pub mod ratelimit;
 pub mod rule;

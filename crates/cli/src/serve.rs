@@ -18,6 +18,7 @@ use mongobak_catalog::Catalog;
 use mongobak_catalog::RetryPolicy;
 use mongobak_worker::{
     BackupRunner, DownloadRunner, DownloadRunnerConfig, Janitor, JanitorConfig, Scheduler,
+    SchedulerConfig,
 };
 use tokio_util::task::TaskTracker;
 
@@ -46,6 +47,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .check()
         .await
         .context("the blob storage does not answer")?;
+    let node = node_name();
     let runner = BackupRunner::new(catalog.clone(), store.clone(), config.backups.clone());
     let interrupted = runner
         .recover()
@@ -57,15 +59,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         JanitorConfig {
             task_retention: config.downloads.task_retention,
             garbage_grace: config.gc_grace,
+            node: node.clone(),
             ..JanitorConfig::default()
         },
     );
-    let scheduler = Scheduler::new(catalog.clone(), store.clone(), config.scheduler.clone());
+    let scheduler = Scheduler::new(
+        catalog.clone(),
+        store.clone(),
+        SchedulerConfig {
+            node: node.clone(),
+            ..config.scheduler.clone()
+        },
+    );
     let downloads = DownloadRunner::new(
         catalog.clone(),
         store.clone(),
         DownloadRunnerConfig {
-            node: node_name(),
+            node,
             workers: config.downloads.workers,
             lease: config.downloads.lease,
             retry: RetryPolicy {

@@ -14,6 +14,9 @@ use mongobak_blob::BlobStore;
 use mongobak_catalog::Catalog;
 use tokio_util::sync::CancellationToken;
 
+/// The name of the duty in the catalog.
+const DUTY: &str = "janitor";
+
 /// Settings of the janitor.
 #[derive(Debug, Clone)]
 pub struct JanitorConfig {
@@ -26,6 +29,8 @@ pub struct JanitorConfig {
     /// Age after which stored data no catalog entry accounts for is
     /// deleted.
     pub garbage_grace: SignedDuration,
+    /// This node's name: one node of a cluster holds the janitor's duty.
+    pub node: String,
 }
 
 impl Default for JanitorConfig {
@@ -35,6 +40,7 @@ impl Default for JanitorConfig {
             task_retention: SignedDuration::from_hours(24 * 30),
             temporary_grace: Duration::from_secs(3600),
             garbage_grace: SignedDuration::from_hours(24),
+            node: "local".into(),
         }
     }
 }
@@ -70,16 +76,34 @@ impl Janitor {
         }
     }
 
-    /// Runs a round every interval until `shutdown`.
+    /// Runs a round every interval until `shutdown`, while this node holds
+    /// the janitor's duty (one node of a cluster does; another takes over
+    /// within three intervals when it dies).
     pub async fn run(self, shutdown: CancellationToken) {
+        let lease = SignedDuration::try_from(self.config.interval * 3)
+            .unwrap_or(SignedDuration::from_hours(1));
         loop {
-            if let Err(e) = self.round(Timestamp::now()).await {
-                tracing::warn!(error = %e, "janitor round failed; trying again next round");
+            let now = Timestamp::now();
+            match self
+                .catalog
+                .hold_duty(DUTY, &self.config.node, now, lease)
+                .await
+            {
+                Ok(true) => {
+                    if let Err(e) = self.round(now).await {
+                        tracing::warn!(error = %e, "janitor round failed; trying again next round");
+                    }
+                }
+                Ok(false) => tracing::debug!("another node holds the janitor's duty"),
+                Err(e) => tracing::warn!(error = %e, "cannot take the janitor's duty"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.config.interval) => {}
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
             }
+        }
+        if let Err(e) = self.catalog.release_duty(DUTY, &self.config.node).await {
+            tracing::debug!(error = %e, "cannot release the janitor's duty; it lapses");
         }
     }
 

@@ -19,10 +19,13 @@
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use mongobak_blob::BlobStore;
 use mongobak_catalog::{backup_name, BackupRule, BackupType, Catalog, CatalogError, NewBackup};
 use tokio_util::sync::CancellationToken;
+
+/// The name of the duty in the catalog.
+const DUTY: &str = "scheduler";
 
 /// Settings of the scheduler.
 #[derive(Debug, Clone)]
@@ -36,6 +39,8 @@ pub struct SchedulerConfig {
     pub automatic: bool,
     /// Time between ticks.
     pub interval: Duration,
+    /// This node's name: one node of a cluster holds the scheduling duty.
+    pub node: String,
 }
 
 impl Default for SchedulerConfig {
@@ -45,6 +50,7 @@ impl Default for SchedulerConfig {
             default_retention_days: 7,
             automatic: true,
             interval: Duration::from_secs(30),
+            node: "local".into(),
         }
     }
 }
@@ -83,17 +89,35 @@ impl Scheduler {
         BackupRule::defaults(instance_id, self.config.default_retention_days)
     }
 
-    /// Ticks every interval until `shutdown`; the first tick is at once,
-    /// so a slot missed while the service was down runs at start.
+    /// Ticks every interval until `shutdown`, while this node holds the
+    /// scheduling duty (one node of a cluster does; another takes over
+    /// within three intervals when it dies). The first tick is at once, so a
+    /// slot missed while the service was down runs at start.
     pub async fn run(self, shutdown: CancellationToken) {
+        let lease = SignedDuration::try_from(self.config.interval * 3)
+            .unwrap_or(SignedDuration::from_secs(90));
         loop {
-            if let Err(e) = self.tick(Timestamp::now()).await {
-                tracing::warn!(error = %e, "scheduler tick failed; trying again next tick");
+            let now = Timestamp::now();
+            match self
+                .catalog
+                .hold_duty(DUTY, &self.config.node, now, lease)
+                .await
+            {
+                Ok(true) => {
+                    if let Err(e) = self.tick(now).await {
+                        tracing::warn!(error = %e, "scheduler tick failed; trying again next tick");
+                    }
+                }
+                Ok(false) => tracing::debug!("another node holds the scheduling duty"),
+                Err(e) => tracing::warn!(error = %e, "cannot take the scheduling duty"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.config.interval) => {}
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
             }
+        }
+        if let Err(e) = self.catalog.release_duty(DUTY, &self.config.node).await {
+            tracing::debug!(error = %e, "cannot release the scheduling duty; it lapses");
         }
     }
 
