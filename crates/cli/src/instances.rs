@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use futures::future::try_join_all;
 use jiff::Timestamp;
 
@@ -19,6 +19,7 @@ use mongobak_catalog::instance::{derive_instance_id, is_valid_instance_id};
 use mongobak_catalog::{Catalog, ClusterType, Instance, InstanceSource};
 
 use crate::config::{Config, InstanceEntry};
+use crate::output::{print_json, print_table, Output};
 use crate::{accounts, ConfigArg};
 
 /// `mongobak instance ...`.
@@ -78,14 +79,6 @@ pub struct ListArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Output {
-    /// Aligned columns.
-    Table,
-    /// JSON.
-    Json,
 }
 
 /// `mongobak instance remove`.
@@ -179,28 +172,24 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&rows)?);
+            print_json(&serde_json::Value::Array(rows))?;
         }
-        Output::Table => {
-            println!(
-                "{:<15} {:<20} {:<16} {:<8} REPLICA SETS",
-                "ID", "NAME", "REGION", "TYPE"
-            );
-            for i in &list {
+        Output::Table => print_table(
+            &["ID", "NAME", "REGION", "TYPE", "REPLICA SETS"],
+            list.iter().map(|i| {
                 let kind = match i.cluster_type {
                     ClusterType::ReplicaSet => "replset",
                     ClusterType::Sharded => "sharded",
                 };
-                println!(
-                    "{:<15} {:<20} {:<16} {:<8} {}",
-                    i.id,
-                    i.name,
-                    i.region,
-                    kind,
-                    i.replica_set_ids().join(",")
-                );
-            }
-        }
+                vec![
+                    i.id.clone(),
+                    i.name.clone(),
+                    i.region.clone(),
+                    kind.to_string(),
+                    i.replica_set_ids().join(","),
+                ]
+            }),
+        ),
     }
     Ok(())
 }

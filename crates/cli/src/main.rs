@@ -8,12 +8,21 @@
 //! * [`instances`]: registered deployments from config and command line;
 //! * [`serve`]: `mongobak serve`;
 //! * [`restore`]: `mongobak verify` and `mongobak restore`;
-//! * [`gc`]: `mongobak gc`, garbage collection of stored data.
+//! * [`gc`]: `mongobak gc`, garbage collection of stored data;
+//! * [`backup`] and [`download`]: the client commands, which call a running
+//!   server through [`client`]; [`output`] and [`progress`] are what they
+//!   print, [`failure`] their exit statuses.
 
 mod accounts;
+mod backup;
+mod client;
 mod config;
+mod download;
+mod failure;
 mod gc;
 mod instances;
+mod output;
+mod progress;
 mod restore;
 mod serve;
 
@@ -28,7 +37,12 @@ use config::Config;
 /// A self-hosted MongoDB backup service that speaks the TencentDB for
 /// MongoDB API.
 #[derive(Debug, Parser)]
-#[command(name = "mongobak", version, propagate_version = true)]
+#[command(
+    name = "mongobak",
+    version,
+    propagate_version = true,
+    after_help = failure::EXIT_STATUSES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,6 +64,10 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Delete stored data no backup or download task accounts for.
     Gc(gc::GcArgs),
+    /// Take and list backups through the API of a running mongobak.
+    Backup(backup::BackupArgs),
+    /// Download a backup's files (one per replica set), resumable and verified.
+    Download(download::DownloadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -89,7 +107,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("mongobak: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(failure::exit_code(&err))
         }
     }
 }
@@ -114,6 +132,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(LogFormat::Text);
             gc::run(args).await
         }
+        Command::Backup(args) => backup::run(args).await,
+        Command::Download(args) => download::run(args).await,
         Command::Credentials(args) => {
             let config = Config::load(args.config.as_deref())?;
             let (accounts, _) = accounts::root_accounts(&config)?;

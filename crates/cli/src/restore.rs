@@ -6,8 +6,7 @@
 //! `<file>.sha256` lies beside the file, then parses the whole archive and
 //! prints the counts per namespace. `restore` recreates collections with
 //! their options and indexes, inserts documents in parallel batches and
-//! replays the oplog slice, showing a progress bar on a terminal and plain
-//! lines otherwise.
+//! replays the oplog slice, showing its progress (see [`crate::progress`]).
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -17,7 +16,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use mongobak_archive::{gunzip, ArchiveReader};
@@ -138,7 +136,10 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let size = std::fs::metadata(&args.file)
         .with_context(|| format!("cannot open {}", args.file.display()))?
         .len();
-    let input = open_archive(&args.file)?;
+    // The restore detects gzip itself and counts the file's own bytes, so
+    // progress runs against the file size.
+    let input =
+        File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let client = mongodb::Client::with_uri_str(&args.uri)
         .await
         .context("the --uri is not a valid MongoDB connection string")?;
@@ -151,22 +152,27 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         ..RestoreOptions::default()
     };
     let progress = Arc::new(Progress::default());
-    let bar = progress_bar(size, args.quiet);
+    let name = args.file.file_name().map_or_else(
+        || args.file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let meter = crate::progress::Progress::new(args.quiet).bytes("restoring", &name, size);
     let ticker = {
         let progress = progress.clone();
-        let bar = bar.clone();
+        let meter = meter.clone();
         tokio::spawn(async move {
             loop {
-                bar.set_position(progress.input_bytes());
-                bar.set_message(format!("{} documents", progress.documents()));
+                meter.set_message(format!("{} documents", progress.documents()));
+                meter.set_position(progress.input_bytes());
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
     };
     let result = restore_archive(input, &client, &options, &progress).await;
     ticker.abort();
-    bar.set_position(progress.input_bytes());
-    bar.finish_and_clear();
+    meter.set_message(format!("{} documents", progress.documents()));
+    meter.set_position(progress.input_bytes());
+    meter.finish();
     let report =
         result.map_err(|e| anyhow::anyhow!("restore of {} failed: {e}", args.file.display()))?;
     if !args.quiet {
@@ -197,44 +203,4 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A bar over the file's bytes on a terminal; on anything else, a plain
-/// line every few seconds; nothing with `--quiet`.
-fn progress_bar(size: u64, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(size);
-    if console_is_terminal() {
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} restoring [{bar:30}] {bytes}/{total_bytes} {msg} ({eta})",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
-        );
-    } else {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-        let plain = bar.clone();
-        tokio::spawn(async move {
-            while !plain.is_finished() {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                if !plain.is_finished() {
-                    eprintln!(
-                        "restoring: {}/{} bytes read, {}",
-                        plain.position(),
-                        plain.length().unwrap_or(0),
-                        plain.message()
-                    );
-                }
-            }
-        });
-    }
-    bar
-}
-
-fn console_is_terminal() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal()
 }

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use mongobak_testkit::snapshot::{archive_documents, documents};
 use mongobak_testkit::MongoServer;
-use mongodb::bson::{doc, Document};
+use mongodb::bson::{doc, Document, RawDocumentBuf};
 
 fn testdata(name: &str) -> PathBuf {
     let shared = std::env::var_os("MONGOBAK_SHARED")
@@ -166,4 +167,73 @@ async fn restore_puts_the_documents_back() {
     ]);
     assert!(!out.status.success());
     assert!(text(&out).contains("restore of"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_real_archive_restores_to_the_documents_it_holds() {
+    let target = MongoServer::start().await;
+    let client = target.client();
+    for name in [
+        "mongo-tools/test.bar.archive",
+        "mongo-tools/dump-w-oplog.archive",
+        "mongo-tools/timeseries-dump.archive",
+        "mongodump-parser/test.dump",
+        "payment-company/transaction.agz",
+    ] {
+        let path = testdata(name);
+        let bytes = std::fs::read(&path).unwrap();
+        let out = mongobak(&[
+            "restore",
+            "--file",
+            path.to_str().unwrap(),
+            "--uri",
+            &target.uri(),
+        ]);
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        // Not on a terminal: plain progress lines, the last one at the
+        // file's end.
+        let file = path.file_name().unwrap().to_str().unwrap();
+        let size = bytes.len();
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains(&format!("restoring {file}: {size}/{size} bytes (100%), ")),
+            "{name}: {}",
+            text(&out)
+        );
+        let mut checked = 0;
+        for (ns, mut archived) in archive_documents(&bytes) {
+            if ns.starts_with("admin.") || ns.starts_with('.') {
+                continue; // users, roles, versions and the oplog
+            }
+            if let Some((db, buckets)) = ns.split_once(".system.buckets.") {
+                // A time series comes back as its measurements: as many as
+                // the buckets' columns hold.
+                let measurements: usize = archived
+                    .iter()
+                    .map(|b| {
+                        let bucket = RawDocumentBuf::from_bytes(b.clone()).unwrap();
+                        let bucket = bucket.to_document().unwrap();
+                        bucket
+                            .get_document("data")
+                            .unwrap()
+                            .get_document("ts")
+                            .unwrap()
+                            .len()
+                    })
+                    .sum();
+                let restored = documents(&client, db, buckets).await.unwrap();
+                assert_eq!(restored.len(), measurements, "{name}: {ns}");
+                checked += 1;
+                continue;
+            }
+            archived.sort();
+            let (db, coll) = ns.split_once('.').unwrap();
+            assert!(
+                documents(&client, db, coll).await.unwrap() == archived,
+                "{name}: {ns} differs from the archive"
+            );
+            checked += 1;
+        }
+        assert!(checked > 0, "{name}: no data namespace");
+    }
 }

@@ -1,17 +1,14 @@
 //! Test helpers: the shared test data, archives read back or built by hand,
 //! and what a server holds.
 
-use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::PathBuf;
 
-use futures::TryStreamExt;
 use mongobak_archive::{
-    gunzip, metadata_json, ArchiveHeader, ArchiveReader, ArchiveWriter, Event, GzipWriter,
-    NamespaceKind, NamespaceMeta, DEFAULT_LEVEL,
+    metadata_json, ArchiveHeader, ArchiveWriter, GzipWriter, NamespaceKind, NamespaceMeta,
+    DEFAULT_LEVEL,
 };
 use mongobak_restore::{restore_archive, Progress, RestoreError, RestoreOptions, RestoreReport};
-use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+use mongodb::bson::{doc, Bson, Document};
 use mongodb::Client;
 
 /// `shared/`: `$MONGOBAK_SHARED`, else the `shared` folder beside the
@@ -35,28 +32,7 @@ pub fn testdata(path: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// Every data namespace's documents as the archive reader reads them.
-pub fn archive_documents(bytes: &[u8]) -> BTreeMap<String, Vec<Vec<u8>>> {
-    let input: Box<dyn Read> = if bytes.starts_with(&[0x1f, 0x8b]) {
-        Box::new(gunzip(bytes))
-    } else {
-        Box::new(bytes)
-    };
-    let mut reader = ArchiveReader::new(input).unwrap();
-    let mut out: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-    let mut current = String::new();
-    while let Some(event) = reader.next_event().unwrap() {
-        match event {
-            Event::SegmentStart { namespace } => {
-                current = format!("{}.{}", namespace.db, namespace.collection);
-                out.entry(current.clone()).or_default();
-            }
-            Event::Document(bytes) => out.get_mut(&current).unwrap().push(bytes),
-            Event::NamespaceEnd { .. } => {}
-        }
-    }
-    out
-}
+pub use mongobak_testkit::snapshot::archive_documents;
 
 /// Restores `bytes` into `client`.
 pub async fn restore(
@@ -75,18 +51,9 @@ pub async fn restore(
 
 /// Every document of `db.coll`, raw bytes, sorted.
 pub async fn documents(client: &Client, db: &str, coll: &str) -> Vec<Vec<u8>> {
-    let mut docs: Vec<Vec<u8>> = client
-        .database(db)
-        .collection::<RawDocumentBuf>(coll)
-        .find(doc! {})
+    mongobak_testkit::snapshot::documents(client, db, coll)
         .await
         .unwrap()
-        .map_ok(RawDocumentBuf::into_bytes)
-        .try_collect()
-        .await
-        .unwrap();
-    docs.sort();
-    docs
 }
 
 /// One document by `_id`.

@@ -23,7 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
-use mongobak_api::signature::{sha256_hex, Tc3Request};
+use mongobak_api::signature::sign_json_post;
 use mongobak_archive::{gunzip, ArchiveReader, Event};
 use mongobak_testkit::snapshot::NamespaceState;
 use mongodb::bson::{doc, Binary, Document};
@@ -201,21 +201,14 @@ impl Http {
         let body = body.to_string();
         let host = addr.to_string();
         let timestamp = Timestamp::now().as_second();
-        let date = Timestamp::from_second(timestamp)
-            .unwrap()
-            .strftime("%Y-%m-%d")
-            .to_string();
-        let hash = sha256_hex(body.as_bytes());
-        let authorization = Tc3Request {
-            method: "POST",
-            query: "",
-            headers: &[("content-type", "application/json"), ("host", &host)],
-            payload_hash: &hash,
+        let authorization = sign_json_post(
+            &host,
+            body.as_bytes(),
             timestamp,
-            date: &date,
-            service: "mongodb",
-        }
-        .authorization(SECRET_ID, SECRET_KEY);
+            "mongodb",
+            SECRET_ID,
+            SECRET_KEY,
+        );
         let request = Request::post(format!("http://{host}/"))
             .header("content-type", "application/json")
             .header("x-tc-action", action)
