@@ -194,8 +194,23 @@ class Server:
     config_path: Path
     stderr_path: Path
     keys: Dict[str, Key] = field(default_factory=dict)
+    # The PostgreSQL metadata database, or None for SQLite in data_dir.
+    metadata_url: Optional[str] = None
     _stderr_file: Optional[object] = None
     _stdout_pump: Optional[threading.Thread] = None
+
+    def metadata_sql(self, sql: str) -> None:
+        """Runs `sql` on the server's metadata store, behind its back."""
+        if self.metadata_url:
+            subprocess.run(["psql", self.metadata_url, "-qc", sql], check=True, capture_output=True)
+        else:
+            import sqlite3
+
+            db = sqlite3.connect(self.data_dir / "meta.db", timeout=10, isolation_level=None)
+            try:
+                db.execute(sql)
+            finally:
+                db.close()
 
     def stderr_tail(self, limit: int = 8000) -> str:
         try:
@@ -225,6 +240,30 @@ class Server:
 LIVE_SERVERS: set = set()
 
 
+POSTGRES_ADMIN = os.environ.get("MONGOBAK_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def keyed_database(key: str) -> Optional[str]:
+    """With MONGOBAK_TEST_METADATA=postgres, the URL of a PostgreSQL database
+    kept for `key` (a server's folder), created on first use with psql;
+    otherwise None (SQLite in the data folder). Named like the Rust
+    harness's (`mongobak_keyed_<FNV-1a of the key>`), dropped before a run."""
+    if os.environ.get("MONGOBAK_TEST_METADATA") != "postgres":
+        return None
+    digest = 0xCBF29CE484222325
+    for byte in key.encode():
+        digest = ((digest ^ byte) * 0x100000001B3) % (1 << 64)
+    name = f"mongobak_keyed_{digest:016x}"
+    exists = subprocess.run(
+        ["psql", POSTGRES_ADMIN, "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    if exists != "1":
+        subprocess.run(["psql", POSTGRES_ADMIN, "-qc", f"CREATE DATABASE {name}"], check=True,
+                       capture_output=True)
+    return POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
 def start_server(
     directory: Path,
     body: str,
@@ -247,6 +286,9 @@ def start_server(
     # Automatic backups would start at the default rule's hour in the middle
     # of a test; the scheduler has tests of its own.
     env["MONGOBAK_BACKUPS_AUTOMATIC"] = "false"
+    metadata_url = keyed_database(str(directory))
+    if metadata_url:
+        env["MONGOBAK_METADATA_URL"] = metadata_url
     proc = subprocess.Popen(
         [mongobak_bin(), "serve", "--config", str(config_path)],
         stdin=subprocess.DEVNULL,
@@ -296,6 +338,7 @@ def start_server(
         data_dir=data_dir,
         config_path=config_path,
         stderr_path=stderr_path,
+        metadata_url=metadata_url,
         keys={
             "A": KEY_A,
             "A_DENIED": KEY_A_DENIED,

@@ -11,7 +11,6 @@ import hmac
 import json
 import random
 import re
-import sqlite3
 import threading
 import time
 import urllib.error
@@ -520,22 +519,29 @@ def test_describe_permissions(dl_server, replica_backup):
 
 
 def test_store_failure_is_an_internal_error(start_mongobak, mongo):
-    # The metadata store fails under the call (its table is renamed away by
-    # another process): InternalError, with nothing of the store in the
-    # message; the service works again once the table is back.
+    # The metadata store fails under the call (another process renames its
+    # table away, or makes it refuse rows): InternalError, with nothing of
+    # the store in the message; the service works again once it is mended.
     srv = start_mongobak(default_body() + instance_toml(REPLICA, mongo.uri))
     c = client(srv)
     name = take_backup(c, REPLICA)
-    db = sqlite3.connect(srv.data_dir / "meta.db", timeout=10, isolation_level=None)
+    if srv.metadata_url:
+        # PostgreSQL's prepared statements follow a renamed table: refuse
+        # every new task instead.
+        break_store = "ALTER TABLE download_tasks ADD CONSTRAINT broken CHECK (false) NOT VALID"
+        mend_store = "ALTER TABLE download_tasks DROP CONSTRAINT broken"
+    else:
+        break_store = "ALTER TABLE download_tasks RENAME TO download_tasks_away"
+        mend_store = "ALTER TABLE download_tasks_away RENAME TO download_tasks"
+    srv.metadata_sql(break_store)
     try:
-        db.execute("ALTER TABLE download_tasks RENAME TO download_tasks_away")
         err = expect_error("InternalError", create_tasks, c, REPLICA, name, [f"{REPLICA}_0"])
         message = err.get_message().lower()
-        for word in ("download_tasks", "sqlite", "select", "insert", str(srv.data_dir).lower()):
+        for word in ("download_tasks", "sqlite", "postgres", "select", "insert", "constraint",
+                     str(srv.data_dir).lower()):
             assert word not in message, err.get_message()
-        db.execute("ALTER TABLE download_tasks_away RENAME TO download_tasks")
     finally:
-        db.close()
+        srv.metadata_sql(mend_store)
     created = create_tasks(c, REPLICA, name, [f"{REPLICA}_0"])
     assert [t.ReplicaSetId for t in created.Tasks] == [f"{REPLICA}_0"]
     wait_done(c, REPLICA, name, [f"{REPLICA}_0"])

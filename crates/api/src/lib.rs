@@ -99,6 +99,10 @@ pub struct DownloadSettings {
     pub url_ttl: jiff::SignedDuration,
     /// The `Bucket` field shown with each task.
     pub bucket: String,
+    /// Hand out URLs presigned by the object store (S3, COS), so clients
+    /// download from the store directly; the node's own signed
+    /// `/download/...` URLs otherwise, and on a file system.
+    pub presigned: bool,
 }
 
 impl Default for DownloadSettings {
@@ -109,6 +113,7 @@ impl Default for DownloadSettings {
             signer: UrlSigner::new(uuid::Uuid::new_v4().as_bytes().to_vec()),
             url_ttl: jiff::SignedDuration::from_hours(24),
             bucket: "mongobak".into(),
+            presigned: false,
         }
     }
 }

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use mongobak_api::{
     ApiConfig, DownloadSettings, Policy, RateLimits, RootAccount, SubAccount, DEFAULT_REGIONS,
 };
+use mongobak_blob::{StorageCredentials, StorageOptions};
 use mongobak_dump::DumpOptions;
 use mongobak_server::{ServerConfig, TlsFiles};
 use mongobak_worker::{BackupRunnerConfig, Notifier, SchedulerConfig};
@@ -46,7 +47,7 @@ pub struct ConfigFile {
     pub metadata: UrlSection,
     /// `[storage]`.
     #[serde(default)]
-    pub storage: UrlSection,
+    pub storage: StorageSection,
     /// `[rate_limits]`.
     #[serde(default)]
     pub rate_limits: RateLimitSection,
@@ -62,6 +63,39 @@ pub struct ConfigFile {
     /// `[[instances]]`.
     #[serde(default)]
     pub instances: Vec<InstanceEntry>,
+}
+
+/// `[storage]`: where backups and download files live.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// `file://PATH`, `s3://BUCKET/PREFIX?endpoint=...&region=...` or
+    /// `cos://BUCKET-APPID/PREFIX?region=...`.
+    pub url: Option<String>,
+    /// Object store key id; without one, the store's usual environment
+    /// variables (`AWS_ACCESS_KEY_ID`, ...) and profiles apply.
+    pub access_key_id: Option<String>,
+    /// Object store secret key.
+    pub secret_access_key: Option<String>,
+    /// Object store session token, for temporary keys.
+    pub session_token: Option<String>,
+    /// Seconds one storage request may take before it counts as failed
+    /// (default 60).
+    pub timeout_secs: Option<u64>,
+    /// Retries of a failed storage request, with backoff, before the
+    /// failure is reported (default 4).
+    pub max_retries: Option<usize>,
+}
+
+impl std::fmt::Debug for StorageSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageSection")
+            .field("url", &self.url)
+            .field("access_key_id", &self.access_key_id)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("max_retries", &self.max_retries)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[server]`.
@@ -97,8 +131,7 @@ pub struct ServerSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UrlSection {
-    /// `sqlite://PATH` or `postgres://...` for metadata, `file://PATH` for
-    /// storage.
+    /// `sqlite://PATH` or `postgres://...`.
     pub url: Option<String>,
 }
 
@@ -160,6 +193,10 @@ pub struct DownloadSection {
     pub url_signing_previous_keys: Vec<String>,
     /// The `Bucket` shown with each task (default "mongobak").
     pub bucket: Option<String>,
+    /// Hand out URLs presigned by the object store (S3, COS) when users can
+    /// reach the store; else the nodes' own `/download/...` URLs (default
+    /// false).
+    pub presigned_urls: Option<bool>,
     /// Days finished tasks stay listed (default 30).
     pub task_retention_days: Option<i64>,
 }
@@ -185,6 +222,8 @@ pub struct Downloads {
     pub bucket: String,
     /// How long finished tasks stay listed.
     pub task_retention: jiff::SignedDuration,
+    /// Presigned object store URLs.
+    pub presigned_urls: bool,
 }
 
 /// `[[accounts]]`: a root account.
@@ -264,6 +303,9 @@ pub struct Config {
     pub metadata_url: String,
     /// Blob storage URL.
     pub storage_url: String,
+    /// Keys (otherwise the environment's), timeouts and retries of the
+    /// storage.
+    pub storage: StorageOptions,
     /// Root accounts from the file (empty: use the generated one).
     pub accounts: Vec<RootAccount>,
     /// Instances from the file.
@@ -354,9 +396,35 @@ impl Config {
             .storage
             .url
             .unwrap_or_else(|| format!("file://{}", data_dir.join("blobs").display()));
-        if !storage_url.starts_with("file://") {
-            bail!("[storage] url = {storage_url:?}: this build supports file://PATH");
+        if !["file://", "s3://", "cos://"]
+            .iter()
+            .any(|scheme| storage_url.starts_with(scheme))
+        {
+            bail!("[storage] url: expected file://PATH, s3://BUCKET/PREFIX?... or cos://BUCKET-APPID/PREFIX?...");
         }
+        let storage_credentials = match (file.storage.access_key_id, file.storage.secret_access_key)
+        {
+            (Some(access_key_id), Some(secret_access_key)) => Some(StorageCredentials {
+                access_key_id,
+                secret_access_key,
+                session_token: file.storage.session_token,
+            }),
+            (None, None) => None,
+            _ => bail!("[storage] access_key_id and secret_access_key go together"),
+        };
+        let defaults = StorageOptions::default();
+        let storage_timeout = match file.storage.timeout_secs {
+            Some(0) => bail!("[storage] timeout_secs must be at least 1"),
+            Some(secs) => std::time::Duration::from_secs(secs),
+            None => defaults.operation_timeout,
+        };
+        let storage = StorageOptions {
+            credentials: storage_credentials,
+            max_retries: file.storage.max_retries.unwrap_or(defaults.max_retries),
+            operation_timeout: storage_timeout,
+            io_timeout: storage_timeout,
+            ..defaults
+        };
         let regions: BTreeSet<String> = match server.regions {
             Some(list) if list.is_empty() => {
                 bail!("[server] regions must name at least one region")
@@ -404,6 +472,7 @@ impl Config {
             data_dir,
             metadata_url,
             storage_url,
+            storage,
             accounts,
             instances: file.instances,
             api: ApiConfig {
@@ -416,6 +485,7 @@ impl Config {
                 downloads: DownloadSettings {
                     url_ttl: downloads.url_ttl,
                     bucket: downloads.bucket.clone(),
+                    presigned: downloads.presigned_urls,
                     ..DownloadSettings::default()
                 },
                 default_retention_days: backups.default_retention_days,
@@ -433,6 +503,11 @@ impl Config {
             gc_grace: jiff::SignedDuration::from_hours(gc_grace_hours),
         })
     }
+}
+
+/// Opens the configured blob storage.
+pub fn open_store(config: &Config) -> Result<mongobak_blob::BlobStore, mongobak_blob::BlobError> {
+    mongobak_blob::BlobStore::open_with(&config.storage_url, &config.storage)
 }
 
 fn downloads(section: DownloadSection) -> anyhow::Result<Downloads> {
@@ -475,6 +550,7 @@ fn downloads(section: DownloadSection) -> anyhow::Result<Downloads> {
         url_signing_previous_keys: section.url_signing_previous_keys,
         bucket: section.bucket.unwrap_or_else(|| "mongobak".into()),
         task_retention: jiff::SignedDuration::from_hours(24 * task_days),
+        presigned_urls: section.presigned_urls.unwrap_or(false),
     })
 }
 
@@ -626,6 +702,34 @@ mod tests {
         assert!(format!("{e:#}").contains("notify_webhook"), "{e:#}");
         let e = parse("[backups]\ngc_grace_hours = 0").unwrap_err();
         assert!(format!("{e:#}").contains("gc_grace_hours"), "{e:#}");
+    }
+
+    #[test]
+    fn storage_settings() {
+        let c = parse(
+            "[storage]\nurl = \"s3://backups/mongobak?endpoint=http://127.0.0.1:9100&region=us-east-1\"\n\
+             access_key_id = \"AKIAEXAMPLE\"\nsecret_access_key = \"very-secret\"\n\
+             [downloads]\npresigned_urls = true",
+        )
+        .unwrap();
+        assert!(c.storage_url.starts_with("s3://backups/"));
+        let credentials = c.storage.credentials.as_ref().unwrap();
+        assert_eq!(credentials.access_key_id, "AKIAEXAMPLE");
+        assert!(!format!("{credentials:?}").contains("very-secret"));
+        assert!(c.api.downloads.presigned);
+        assert!(!parse("").unwrap().api.downloads.presigned);
+        let e = parse("[storage]\nurl = \"ftp://x\"").unwrap_err();
+        assert!(format!("{e:#}").contains("[storage] url"), "{e:#}");
+        let e = parse("[storage]\naccess_key_id = \"A\"").unwrap_err();
+        assert!(format!("{e:#}").contains("go together"), "{e:#}");
+        let e = parse("[metadata]\nurl = \"mysql://u:pw@h/db\"").unwrap_err();
+        assert!(!format!("{e:#}").contains("pw"), "no secret in {e:#}");
+        assert_eq!(
+            parse("[metadata]\nurl = \"postgres://mongobak@db/meta\"")
+                .unwrap()
+                .metadata_url,
+            "postgres://mongobak@db/meta"
+        );
     }
 
     #[test]

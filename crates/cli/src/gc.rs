@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::Args;
 use jiff::{SignedDuration, Timestamp};
 
-use mongobak_blob::BlobStore;
 use mongobak_catalog::Catalog;
 use mongobak_worker::gc::{collect_garbage, find_garbage, Garbage};
 
@@ -34,7 +33,7 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
     let catalog = Catalog::open(&config.metadata_url)
         .await
         .context("cannot open the metadata store")?;
-    let store = BlobStore::open(&config.storage_url).context("cannot open the blob storage")?;
+    let store = crate::config::open_store(&config).context("cannot open the blob storage")?;
     let grace = args
         .grace_hours
         .map_or(config.gc_grace, |h| SignedDuration::from_hours(h.into()));

@@ -13,7 +13,6 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use mongobak_api::{Api, UrlSigner};
-use mongobak_blob::BlobStore;
 use mongobak_catalog::Catalog;
 use mongobak_catalog::RetryPolicy;
 use mongobak_worker::{
@@ -42,7 +41,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     instances::sync_config(&catalog, &config.instances, &accounts[0].uin).await?;
-    let store = BlobStore::open(&config.storage_url).context("cannot open the blob storage")?;
+    let store = crate::config::open_store(&config).context("cannot open the blob storage")?;
     store
         .check()
         .await

@@ -11,7 +11,10 @@
 //! * [`snapshot`]: every namespace's documents (raw bytes), indexes and
 //!   options, for comparing two states.
 //! * [`postgres`]: a fresh PostgreSQL database per test, dropped after.
+//! * [`moto`]: an S3 server (moto) on a free port, stopped by its process
+//!   id when dropped.
 
+pub mod moto;
 pub mod postgres;
 pub mod seed;
 pub mod snapshot;

@@ -71,3 +71,52 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// When `MONGOBAK_TEST_METADATA=postgres`, the URL of a database kept for
+/// `key` (a server's data folder: a restarted server finds its metadata
+/// again), created on first use; otherwise `None` (SQLite in the data
+/// folder). These databases are named `mongobak_keyed_*`; `scripts/test`
+/// drops them before the PostgreSQL pass.
+pub fn keyed_database(key: &str) -> Option<String> {
+    if std::env::var("MONGOBAK_TEST_METADATA").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let name = format!("mongobak_keyed_{:016x}", fnv1a(key.as_bytes()));
+    let admin = admin_url();
+    let (base, _) = admin
+        .rsplit_once('/')
+        .expect("the admin URL names a database");
+    let url = format!("{base}/{name}");
+    let created = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let mut conn = PgConnection::connect(&admin_url()).await?;
+            let exists: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                    .bind(&name)
+                    .fetch_optional(&mut conn)
+                    .await?;
+            if exists.is_none() {
+                conn.execute(format!("CREATE DATABASE {name}").as_str())
+                    .await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        })
+    })
+    .join()
+    .expect("the database thread");
+    if let Err(e) = created {
+        panic!("cannot create a test database on {admin}: {e}");
+    }
+    Some(url)
+}
+
+/// FNV-1a: a stable name for a key, with no dependency.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -233,19 +233,54 @@ pub(super) async fn describe_backup_download_task(
         .await
         .map_err(crate::catalog_error)?;
     let now = Timestamp::now();
-    let tasks = tasks
-        .into_iter()
-        .map(|task| {
-            describe(
-                ctx,
-                &instance.region,
-                backups.get(&task.backup_id),
-                task,
-                now,
-            )
+    let mut described = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let presigned = presigned_url(ctx, &task, now).await?;
+        let mut out = describe(
+            ctx,
+            &instance.region,
+            backups.get(&task.backup_id),
+            task,
+            now,
+        );
+        if let Some(url) = presigned {
+            out.url = url;
+        }
+        described.push(out);
+    }
+    to_fields(DescribeResponse {
+        total_count,
+        tasks: described,
+    })
+}
+
+/// A URL of `task`'s file presigned by the object store, when presigned
+/// URLs are configured, the store makes them and the file is valid.
+async fn presigned_url(
+    ctx: &CallContext<'_>,
+    task: &DownloadTask,
+    now: Timestamp,
+) -> Result<Option<String>, ApiError> {
+    let settings = &ctx.api.config.downloads;
+    let Some(file) = task
+        .file
+        .as_ref()
+        .filter(|f| settings.presigned && task.status == TaskStatus::Done && f.expires_at > now)
+    else {
+        return Ok(None);
+    };
+    let ttl = settings
+        .url_ttl
+        .min(file.expires_at.duration_since(now))
+        .unsigned_abs();
+    ctx.api
+        .store
+        .presign_read(&file.path, ttl)
+        .await
+        .map_err(|e| {
+            tracing::error!(task_id = task.id, error = %e, "cannot presign a download URL");
+            ApiError::internal()
         })
-        .collect();
-    to_fields(DescribeResponse { total_count, tasks })
 }
 
 fn describe(

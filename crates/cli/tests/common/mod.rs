@@ -100,6 +100,14 @@ impl Mongobak {
         // Automatic backups would start at the default rule's hour in the
         // middle of a test; the scheduler has tests of its own.
         command.env("MONGOBAK_BACKUPS_AUTOMATIC", "false");
+        // The suite's PostgreSQL configuration: the metadata of this data
+        // folder in a database of its own.
+        let data_dir = config.parent().unwrap_or(Path::new("."));
+        if let Some(url) =
+            mongobak_testkit::postgres::keyed_database(&data_dir.display().to_string())
+        {
+            command.env("MONGOBAK_METADATA_URL", url);
+        }
         let mut child = command.spawn().expect("mongobak starts");
         let stdout = child.stdout.take().expect("a stdout pipe");
         let (lines, listening) = mpsc::channel();
