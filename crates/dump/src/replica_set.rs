@@ -304,7 +304,7 @@ impl ReplicaSetSource {
             folder,
             options.segment_bytes,
             options.zstd_level,
-        );
+        )?;
         if let Some(source) = &ns.data_from {
             let mut cursor = self
                 .client
@@ -415,7 +415,7 @@ impl ReplicaSetSource {
             folder,
             options.segment_bytes,
             options.zstd_level,
-        );
+        )?;
         let mut first = true;
         while let Some(entry) = cursor
             .try_next()

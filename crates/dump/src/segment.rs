@@ -2,12 +2,16 @@
 //!
 //! [`SegmentSink`] takes documents one at a time and streams them, compressed,
 //! into blob storage, starting a new segment when one reaches the configured
-//! uncompressed size; it holds at most about one compressed chunk in memory.
+//! uncompressed size. Documents are gathered into blocks of [`BLOCK_BYTES`],
+//! and each block is compressed whole into a zstd frame of its own: a
+//! segment is a run of frames, which is a zstd stream like any other. One
+//! call per contiguous block keeps zstd on its fastest path (fed document
+//! by document, a streaming compressor spends about twice the CPU on the
+//! same data, matching across its wrapped window); memory is about one
+//! block and its compressed form.
 //! [`SegmentReader`] streams the documents of a segment back, fetching the
 //! object in ranges and verifying its SHA-256 at the end, so a reader never
 //! trusts a damaged segment.
-
-use std::io::Write;
 
 use bytes::Bytes;
 use mongobak_blob::{BlobStore, BlobWriter};
@@ -17,8 +21,8 @@ use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
 use crate::format::{SegmentInfo, SegmentSet};
 use crate::DumpError;
 
-/// Compressed bytes gathered before they are handed to the store.
-const FLUSH_BYTES: usize = 1 << 20;
+/// Uncompressed bytes of documents compressed together into one frame.
+pub(crate) const BLOCK_BYTES: usize = 2 << 20;
 /// Compressed bytes fetched per read when streaming a segment back.
 const READ_CHUNK: u64 = 4 << 20;
 
@@ -27,7 +31,7 @@ pub(crate) struct SegmentSink {
     store: BlobStore,
     folder: String,
     max_raw_bytes: u64,
-    level: i32,
+    compressor: zstd::bulk::Compressor<'static>,
     open: Option<OpenSegment>,
     set: SegmentSet,
 }
@@ -35,7 +39,8 @@ pub(crate) struct SegmentSink {
 struct OpenSegment {
     path: String,
     writer: BlobWriter,
-    encoder: zstd::stream::write::Encoder<'static, Vec<u8>>,
+    /// Documents not compressed yet (less than a block).
+    block: Vec<u8>,
     hasher: Sha256,
     documents: u64,
     raw_bytes: u64,
@@ -44,15 +49,38 @@ struct OpenSegment {
 impl SegmentSink {
     /// A sink writing `<folder>/s00000.bson.zst`, ... with segments of at
     /// most `max_raw_bytes` of BSON each (one document may exceed it).
-    pub(crate) fn new(store: BlobStore, folder: String, max_raw_bytes: u64, level: i32) -> Self {
-        SegmentSink {
+    pub(crate) fn new(
+        store: BlobStore,
+        folder: String,
+        max_raw_bytes: u64,
+        level: i32,
+    ) -> Result<Self, DumpError> {
+        Ok(SegmentSink {
             store,
             folder,
             max_raw_bytes,
-            level,
+            compressor: zstd::bulk::Compressor::new(level).map_err(DumpError::Compression)?,
             open: None,
             set: SegmentSet::default(),
+        })
+    }
+
+    /// Compresses the open segment's block into a frame and writes it.
+    async fn flush_block(&mut self) -> Result<(), DumpError> {
+        let Some(segment) = self.open.as_mut() else {
+            return Ok(());
+        };
+        if segment.block.is_empty() {
+            return Ok(());
         }
+        let frame = self
+            .compressor
+            .compress(&segment.block)
+            .map_err(DumpError::Compression)?;
+        segment.block.clear();
+        segment.hasher.update(&frame);
+        segment.writer.write(frame).await?;
+        Ok(())
     }
 
     /// Appends one BSON document.
@@ -60,44 +88,36 @@ impl SegmentSink {
         if self.open.is_none() {
             let path = format!("{}/s{:05}.bson.zst", self.folder, self.set.segments.len());
             let writer = self.store.writer(&path).await?;
-            let encoder =
-                zstd::stream::write::Encoder::new(Vec::with_capacity(FLUSH_BYTES), self.level)
-                    .map_err(DumpError::Compression)?;
             self.open = Some(OpenSegment {
                 path,
                 writer,
-                encoder,
+                block: Vec::with_capacity(BLOCK_BYTES + (16 << 10)),
                 hasher: Sha256::new(),
                 documents: 0,
                 raw_bytes: 0,
             });
         }
         let segment = self.open.as_mut().expect("opened above");
-        segment
-            .encoder
-            .write_all(document)
-            .map_err(DumpError::Compression)?;
+        segment.block.extend_from_slice(document);
         segment.documents += 1;
         segment.raw_bytes += document.len() as u64;
-        if segment.encoder.get_ref().len() >= FLUSH_BYTES {
-            let chunk =
-                std::mem::replace(segment.encoder.get_mut(), Vec::with_capacity(FLUSH_BYTES));
-            segment.hasher.update(&chunk);
-            segment.writer.write(chunk).await?;
-        }
-        if segment.raw_bytes >= self.max_raw_bytes {
+        let (block_full, segment_full) = (
+            segment.block.len() >= BLOCK_BYTES,
+            segment.raw_bytes >= self.max_raw_bytes,
+        );
+        if segment_full {
             self.close_segment().await?;
+        } else if block_full {
+            self.flush_block().await?;
         }
         Ok(())
     }
 
     async fn close_segment(&mut self) -> Result<(), DumpError> {
+        self.flush_block().await?;
         let Some(mut segment) = self.open.take() else {
             return Ok(());
         };
-        let tail = segment.encoder.finish().map_err(DumpError::Compression)?;
-        segment.hasher.update(&tail);
-        segment.writer.write(tail).await?;
         let stored_bytes = segment.writer.close().await?;
         self.set.documents += segment.documents;
         self.set.raw_bytes += segment.raw_bytes;
@@ -279,11 +299,36 @@ mod tests {
             .into_bytes()
     }
 
+    /// A segment larger than a block is a run of zstd frames; read back
+    /// whole, by the reader and by a plain zstd decoder alike.
+    #[tokio::test]
+    async fn a_segment_of_several_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let mut sink = SegmentSink::new(s.clone(), "f".into(), 64 << 20, 1).unwrap();
+        let docs: Vec<Vec<u8>> = (0..700).map(|i| document(i, 10_000)).collect();
+        for d in &docs {
+            sink.push(d).await.unwrap();
+        }
+        let set = sink.finish().await.unwrap();
+        assert_eq!(set.segments.len(), 1);
+        let raw: Vec<u8> = docs.concat();
+        assert!(raw.len() > 3 * BLOCK_BYTES);
+        let stored = s.get(&set.segments[0].path).await.unwrap();
+        assert_eq!(zstd::decode_all(&stored[..]).unwrap(), raw);
+        let mut reader = SegmentReader::new(s, &set);
+        let mut back = Vec::new();
+        while let Some(d) = reader.next_document().await.unwrap() {
+            back.push(d);
+        }
+        assert_eq!(back, docs);
+    }
+
     #[tokio::test]
     async fn round_trip_across_segments() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir);
-        let mut sink = SegmentSink::new(s.clone(), "bk/rs/c0000".into(), 300_000, 3);
+        let mut sink = SegmentSink::new(s.clone(), "bk/rs/c0000".into(), 300_000, 3).unwrap();
         let docs: Vec<Vec<u8>> = (0..3000).map(|i| document(i, (i % 500) as usize)).collect();
         for d in &docs {
             sink.push(d).await.unwrap();
@@ -311,6 +356,7 @@ mod tests {
     async fn empty_set_has_no_segments() {
         let dir = tempfile::tempdir().unwrap();
         let set = SegmentSink::new(store(&dir), "x".into(), 1 << 20, 3)
+            .unwrap()
             .finish()
             .await
             .unwrap();
@@ -323,7 +369,7 @@ mod tests {
     async fn damaged_segments_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir);
-        let mut sink = SegmentSink::new(s.clone(), "d".into(), 1 << 20, 3);
+        let mut sink = SegmentSink::new(s.clone(), "d".into(), 1 << 20, 3).unwrap();
         for i in 0..10 {
             sink.push(&document(i, 10)).await.unwrap();
         }
