@@ -57,6 +57,8 @@ impl Kind {
 /// One child run, as the parent saw it.
 pub struct Measured {
     pub label: String,
+    /// The round it belongs to (0: none).
+    pub round: usize,
     pub kind: Kind,
     pub report: ChildReport,
     /// `ru_maxrss` from `wait4`, in kB.
@@ -212,6 +214,7 @@ impl Harness {
             .map(|(machine, server)| (machine - child_cpu - server).max(0.0));
         Ok(Measured {
             label: label.to_string(),
+            round: 0,
             kind,
             report,
             maxrss_kb: usage.ru_maxrss as u64,
