@@ -196,6 +196,8 @@ class Server:
     keys: Dict[str, Key] = field(default_factory=dict)
     # The PostgreSQL metadata database, or None for SQLite in data_dir.
     metadata_url: Optional[str] = None
+    # The S3 storage URL, or None for the folder data_dir/blobs.
+    storage_url: Optional[str] = None
     _stderr_file: Optional[object] = None
     _stdout_pump: Optional[threading.Thread] = None
 
@@ -211,6 +213,31 @@ class Server:
                 db.execute(sql)
             finally:
                 db.close()
+
+    def stored_objects(self, prefix: str) -> Dict[str, int]:
+        """The objects under `prefix` (a folder path ending in "/") in the
+        server's storage, with their sizes: files under `<data_dir>/blobs`,
+        or the server's prefix of the suite's S3 bucket."""
+        if self.storage_url is None:
+            root = self.data_dir / "blobs"
+            return {
+                str(path.relative_to(root)): path.stat().st_size
+                for path in (root / prefix).rglob("*")
+                if path.is_file()
+            }
+        import boto3
+
+        bucket, root = self.storage_url[len("s3://"):].split("?", 1)[0].split("/", 1)
+        endpoint = os.environ["MONGOBAK_TEST_S3_ENDPOINT"]
+        s3 = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id=S3_ACCESS_KEY_ID, aws_secret_access_key=S3_SECRET_ACCESS_KEY,
+        )
+        found = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{root}/{prefix}"):
+            for item in page.get("Contents", []):
+                found[item["Key"][len(root) + 1:]] = item["Size"]
+        return found
 
     def stderr_tail(self, limit: int = 8000) -> str:
         try:
@@ -250,10 +277,7 @@ def keyed_database(key: str) -> Optional[str]:
     harness's (`mongobak_keyed_<FNV-1a of the key>`), dropped before a run."""
     if os.environ.get("MONGOBAK_TEST_METADATA") != "postgres":
         return None
-    digest = 0xCBF29CE484222325
-    for byte in key.encode():
-        digest = ((digest ^ byte) * 0x100000001B3) % (1 << 64)
-    name = f"mongobak_keyed_{digest:016x}"
+    name = f"mongobak_keyed_{_fnv1a(key):016x}"
     exists = subprocess.run(
         ["psql", POSTGRES_ADMIN, "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
         capture_output=True, text=True, check=True,
@@ -262,6 +286,31 @@ def keyed_database(key: str) -> Optional[str]:
         subprocess.run(["psql", POSTGRES_ADMIN, "-qc", f"CREATE DATABASE {name}"], check=True,
                        capture_output=True)
     return POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+# The S3 keys the suite's servers get (moto takes any).
+S3_ACCESS_KEY_ID = "mongobak-test"
+S3_SECRET_ACCESS_KEY = "mongobak-test-secret"
+
+
+def keyed_storage(key: str) -> Optional[str]:
+    """With MONGOBAK_TEST_STORAGE=s3, the storage URL kept for `key` (a
+    server's folder): a prefix of its own, `keyed_<FNV-1a of the key>`, in
+    the bucket MONGOBAK_TEST_S3_BUCKET (default mongobak-test) on the S3
+    server at MONGOBAK_TEST_S3_ENDPOINT, which scripts/test starts;
+    otherwise None (the data folder)."""
+    if os.environ.get("MONGOBAK_TEST_STORAGE") != "s3":
+        return None
+    endpoint = os.environ["MONGOBAK_TEST_S3_ENDPOINT"]
+    bucket = os.environ.get("MONGOBAK_TEST_S3_BUCKET", "mongobak-test")
+    return f"s3://{bucket}/keyed_{_fnv1a(key):016x}?endpoint={endpoint}&region=us-east-1"
+
+
+def _fnv1a(key: str) -> int:
+    digest = 0xCBF29CE484222325
+    for byte in key.encode():
+        digest = ((digest ^ byte) * 0x100000001B3) % (1 << 64)
+    return digest
 
 
 def start_server(
@@ -289,6 +338,12 @@ def start_server(
     metadata_url = keyed_database(str(directory))
     if metadata_url:
         env["MONGOBAK_METADATA_URL"] = metadata_url
+    # And its storage, unless the test chose one.
+    storage_url = None if "[storage]" in body else keyed_storage(str(directory))
+    if storage_url:
+        env["MONGOBAK_STORAGE_URL"] = storage_url
+        env["MONGOBAK_STORAGE_ACCESS_KEY_ID"] = S3_ACCESS_KEY_ID
+        env["MONGOBAK_STORAGE_SECRET_ACCESS_KEY"] = S3_SECRET_ACCESS_KEY
     proc = subprocess.Popen(
         [mongobak_bin(), "serve", "--config", str(config_path)],
         stdin=subprocess.DEVNULL,
@@ -339,6 +394,7 @@ def start_server(
         config_path=config_path,
         stderr_path=stderr_path,
         metadata_url=metadata_url,
+        storage_url=storage_url,
         keys={
             "A": KEY_A,
             "A_DENIED": KEY_A_DENIED,

@@ -14,6 +14,7 @@ import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Dict
 
 import pytest
 from tencentcloud.common import credential
@@ -143,10 +144,11 @@ def take_backup(c, instance_id=BACKUP_INSTANCE, **params):
     return created.AsyncRequestId, matches[0]
 
 
-def stored_segments(server, instance_id: str, back_id: int) -> list:
-    """The compressed segment files of a backup in the server's file blob
-    store (`<data_dir>/blobs/backups/<instance>/<BackId>/`)."""
-    return sorted((server.data_dir / "blobs" / "backups" / instance_id / str(back_id)).rglob("*.bson.zst"))
+def stored_segments(server, instance_id: str, back_id: int) -> Dict[str, int]:
+    """The compressed segments of a backup in the server's storage
+    (`backups/<instance>/<BackId>/`), with their sizes."""
+    stored = server.stored_objects(f"backups/{instance_id}/{back_id}/")
+    return {path: size for path, size in stored.items() if path.endswith(".bson.zst")}
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +213,7 @@ def test_backup_flow(backup_server, mongo):
     # BackupSize is in KB: the stored segments, rounded up.
     segments = stored_segments(backup_server, BACKUP_INSTANCE, backup.BackId)
     assert segments, "no stored data"
-    assert backup.BackupSize == -(-sum(f.stat().st_size for f in segments) // 1024), backup.BackupSize
+    assert backup.BackupSize == -(-sum(segments.values()) // 1024), backup.BackupSize
 
     # The method filter: 0 (logical) and 2 (all) list it, 1 and 3 do not.
     for method in (0, 2):
@@ -264,7 +266,7 @@ def test_backup_flow(backup_server, mongo):
     assert [b.BackId for b in after_delete.BackupList] == [i for i in everything if i != backup.BackId]
     assert after_delete.TotalCount == len(everything) - 1
     # Its data is gone too; the other backup's stays.
-    assert stored_segments(backup_server, BACKUP_INSTANCE, backup.BackId) == []
+    assert stored_segments(backup_server, BACKUP_INSTANCE, backup.BackId) == {}
     assert stored_segments(backup_server, BACKUP_INSTANCE, second.BackId)
     err = expect_error(
         "InvalidParameterValue", call, c, "DeleteDBBackups", InstanceId=BACKUP_INSTANCE, BackupIds=[backup.BackId]

@@ -372,13 +372,16 @@ async fn an_interrupted_download_resumes_and_a_damaged_file_is_kept_aside() {
 
     // The server's copy damaged: the bytes are kept aside as .bad, status 6,
     // and no file is reported.
-    let stored = files_under(&dir.path().join("data"))
+    let store = store_of(dir.path(), &dir.path().join("data"));
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let stored = objects_under(&store, "downloads/")
+        .await
         .into_iter()
-        .find(|f| f.file_name() == file.file_name())
+        .find(|path| path.ends_with(&format!("/{name}")))
         .expect("the packaged file in the blob store");
-    let mut damaged = std::fs::read(&stored).unwrap();
+    let mut damaged = store.get(&stored).await.unwrap().to_vec();
     damaged[(size / 2) as usize] ^= 0xff;
-    std::fs::write(&stored, &damaged).unwrap();
+    store.put(&stored, damaged.clone()).await.unwrap();
     let elsewhere = dir.path().join("elsewhere");
     let third = run(download(
         addr,
@@ -389,7 +392,6 @@ async fn an_interrupted_download_resumes_and_a_damaged_file_is_kept_aside() {
     ))
     .await;
     third.assert_failed(6, "checksum mismatch");
-    let name = file.file_name().unwrap().to_str().unwrap();
     assert!(third.stderr.contains(&format!("{name}.bad")), "{third:?}");
     assert_eq!(
         std::fs::read(elsewhere.join(format!("{name}.bad"))).unwrap(),

@@ -260,9 +260,11 @@ async fn thirty_tasks_over_three_nodes_survive_a_node_killed_half_way() {
     assert!(published.values().all(|n| *n == 1), "{published:?}");
     // And one file per task is stored (attempts cut short by the kill are
     // not published, and are garbage for the janitor).
-    let stored = files_under(&cluster.dir.path().join("blobs/downloads"))
+    let store = store_of(cluster.dir.path(), cluster.dir.path());
+    let stored = objects_under(&store, "downloads/")
+        .await
         .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "gz"))
+        .filter(|p| p.ends_with(".gz"))
         .count();
     assert!(stored >= TASKS, "{stored} files stored");
 }

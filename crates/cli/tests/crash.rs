@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mongobak_archive::{gunzip, ArchiveReader};
+use mongobak_blob::BlobStore;
 use mongobak_testkit::snapshot::snapshot;
 use mongobak_testkit::MongoServer;
 use rand::Rng;
@@ -127,19 +128,18 @@ fn typical_run(logs: &[PathBuf]) -> Duration {
     Duration::from_secs_f64(seconds[seconds.len() / 2])
 }
 
-/// Checks, while no server runs, that every file in the store's download
+/// Checks, while no server runs, that every object in the store's download
 /// folder is a whole archive: objects appear only complete, so a kill can
 /// leave nothing partial there. `verified` remembers files already read.
-fn check_store(blobs: &Path, verified: &mut BTreeSet<PathBuf>) {
-    for file in files_under(&blobs.join("downloads")) {
+async fn check_store(store: &BlobStore, verified: &mut BTreeSet<String>) {
+    for file in objects_under(store, "downloads/").await {
         if verified.contains(&file) {
             continue;
         }
-        let bytes = std::fs::read(&file).unwrap();
+        let bytes = store.get(&file).await.expect("a listed object reads");
         if let Err(e) = ArchiveReader::verify(gunzip(&bytes[..])) {
             panic!(
-                "a partial file in the store after a kill: {} ({} bytes): {e}",
-                file.display(),
+                "a partial file in the store after a kill: {file} ({} bytes): {e}",
                 bytes.len()
             );
         }
@@ -155,7 +155,7 @@ async fn packaging_survives_kill_9_at_random_moments() {
     let expected = snapshot(&mongo.client()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let blobs = data.join("blobs");
+    let store = store_of(dir.path(), &data);
     let config_path = dir.path().join("mongobak.toml");
     std::fs::write(
         &config_path,
@@ -232,7 +232,7 @@ async fn packaging_survives_kill_9_at_random_moments() {
             tasks.iter().filter(|t| t["Status"] == 2).count(),
             tasks.len()
         );
-        check_store(&blobs, &mut verified);
+        check_store(&store, &mut verified).await;
         generation += 1;
         server = Mongobak::start(&config_path, &log(generation));
     }
@@ -308,10 +308,10 @@ async fn packaging_survives_kill_9_at_random_moments() {
         }
     }
     server.kill();
-    check_store(&blobs, &mut verified);
+    check_store(&store, &mut verified).await;
 
     let all_claims: Vec<u64> = (0..=generation).flat_map(|g| claims(&log(g))).collect();
-    let published: BTreeSet<PathBuf> = files_under(&blobs.join("downloads")).into_iter().collect();
+    let published = objects_under(&store, "downloads/").await;
     let leftovers = files_under(&data.join("blobs.tmp"));
     eprintln!(
         "{ROUNDS} kills in {rounds_took:?}, {:?} in all; {} tasks, {} claims ({:?}); {} URLs checked; \

@@ -47,8 +47,17 @@ impl Setup {
         insert_random(&mongo.client(), "store", "docs", documents, DOCUMENT_BYTES).await;
         let expected = snapshot(&mongo.client()).await.unwrap();
         let data = dir.join("data");
+        // These failures are a file system's: the storage is a folder in
+        // every pass of the suite.
+        let extra = match extra.contains("[storage]") {
+            true => extra.to_string(),
+            false => format!(
+                "[storage]\nurl = \"file://{}\"\n{extra}",
+                data.join("blobs").display()
+            ),
+        };
         let config_path = dir.join("mongobak.toml");
-        std::fs::write(&config_path, config(&data, instance, &mongo.uri(), extra)).unwrap();
+        std::fs::write(&config_path, config(&data, instance, &mongo.uri(), &extra)).unwrap();
         let server = Mongobak::start(&config_path, &dir.join("serve.log"));
         Setup {
             instance,

@@ -13,11 +13,14 @@
 //! * [`postgres`]: a fresh PostgreSQL database per test, dropped after.
 //! * [`moto`]: an S3 server (moto) on a free port, stopped by its process
 //!   id when dropped.
+//! * [`storage`]: the suites' choice of storage for a server: its data
+//!   folder, or a prefix of a shared S3 bucket (`MONGOBAK_TEST_STORAGE=s3`).
 
 pub mod moto;
 pub mod postgres;
 pub mod seed;
 pub mod snapshot;
+pub mod storage;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -115,7 +115,7 @@ pub fn keyed_database(key: &str) -> Option<String> {
 }
 
 /// FNV-1a: a stable name for a key, with no dependency.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
         (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -25,7 +25,9 @@ use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
 use mongobak_api::signature::sign_json_post;
 use mongobak_archive::{gunzip, ArchiveReader, Event};
+use mongobak_blob::{BlobStore, StorageCredentials, StorageOptions};
 use mongobak_testkit::snapshot::NamespaceState;
+use mongobak_testkit::storage::{self, keyed_storage, keyed_storage_env};
 use mongodb::bson::{doc, Binary, Document};
 use rand::RngCore;
 use serde_json::{json, Value};
@@ -107,6 +109,14 @@ impl Mongobak {
             mongobak_testkit::postgres::keyed_database(&data_dir.display().to_string())
         {
             command.env("MONGOBAK_METADATA_URL", url);
+        }
+        // And its storage: a prefix of the suite's S3 bucket, unless the
+        // test chose a storage itself.
+        let chosen = std::fs::read_to_string(config).is_ok_and(|c| c.contains("[storage]"));
+        if !chosen {
+            for (name, value) in keyed_storage_env(&data_dir.display().to_string()) {
+                command.env(name, value);
+            }
         }
         let mut child = command.spawn().expect("mongobak starts");
         let stdout = child.stdout.take().expect("a stdout pipe");
@@ -475,6 +485,40 @@ pub fn check_archive(
 }
 
 /// Every regular file under `dir`, recursively (none when it is missing).
+/// The storage of the servers started with the configuration in
+/// `config_dir` and data in `data_dir`: `data_dir/blobs`, or in the S3 pass
+/// the same bucket prefix [`Mongobak::start`] gave them.
+pub fn store_of(config_dir: &Path, data_dir: &Path) -> BlobStore {
+    match keyed_storage(&config_dir.display().to_string()) {
+        Some(url) => {
+            let options = StorageOptions {
+                credentials: Some(StorageCredentials {
+                    access_key_id: storage::ACCESS_KEY_ID.into(),
+                    secret_access_key: storage::SECRET_ACCESS_KEY.into(),
+                    session_token: None,
+                }),
+                ..StorageOptions::default()
+            };
+            BlobStore::open_with(&url, &options).expect("the suite's S3 storage")
+        }
+        None => BlobStore::open(&format!("file://{}", data_dir.join("blobs").display()))
+            .expect("the data folder's storage"),
+    }
+}
+
+/// The paths of every object under `prefix` in `store`, sorted.
+pub async fn objects_under(store: &BlobStore, prefix: &str) -> Vec<String> {
+    let mut paths: Vec<String> = store
+        .list(prefix)
+        .await
+        .expect("the store lists")
+        .into_iter()
+        .map(|b| b.path)
+        .collect();
+    paths.sort();
+    paths
+}
+
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
