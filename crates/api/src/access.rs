@@ -152,6 +152,15 @@ impl Caller {
             .is_none_or(|p| p.allows_resource(resource))
     }
 
+    /// Whether this caller may see the instance `instance_id` of
+    /// `owner_uin` in `region`; a root account may, without a resource
+    /// name being built.
+    pub fn may_access_instance(&self, region: &str, owner_uin: &str, instance_id: &str) -> bool {
+        self.policy
+            .as_ref()
+            .is_none_or(|p| p.allows_resource(&instance_resource(region, owner_uin, instance_id)))
+    }
+
     /// Refuses a sub-account whose policy does not cover `resource`.
     pub fn authorize_resource(&self, resource: &str) -> Result<(), ApiError> {
         if self.may_access(resource) {

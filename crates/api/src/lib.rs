@@ -139,6 +139,8 @@ pub struct Api {
     limiter: ratelimit::RateLimiter,
     catalog: Catalog,
     store: BlobStore,
+    /// DescribeDBInstances' rendering of each registered instance.
+    rendered_instances: actions::RenderedInstances,
 }
 
 /// What [`Api::handle`] answers, with what the server logs and counts.
@@ -171,6 +173,7 @@ impl Api {
             config,
             catalog,
             store,
+            rendered_instances: Default::default(),
         }
     }
 

@@ -301,7 +301,10 @@ impl Envelope {
         hosts: &[&str],
     ) -> Result<bool, ApiError> {
         let expected_date = Timestamp::from_second(self.timestamp)
-            .map(|t| t.strftime("%Y-%m-%d").to_string())
+            .map(|t| {
+                let day = jiff::tz::TimeZone::UTC.to_datetime(t).date();
+                format!("{:04}-{:02}-{:02}", day.year(), day.month(), day.day())
+            })
             .unwrap_or_default();
         if authorization.date != expected_date {
             return Err(ApiError::new(

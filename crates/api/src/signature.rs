@@ -31,7 +31,59 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
 
 /// Lowercase hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
+    hex_string(&Sha256::digest(data))
+}
+
+/// The lowercase hex digits of a 32-byte digest.
+fn hex_digits(digest: &[u8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(digest, &mut out).expect("a 32-byte digest");
+    out
+}
+
+/// [`hex_digits`] as a `String`.
+fn hex_string(digest: &[u8]) -> String {
+    String::from_utf8(hex_digits(digest).to_vec()).expect("hex digits are ASCII")
+}
+
+/// The TC3 signing key of `secret_key` for the credential scope's `date`
+/// and `service`: three chained HMACs. A server sees the same few keys all
+/// day, so each thread keeps the last few it derived.
+fn signing_key(secret_key: &str, date: &str, service: &str) -> [u8; 32] {
+    /// Keys kept per thread; more accounts than this just derive again.
+    const KEPT: usize = 8;
+    struct Derived {
+        secret_key: String,
+        date: String,
+        service: String,
+        key: [u8; 32],
+    }
+    thread_local! {
+        static DERIVED: std::cell::RefCell<Vec<Derived>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    DERIVED.with_borrow_mut(|derived| {
+        if let Some(hit) = derived
+            .iter()
+            .find(|d| d.secret_key == secret_key && d.date == date && d.service == service)
+        {
+            return hit.key;
+        }
+        let k_date = hmac_sha256(format!("TC3{secret_key}").as_bytes(), date.as_bytes());
+        let k_service = hmac_sha256(&k_date, service.as_bytes());
+        let key: [u8; 32] = hmac_sha256(&k_service, b"tc3_request")
+            .try_into()
+            .expect("HMAC-SHA256 gives 32 bytes");
+        if derived.len() == KEPT {
+            derived.remove(0);
+        }
+        derived.push(Derived {
+            secret_key: secret_key.to_string(),
+            date: date.to_string(),
+            service: service.to_string(),
+            key,
+        });
+        key
+    })
 }
 
 /// The parts of a TC3 Authorization header.
@@ -140,33 +192,36 @@ pub struct Tc3Request<'a> {
 impl Tc3Request<'_> {
     /// The hex signature of this request under `secret_key`.
     pub fn sign(&self, secret_key: &str) -> String {
-        let mut canonical_headers = String::new();
-        let mut signed = Vec::with_capacity(self.headers.len());
-        for (name, value) in self.headers {
-            canonical_headers.push_str(name);
-            canonical_headers.push(':');
-            canonical_headers.push_str(value.trim());
-            canonical_headers.push('\n');
-            signed.push(*name);
+        // The canonical request goes straight into its hash.
+        let mut canonical = Sha256::new();
+        for part in [self.method, "\n/\n", self.query, "\n"] {
+            canonical.update(part);
         }
-        let canonical_request = format!(
-            "{}\n/\n{}\n{}\n{}\n{}",
-            self.method,
-            self.query,
-            canonical_headers,
-            signed.join(";"),
-            self.payload_hash
-        );
-        let scope = format!("{}/{}/tc3_request", self.date, self.service);
-        let string_to_sign = format!(
-            "{TC3_ALGORITHM}\n{}\n{scope}\n{}",
-            self.timestamp,
-            sha256_hex(canonical_request.as_bytes())
-        );
-        let k_date = hmac_sha256(format!("TC3{secret_key}").as_bytes(), self.date.as_bytes());
-        let k_service = hmac_sha256(&k_date, self.service.as_bytes());
-        let k_signing = hmac_sha256(&k_service, b"tc3_request");
-        hex::encode(hmac_sha256(&k_signing, string_to_sign.as_bytes()))
+        for (name, value) in self.headers {
+            for part in [*name, ":", value.trim(), "\n"] {
+                canonical.update(part);
+            }
+        }
+        canonical.update("\n");
+        for (n, (name, _)) in self.headers.iter().enumerate() {
+            if n > 0 {
+                canonical.update(";");
+            }
+            canonical.update(name);
+        }
+        canonical.update("\n");
+        canonical.update(self.payload_hash);
+        let mut mac = HmacSha256::new_from_slice(&signing_key(secret_key, self.date, self.service))
+            .expect("HMAC takes keys of any length");
+        for part in [TC3_ALGORITHM, "\n"] {
+            mac.update(part.as_bytes());
+        }
+        mac.update(self.timestamp.to_string().as_bytes());
+        for part in ["\n", self.date, "/", self.service, "/tc3_request\n"] {
+            mac.update(part.as_bytes());
+        }
+        mac.update(&hex_digits(&canonical.finalize()));
+        hex_string(&mac.finalize().into_bytes())
     }
 
     /// The full Authorization header value for `secret_id` / `secret_key`.

@@ -14,6 +14,7 @@
 //! are stored as integers, since the `Any` driver does not turn SQLite's
 //! integers into booleans.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,11 @@ pub struct Catalog {
     downloads_queued: Arc<Notify>,
     /// The instance registry and when it was read (see `registry`).
     registry_cache: Arc<Mutex<Option<CachedRegistry>>>,
+    /// Held by the one caller that reads the registry again.
+    registry_refresh: Arc<tokio::sync::Mutex<()>>,
+    /// Counts changes to the registry made through this catalog: a list
+    /// read before a change is not cached after it.
+    registry_changes: Arc<AtomicU64>,
 }
 
 /// The instance registry as read at an instant.
@@ -169,6 +175,8 @@ impl Catalog {
             backups_queued: Arc::new(Notify::new()),
             downloads_queued: Arc::new(Notify::new()),
             registry_cache: Arc::new(Mutex::new(None)),
+            registry_refresh: Arc::new(tokio::sync::Mutex::new(())),
+            registry_changes: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -349,6 +357,12 @@ impl Catalog {
             .collect())
     }
 
+    /// Every registered instance, oldest first, as the shared snapshot of
+    /// the registry cache: no copy, for callers that only read.
+    pub async fn instance_registry(&self) -> Result<Arc<Vec<Instance>>, CatalogError> {
+        self.registry().await
+    }
+
     /// The registered instances, read at most every [`REGISTRY_TTL`].
     ///
     /// Almost every API call looks an instance up, while the registry
@@ -357,17 +371,32 @@ impl Catalog {
     /// catalog clear the cache at once; changes made by another process
     /// (`mongobak instance add` beside a running server, another node) show
     /// within the TTL.
+    ///
+    /// When the cached list has expired, one caller reads it again while
+    /// the others go on with the expired one, so that the moment of expiry
+    /// is not a burst of identical queries (a latency spike every second
+    /// under load). With no list at all (first use, or just cleared by a
+    /// change) every caller waits for the fresh one.
     async fn registry(&self) -> Result<Arc<Vec<Instance>>, CatalogError> {
-        if let Some((read_at, list)) = self
-            .registry_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            if read_at.elapsed() < REGISTRY_TTL {
-                return Ok(list.clone());
+        let cached = self.cached_registry();
+        let _refreshing = match cached {
+            Some((read_at, list)) if read_at.elapsed() < REGISTRY_TTL => return Ok(list),
+            Some((_, stale)) => match self.registry_refresh.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(stale),
+            },
+            None => {
+                let guard = self.registry_refresh.lock().await;
+                // Read while this caller waited for the lock?
+                if let Some((read_at, list)) = self.cached_registry() {
+                    if read_at.elapsed() < REGISTRY_TTL {
+                        return Ok(list);
+                    }
+                }
+                guard
             }
-        }
+        };
+        let changes = self.registry_changes.load(Ordering::SeqCst);
         let rows = sqlx::query(&format!("{SELECT_INSTANCE} ORDER BY created_at, id"))
             .fetch_all(&self.pool)
             .await?;
@@ -376,14 +405,25 @@ impl Catalog {
                 .map(decode_instance)
                 .collect::<Result<Vec<_>, _>>()?,
         );
-        *self
+        let mut cache = self
             .registry_cache
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), list.clone()));
+            .unwrap_or_else(|e| e.into_inner());
+        if self.registry_changes.load(Ordering::SeqCst) == changes {
+            *cache = Some((Instant::now(), list.clone()));
+        }
         Ok(list)
     }
 
+    fn cached_registry(&self) -> Option<CachedRegistry> {
+        self.registry_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn forget_registry(&self) {
+        self.registry_changes.fetch_add(1, Ordering::SeqCst);
         *self
             .registry_cache
             .lock()

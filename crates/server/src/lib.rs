@@ -19,7 +19,6 @@
 mod download;
 mod metrics;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,7 +117,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     listener.set_nonblocking(true)?;
-    let app = router(api, &config).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(api, &config).into_make_service();
     match &config.tls {
         None => {
             let listener = tokio::net::TcpListener::from_std(listener)?;

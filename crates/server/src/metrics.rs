@@ -3,8 +3,11 @@
 //! One recorder per process (the `metrics` facade is global), installed on
 //! first use; every router of the process renders the same registry.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
+
+use metrics::{Counter, Histogram};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use mongobak_api::Action;
@@ -46,10 +49,36 @@ impl Metrics {
             .iter()
             .find(|a| a.name() == action)
             .map_or("other", |a| a.name());
-        metrics::counter!("mongobak_api_requests_total", "action" => action, "code" => code)
-            .increment(1);
-        metrics::histogram!("mongobak_api_request_duration_seconds", "action" => action)
-            .record(elapsed.as_secs_f64());
+        let (requests, latency) = self.series(action, code);
+        requests.increment(1);
+        latency.record(elapsed.as_secs_f64());
+    }
+
+    /// The request counter and latency histogram of `action` and `code`,
+    /// registered once: a lookup in the registry builds its key anew each
+    /// time, which cost more than the counting.
+    fn series(&self, action: &'static str, code: &'static str) -> (Counter, Histogram) {
+        type Series = HashMap<(&'static str, &'static str), (Counter, Histogram)>;
+        static SERIES: OnceLock<RwLock<Series>> = OnceLock::new();
+        let series = SERIES.get_or_init(Default::default);
+        if let Some(found) = series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(action, code))
+        {
+            return found.clone();
+        }
+        series
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((action, code))
+            .or_insert_with(|| {
+                (
+                    metrics::counter!("mongobak_api_requests_total", "action" => action, "code" => code),
+                    metrics::histogram!("mongobak_api_request_duration_seconds", "action" => action),
+                )
+            })
+            .clone()
     }
 
     /// The Prometheus text exposition.

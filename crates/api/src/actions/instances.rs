@@ -6,13 +6,15 @@
 //! known (ID, name, region, cluster type, replica sets, address, creation
 //! time) is real.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde::Serialize;
 use serde_json::Value;
 
 use mongobak_catalog::Instance;
 
-use super::{to_fields, CallContext, Fields};
-use crate::access::instance_resource;
+use super::{CallContext, Fields};
 use crate::error::{ApiError, ErrorKind};
 use crate::params::Params;
 
@@ -162,13 +164,6 @@ fn listed<T: PartialEq>(filter: &Option<Vec<T>>, value: &T) -> bool {
         .is_none_or(|list| list.is_empty() || list.contains(value))
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Response {
-    total_count: usize,
-    instance_details: Vec<InstanceDetail>,
-}
-
 /// `InstanceDetail`; field names are the SDK model's.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -260,54 +255,113 @@ pub(super) async fn describe_db_instances(
     params: Params,
 ) -> Result<Fields, ApiError> {
     let request = Request::parse(params)?;
-    let instances = ctx
+    let registry = ctx
         .api
         .catalog
-        .instances_of(&ctx.caller.owner_uin, ctx.region)
+        .instance_registry()
         .await
         .map_err(crate::catalog_error)?;
-    let mut selected: Vec<(Instance, Address)> = instances
-        .into_iter()
+    let owner = &ctx.caller.owner_uin;
+    let mut selected: Vec<Arc<Rendered>> = registry
+        .iter()
+        .filter(|i| &i.owner_uin == owner && i.region == ctx.region)
         .filter(|i| {
             ctx.caller
-                .may_access(&instance_resource(&i.region, &i.owner_uin, &i.id))
+                .may_access_instance(&i.region, &i.owner_uin, &i.id)
         })
-        .map(|i| {
-            let address = i
-                .replica_set_uris
-                .first()
-                .map(|u| address_of(u))
-                .unwrap_or_default();
-            (i, address)
-        })
-        .filter(|(i, a)| request.matches(i, a))
+        .map(|i| ctx.api.rendered_instances.get(ctx.api, i))
+        .filter(|r| request.matches(&r.instance, &r.address))
         .collect();
     match request.order_by {
         // Every registered instance is in project 0: keep creation order.
-        OrderBy::ProjectId | OrderBy::CreateTime => {
-            selected.sort_by(|(a, _), (b, _)| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
-        }
-        OrderBy::InstanceName => {
-            selected.sort_by(|(a, _), (b, _)| (&a.name, &a.id).cmp(&(&b.name, &b.id)))
-        }
+        OrderBy::ProjectId | OrderBy::CreateTime => selected.sort_by(|a, b| {
+            let (a, b) = (&a.instance, &b.instance);
+            (a.created_at, &a.id).cmp(&(b.created_at, &b.id))
+        }),
+        OrderBy::InstanceName => selected.sort_by(|a, b| {
+            let (a, b) = (&a.instance, &b.instance);
+            (&a.name, &a.id).cmp(&(&b.name, &b.id))
+        }),
     }
     if request.descending {
         selected.reverse();
     }
-    let total_count = selected.len();
-    let instance_details = selected
-        .into_iter()
+    let page: Vec<&Rendered> = selected
+        .iter()
         .skip(request.offset)
         .take(request.limit)
-        .map(|(instance, address)| detail(ctx, instance, address))
+        .map(|r| r.as_ref())
         .collect();
-    to_fields(Response {
-        total_count,
-        instance_details,
-    })
+    let mut out = Vec::with_capacity(64 + page.iter().map(|r| r.json.len() + 1).sum::<usize>());
+    out.extend_from_slice(
+        format!("{{\"TotalCount\":{},\"InstanceDetails\":[", selected.len()).as_bytes(),
+    );
+    for (n, rendered) in page.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&rendered.json);
+    }
+    out.extend_from_slice(b"]}");
+    Ok(Fields(out))
 }
 
-fn detail(ctx: &CallContext<'_>, instance: Instance, address: Address) -> InstanceDetail {
+/// An instance with what DescribeDBInstances shows of it: its address and
+/// its `InstanceDetail` as JSON, made once per version of the instance.
+#[derive(Debug)]
+pub(crate) struct Rendered {
+    instance: Instance,
+    address: Address,
+    json: Box<[u8]>,
+}
+
+/// The [`Rendered`] instances, by ID. An entry serves while the registry
+/// holds an equal instance; a changed one is rendered again. Building and
+/// serializing a detail was most of the action's time, for answers that
+/// change only when an operator changes the registry.
+#[derive(Debug, Default)]
+pub(crate) struct RenderedInstances {
+    by_id: Mutex<HashMap<String, Arc<Rendered>>>,
+}
+
+/// More entries than this and the cache drops those no longer current.
+const RENDERED_PRUNE_AT: usize = 4096;
+
+impl RenderedInstances {
+    fn get(&self, api: &crate::Api, instance: &Instance) -> Arc<Rendered> {
+        if let Some(hit) = self
+            .by_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&instance.id)
+            .filter(|r| r.instance == *instance)
+        {
+            return hit.clone();
+        }
+        let address = instance
+            .replica_set_uris
+            .first()
+            .map(|u| address_of(u))
+            .unwrap_or_default();
+        let detail = detail(api, instance, &address);
+        let json = serde_json::to_vec(&detail)
+            .expect("an InstanceDetail serializes")
+            .into_boxed_slice();
+        let rendered = Arc::new(Rendered {
+            instance: instance.clone(),
+            address,
+            json,
+        });
+        let mut by_id = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        if by_id.len() >= RENDERED_PRUNE_AT {
+            by_id.clear();
+        }
+        by_id.insert(instance.id.clone(), rendered.clone());
+        rendered
+    }
+}
+
+fn detail(api: &crate::Api, instance: &Instance, address: &Address) -> InstanceDetail {
     let replica_sets = instance
         .replica_set_ids()
         .into_iter()
@@ -332,9 +386,9 @@ fn detail(ctx: &CallContext<'_>, instance: Instance, address: Address) -> Instan
         vpc_id: String::new(),
         subnet_id: String::new(),
         status: STATUS_RUNNING,
-        vip: address.host,
+        vip: address.host.clone(),
         vport: address.port,
-        create_time: ctx.api.format_time(instance.created_at),
+        create_time: api.format_time(instance.created_at),
         dead_line: "0000-00-00 00:00:00".into(),
         mongo_version: String::new(),
         memory: 0,
@@ -359,9 +413,9 @@ fn detail(ctx: &CallContext<'_>, instance: Instance, address: Address) -> Instan
         instance_type: INSTANCE_TYPE_FORMAL,
         instance_status_desc: String::new(),
         real_instance_id: instance.id.clone(),
-        instance_name: instance.name,
-        region: instance.region,
-        instance_id: instance.id,
+        instance_name: instance.name.clone(),
+        region: instance.region.clone(),
+        instance_id: instance.id.clone(),
     }
 }
 

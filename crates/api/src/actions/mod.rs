@@ -9,6 +9,8 @@
 mod backups;
 mod downloads;
 mod instances;
+
+pub(crate) use instances::RenderedInstances;
 mod rules;
 
 use mongobak_catalog::Instance;
@@ -155,7 +157,7 @@ pub(crate) use backups::parse_api_time;
 
 /// The fields of a `Response` object, serialized: a JSON object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fields(Vec<u8>);
+pub struct Fields(pub(crate) Vec<u8>);
 
 impl Fields {
     /// No fields (the envelope then holds only the RequestId).
