@@ -144,8 +144,12 @@ pub struct SegmentReader {
     store: BlobStore,
     segments: std::vec::IntoIter<SegmentInfo>,
     current: Option<OpenRead>,
-    /// Decompressed bytes not yet returned as documents.
+    /// Decompressed bytes; those from `taken` on are not yet returned as
+    /// documents. Documents are taken by moving `taken` forward, and the
+    /// buffer is compacted only when it is refilled: splitting each one off
+    /// the front would move the rest of the buffer once per document.
     pending: Vec<u8>,
+    taken: usize,
 }
 
 struct OpenRead {
@@ -164,6 +168,7 @@ impl SegmentReader {
             segments: set.segments.clone().into_iter(),
             current: None,
             pending: Vec::new(),
+            taken: 0,
         }
     }
 
@@ -189,12 +194,13 @@ impl SegmentReader {
         }
     }
 
-    /// Splits one whole document off the front of `pending`.
+    /// Takes one whole document off the front of the unread bytes.
     fn take_document(&mut self) -> Result<Option<Vec<u8>>, DumpError> {
-        if self.pending.len() < 4 {
+        let unread = &self.pending[self.taken..];
+        if unread.len() < 4 {
             return Ok(None);
         }
-        let len = i32::from_le_bytes(self.pending[..4].try_into().expect("4 bytes")) as usize;
+        let len = i32::from_le_bytes(unread[..4].try_into().expect("4 bytes")) as usize;
         if len < 5 {
             let path = self
                 .current
@@ -205,11 +211,11 @@ impl SegmentReader {
                 detail: format!("a document claims a length of {len} bytes"),
             });
         }
-        if self.pending.len() < len {
+        if unread.len() < len {
             return Ok(None);
         }
-        let rest = self.pending.split_off(len);
-        let document = std::mem::replace(&mut self.pending, rest);
+        let document = unread[..len].to_vec();
+        self.taken += len;
         if let Some(current) = &mut self.current {
             current.documents += 1;
         }
@@ -231,7 +237,7 @@ impl SegmentReader {
                 });
             }
             // Segments hold whole documents: nothing may be left over.
-            if !self.pending.is_empty() {
+            if self.pending.len() > self.taken {
                 return Err(DumpError::Corrupt {
                     path: current.info.path,
                     detail: "it ends inside a document".into(),
@@ -248,6 +254,9 @@ impl SegmentReader {
             }
             return Ok(());
         }
+        // What was taken goes; the unread rest moves to the front once.
+        self.pending.drain(..self.taken);
+        self.taken = 0;
         let len = remaining.min(READ_CHUNK);
         let chunk: Bytes = self
             .store
