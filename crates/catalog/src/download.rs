@@ -241,41 +241,68 @@ impl Catalog {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<DownloadTask>, u64), CatalogError> {
-        let rows = sqlx::query(&format!("{SELECT_TASK} WHERE instance_id = $1"))
-            .bind(instance_id)
-            .fetch_all(self.pool())
-            .await?;
-        let mut tasks: Vec<DownloadTask> = rows
-            .iter()
-            .map(decode_task)
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter(|t| {
-                filter
-                    .backup_ids
-                    .as_ref()
-                    .is_none_or(|ids| ids.contains(&t.backup_id))
-            })
-            .filter(|t| filter.created_from.is_none_or(|from| t.created_at >= from))
-            .filter(|t| filter.created_to.is_none_or(|to| t.created_at <= to))
-            .filter(|t| filter.statuses.is_empty() || filter.statuses.contains(&t.status))
-            .collect();
-        match order {
-            TaskOrder::CreateTime => tasks.sort_by_key(|t| (t.created_at, t.id)),
-            TaskOrder::FinishTime => {
-                tasks.sort_by_key(|t| (t.finished_at.is_none(), t.finished_at, t.id))
+        // The filters, order and page go to the store: an instance gathers
+        // tasks for as long as it is backed up.
+        let mut conditions = vec!["instance_id = $1".to_string()];
+        let mut numbers: Vec<i64> = Vec::new();
+        let mut placeholders = |values: &[i64]| {
+            let first = numbers.len() + 2;
+            numbers.extend_from_slice(values);
+            (first..first + values.len())
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if let Some(ids) = &filter.backup_ids {
+            match ids.is_empty() {
+                true => conditions.push("1 = 0".into()),
+                false => conditions.push(format!("backup_id IN ({})", placeholders(ids))),
             }
         }
-        if descending {
-            tasks.reverse();
+        if let Some(from) = filter.created_from {
+            conditions.push(format!(
+                "created_at >= {}",
+                placeholders(&[from.as_second()])
+            ));
         }
-        let total = tasks.len() as u64;
-        let page = tasks
-            .into_iter()
-            .skip(offset as usize)
-            .take(limit as usize)
-            .collect();
-        Ok((page, total))
+        if let Some(to) = filter.created_to {
+            conditions.push(format!("created_at <= {}", placeholders(&[to.as_second()])));
+        }
+        if !filter.statuses.is_empty() {
+            let codes: Vec<i64> = filter.statuses.iter().map(|s| s.code()).collect();
+            conditions.push(format!("status IN ({})", placeholders(&codes)));
+        }
+        let conditions = conditions.join(" AND ");
+        let direction = if descending { "DESC" } else { "ASC" };
+        let order = match order {
+            TaskOrder::CreateTime => format!("created_at {direction}, id {direction}"),
+            TaskOrder::FinishTime => format!(
+                "CASE WHEN finished_at IS NULL THEN 1 ELSE 0 END {direction}, \
+                 finished_at {direction}, id {direction}"
+            ),
+        };
+        let count_sql = format!("SELECT COUNT(*) FROM download_tasks WHERE {conditions}");
+        let mut count = sqlx::query_scalar::<_, i64>(&count_sql).bind(instance_id);
+        for n in &numbers {
+            count = count.bind(*n);
+        }
+        let total = count.fetch_one(self.pool()).await?;
+        let paging = format!(
+            "LIMIT {} OFFSET {}",
+            limit.min(i64::MAX as u64),
+            offset.min(i64::MAX as u64)
+        );
+        let page_sql = format!("{SELECT_TASK} WHERE {conditions} ORDER BY {order} {paging}");
+        let mut page = sqlx::query(&page_sql).bind(instance_id);
+        for n in &numbers {
+            page = page.bind(*n);
+        }
+        let rows = page.fetch_all(self.pool()).await?;
+        let tasks = rows
+            .iter()
+            .map(decode_task)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((tasks, total as u64))
     }
 
     /// Whether a task of the backup is waiting, running or retrying.
@@ -790,6 +817,49 @@ mod tests {
                 .unwrap()
                 .1,
             0
+        );
+        // Finished tasks first by finish time, unfinished ones last; a page
+        // counts every match.
+        let ids = |page: Vec<DownloadTask>| page.iter().map(|t| t.id).collect::<Vec<_>>();
+        let (page, total) = c
+            .download_tasks_of("cmgo-aaaaaaaa", &all, TaskOrder::FinishTime, false, 0, 20)
+            .await
+            .unwrap();
+        assert_eq!((total, ids(page)), (2, vec![tasks[0].id, tasks[1].id]));
+        let (page, total) = c
+            .download_tasks_of("cmgo-aaaaaaaa", &all, TaskOrder::FinishTime, true, 1, 1)
+            .await
+            .unwrap();
+        assert_eq!((total, ids(page)), (2, vec![tasks[0].id]));
+        for (backup_ids, expected) in [
+            (vec![], 0),
+            (vec![-5], 0),
+            (vec![tasks[0].backup_id, -5], 2),
+        ] {
+            let by_backup = TaskFilter {
+                backup_ids: Some(backup_ids),
+                ..TaskFilter::default()
+            };
+            let (_, total) = c
+                .download_tasks_of(
+                    "cmgo-aaaaaaaa",
+                    &by_backup,
+                    TaskOrder::CreateTime,
+                    false,
+                    0,
+                    20,
+                )
+                .await
+                .unwrap();
+            assert_eq!(total, expected);
+        }
+        assert_eq!(
+            c.download_tasks_of("cmgo-other000", &all, TaskOrder::CreateTime, false, 0, 20)
+                .await
+                .unwrap()
+                .1,
+            0,
+            "another instance's tasks are not counted"
         );
     }
 }
