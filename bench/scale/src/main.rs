@@ -421,7 +421,7 @@ fn report_metadata(args: &Args, engines: &[metadata::Engine; 2]) {
         );
     }
     println!(
-        "(ratio: PostgreSQL/SQLite; `list 20` reads all of the instance's tasks, {} to {} during the run)",
+        "(ratio: PostgreSQL/SQLite; `list 20` pages the instance's tasks, {} to {} during the run, in the store)",
         args.warmup_ops + 1,
         args.warmup_ops + args.ops
     );

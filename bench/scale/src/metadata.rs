@@ -8,7 +8,8 @@
 //! its lease renewed (`heartbeat_download_task`), finished with a published
 //! file (`complete_download_task`), then looked up (`download_task`) and
 //! listed with the instance's others, newest 20
-//! (`download_tasks_of`, as `DescribeBackupDownloadTask` does). Each task
+//! (`download_tasks_of`, as `DescribeBackupDownloadTask` does); then the
+//! API's rate limiter takes a token, as every request does. Each task
 //! is of a replica set of its own, so every create inserts. The engines
 //! take turns iteration by iteration, so a disturbance of the machine
 //! touches both alike; the first iterations are not measured (connections
@@ -18,18 +19,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use jiff::{SignedDuration, Timestamp};
+use mongobak_api::ratelimit::{RateLimiter, RateLimits};
 use mongobak_catalog::{
     BackupSizes, BackupType, Catalog, NewBackup, PublishedFile, TaskFilter, TaskOrder, TaskStatus,
 };
 
 /// The operations, in the order of a task's life.
-pub const OPERATIONS: [&str; 6] = [
+pub const OPERATIONS: [&str; 7] = [
     "create",
     "claim",
     "heartbeat",
     "finish",
     "describe",
     "list 20",
+    "rate token",
 ];
 
 const INSTANCE: &str = "cmgo-meta0001";
@@ -41,8 +44,11 @@ pub struct Engine {
     pub name: &'static str,
     catalog: Catalog,
     backup_id: i64,
+    /// The API's rate limiter, as every request takes a token of it: in
+    /// the process on SQLite, shared through the catalog on PostgreSQL.
+    limiter: RateLimiter,
     /// Per operation, every measured duration.
-    pub samples: [Vec<Duration>; 6],
+    pub samples: [Vec<Duration>; 7],
 }
 
 impl Engine {
@@ -81,6 +87,7 @@ impl Engine {
             name,
             catalog,
             backup_id: backup.id,
+            limiter: RateLimiter::new(RateLimits::default()),
             samples: Default::default(),
         })
     }
@@ -92,7 +99,7 @@ impl Engine {
         let now = Timestamp::now();
         let lease = now + SignedDuration::from_secs(30);
         let sets = [format!("{INSTANCE}_{n}")];
-        let mut times = [Duration::ZERO; 6];
+        let mut times = [Duration::ZERO; 7];
 
         let t = Instant::now();
         let created = c
@@ -162,6 +169,14 @@ impl Engine {
                 n + 1
             );
         }
+
+        // Taken or refused (the default 20 per second), a token costs the
+        // same: the key's log is read and, when there is room, written.
+        let t = Instant::now();
+        self.limiter
+            .acquire(c, "100000000001", "DescribeBackupDownloadTask")
+            .await;
+        times[6] = t.elapsed();
 
         if measured {
             for (samples, time) in self.samples.iter_mut().zip(times) {
