@@ -2,7 +2,8 @@
 //! loopback): backups and download files live in a bucket, and when the S3
 //! server stops answering for 20 s in the middle of packaging, the task
 //! waits to be retried (Status 4) and then completes; no half-written
-//! object is ever visible in the bucket.
+//! object is ever visible in the bucket. `/readyz` says whether the node
+//! reaches its storage and its PostgreSQL metadata store.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mongobak_testkit::moto::{http, Moto};
+use mongobak_testkit::postgres::TestDatabase;
 use mongobak_testkit::snapshot::snapshot;
 use mongobak_testkit::MongoServer;
 
@@ -192,5 +194,65 @@ async fn presigned_urls_lead_to_the_store_itself() {
     if let Err(problem) = check_archive(&body, &expected) {
         panic!("the file is wrong: {problem}");
     }
+    drop(server);
+}
+
+/// `/readyz`: its status and text, once it is `status` (within 30 s).
+async fn readiness(http: &Http, server: &Mongobak, status: u16) -> String {
+    let url = format!("http://{}/readyz", server.addr);
+    wait_for("/readyz", Duration::from_secs(30), || async {
+        let got = http.get(&url).await.ok()?;
+        (got.status == status).then(|| String::from_utf8_lossy(&got.body).into_owned())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_storage_and_the_metadata_store() {
+    let moto = Moto::start().await;
+    moto.create_bucket(BUCKET).await;
+    let database = TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[metadata]\nurl = \"{}\"\n\n\
+         [storage]\nurl = \"s3://{BUCKET}/{PREFIX}?endpoint={}&region=us-east-1\"\n\
+         access_key_id = \"testing\"\nsecret_access_key = \"testing\"\nmax_retries = 0\n",
+        database.url,
+        moto.endpoint()
+    );
+    let config_path = dir.path().join("mongobak.toml");
+    std::fs::write(
+        &config_path,
+        config(
+            &dir.path().join("data"),
+            INSTANCE,
+            "mongodb://127.0.0.1:1/",
+            &extra,
+        ),
+    )
+    .unwrap();
+    let server = Mongobak::start(&config_path, &dir.path().join("serve.log"));
+    let http = Http::default();
+    assert_eq!(readiness(&http, &server, 200).await, "ready\n");
+
+    // The storage hangs: not ready, and ready again once it answers.
+    moto.pause();
+    let started = Instant::now();
+    let text = readiness(&http, &server, 503).await;
+    assert!(text.contains("storage"), "{text}");
+    assert!(!text.contains("metadata"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    moto.resume();
+    assert_eq!(readiness(&http, &server, 200).await, "ready\n");
+
+    // The metadata store gone (its database dropped under the node).
+    drop(database);
+    let text = readiness(&http, &server, 503).await;
+    assert!(text.contains("metadata store"), "{text}");
+    assert!(!text.contains("storage"), "{text}");
     drop(server);
 }

@@ -248,17 +248,47 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     response
 }
 
+/// How long `/readyz` waits for each backend to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Ready when the metadata store and the storage both answer, each within
+/// [`READY_TIMEOUT`]; otherwise 503 with what is missing.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.api.catalog().ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => {
+    let (catalog, store) = tokio::join!(
+        tokio::time::timeout(READY_TIMEOUT, state.api.catalog().ping()),
+        tokio::time::timeout(READY_TIMEOUT, state.api.store().check()),
+    );
+    let mut missing = Vec::new();
+    match catalog {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready: metadata store unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "metadata store unreachable\n",
-            )
-                .into_response()
+            missing.push("metadata store unreachable");
         }
+        Err(_) => {
+            tracing::warn!("not ready: the metadata store does not answer");
+            missing.push("metadata store does not answer");
+        }
+    }
+    match store {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: storage unreachable");
+            missing.push("storage unreachable");
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the storage does not answer");
+            missing.push("storage does not answer");
+        }
+    }
+    if missing.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", missing.join("; ")),
+        )
+            .into_response()
     }
 }
 

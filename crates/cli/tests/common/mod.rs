@@ -103,17 +103,18 @@ impl Mongobak {
         // middle of a test; the scheduler has tests of its own.
         command.env("MONGOBAK_BACKUPS_AUTOMATIC", "false");
         // The suite's PostgreSQL configuration: the metadata of this data
-        // folder in a database of its own.
+        // folder in a database of its own; and its storage: a prefix of the
+        // suite's S3 bucket. A test that chose either keeps its choice.
         let data_dir = config.parent().unwrap_or(Path::new("."));
-        if let Some(url) =
-            mongobak_testkit::postgres::keyed_database(&data_dir.display().to_string())
-        {
-            command.env("MONGOBAK_METADATA_URL", url);
+        let text = std::fs::read_to_string(config).unwrap_or_default();
+        if !text.contains("[metadata]") {
+            if let Some(url) =
+                mongobak_testkit::postgres::keyed_database(&data_dir.display().to_string())
+            {
+                command.env("MONGOBAK_METADATA_URL", url);
+            }
         }
-        // And its storage: a prefix of the suite's S3 bucket, unless the
-        // test chose a storage itself.
-        let chosen = std::fs::read_to_string(config).is_ok_and(|c| c.contains("[storage]"));
-        if !chosen {
+        if !text.contains("[storage]") {
             for (name, value) in keyed_storage_env(&data_dir.display().to_string()) {
                 command.env(name, value);
             }
