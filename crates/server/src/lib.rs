@@ -258,29 +258,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
         tokio::time::timeout(READY_TIMEOUT, state.api.catalog().ping()),
         tokio::time::timeout(READY_TIMEOUT, state.api.store().check()),
     );
-    let mut missing = Vec::new();
-    match catalog {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "not ready: metadata store unreachable");
-            missing.push("metadata store unreachable");
-        }
-        Err(_) => {
-            tracing::warn!("not ready: the metadata store does not answer");
-            missing.push("metadata store does not answer");
-        }
-    }
-    match store {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "not ready: storage unreachable");
-            missing.push("storage unreachable");
-        }
-        Err(_) => {
-            tracing::warn!("not ready: the storage does not answer");
-            missing.push("storage does not answer");
-        }
-    }
+    let missing: Vec<String> = [
+        readiness_problem("metadata store", catalog),
+        readiness_problem("storage", store),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if missing.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -290,6 +274,25 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response()
     }
+}
+
+/// What keeps `what` from being ready, after a check limited in time.
+fn readiness_problem<E: std::fmt::Display>(
+    what: &str,
+    checked: Result<Result<(), E>, tokio::time::error::Elapsed>,
+) -> Option<String> {
+    let problem = match checked {
+        Ok(Ok(())) => return None,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: {what} unreachable");
+            "unreachable"
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the {what} does not answer");
+            "does not answer"
+        }
+    };
+    Some(format!("{what} {problem}"))
 }
 
 async fn render_metrics(State(state): State<AppState>) -> Response {
