@@ -286,17 +286,9 @@ pub(super) async fn describe_db_instances(
     if request.descending {
         selected.reverse();
     }
-    let page: Vec<&Rendered> = selected
-        .iter()
-        .skip(request.offset)
-        .take(request.limit)
-        .map(|r| r.as_ref())
-        .collect();
-    let mut out = Vec::with_capacity(64 + page.iter().map(|r| r.json.len() + 1).sum::<usize>());
-    out.extend_from_slice(
-        format!("{{\"TotalCount\":{},\"InstanceDetails\":[", selected.len()).as_bytes(),
-    );
-    for (n, rendered) in page.iter().enumerate() {
+    let mut out = format!("{{\"TotalCount\":{},\"InstanceDetails\":[", selected.len()).into_bytes();
+    let page = selected.iter().skip(request.offset).take(request.limit);
+    for (n, rendered) in page.enumerate() {
         if n > 0 {
             out.push(b',');
         }
@@ -324,7 +316,8 @@ pub(crate) struct RenderedInstances {
     by_id: Mutex<HashMap<String, Arc<Rendered>>>,
 }
 
-/// More entries than this and the cache drops those no longer current.
+/// More entries than this (instances removed over time) and the cache
+/// starts again empty.
 const RENDERED_PRUNE_AT: usize = 4096;
 
 impl RenderedInstances {
