@@ -370,6 +370,21 @@ def test_replica_set_download(dl_server, mongo, replica_backup):
     assert list(tasks_of(c, REPLICA, replica_backup)) == [f"{REPLICA}_0"]
 
 
+def test_uncompressed_backup_downloads_the_same(start_mongobak, mongo):
+    # [backups] compression = "none": the segments are plain BSON, and the
+    # download task packages them into the same mongodump archive.
+    body = '[backups]\ncompression = "none"\n' + default_body() + instance_toml(REPLICA, mongo.uri)
+    srv = start_mongobak(body)
+    c = client(srv)
+    backup = take_backup(c, REPLICA)
+    segments = [path for path in srv.stored_objects(f"backups/{REPLICA}/") if "/c0" in path]
+    assert segments and all(path.endswith(".bson") for path in segments), segments
+    create_tasks(c, REPLICA, backup, [f"{REPLICA}_0"])
+    tasks = wait_done(c, REPLICA, backup, [f"{REPLICA}_0"])
+    task, plain = tasks[f"{REPLICA}_0"]
+    check_file(task, plain, backup, source_documents(mongo))
+
+
 def test_sharded_download(dl_server, mongo, shard1, sharded_backup):
     c = client(dl_server)
     sets = [f"{SHARDED}_0", f"{SHARDED}_1"]

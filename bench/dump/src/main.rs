@@ -10,7 +10,7 @@
 //! mixed document sizes (about 1, 2, 3 and 4 KB) through the `mongodb`
 //! driver. Then, alternating, on the same server and collections:
 //!
-//! * **drain**: `find({})` over every collection as `RawDocumentBuf`,
+//! * **drain**: `find({})` over every collection with `advance` and `current`,
 //!   counting bytes and nothing else, `--concurrency` collections at a time
 //!   (the engine's default, 4), in the engine's namespace order;
 //! * **backup**: `mongobak_dump::run_backup` into a `file://` `BlobStore` in
@@ -48,11 +48,16 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use mongobak_blob::BlobStore;
-use mongobak_dump::{run_backup, BackupSource, DumpOptions, Progress};
+use mongobak_dump::{run_backup, BackupSource, Compression, DumpOptions, Progress};
 use mongodb::bson::{doc, oid::ObjectId, Binary, DateTime, Document, RawDocumentBuf};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, IndexModel};
 use serde::{Deserialize, Serialize};
+
+/// The allocator of the `mongobak` binary (crates/cli/src/main.rs), so the
+/// engine runs here as it runs in the service; the drain uses it too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const GOAL_RATIO: f64 = 0.9;
 const GOAL_RSS_MB: f64 = 300.0;
@@ -115,6 +120,9 @@ struct Args {
     /// Collections read at once, by the drain and by the backup.
     #[arg(long, default_value_t = DumpOptions::default().collection_concurrency)]
     concurrency: usize,
+    /// How the backup stores its segments (`[backups] compression`).
+    #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
+    compression: CompressionArg,
     /// The backup's zstd level; negative levels are zstd's fast ones
     /// [default: DumpOptions::default()].
     #[arg(long, allow_negative_numbers = true)]
@@ -174,18 +182,28 @@ struct Args {
     out: Option<PathBuf>,
 }
 
+/// `--compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CompressionArg {
+    Zstd,
+    None,
+}
+
 impl Args {
     fn dump_options(&self) -> DumpOptions {
         let mut options = DumpOptions {
             collection_concurrency: self.concurrency,
             ..DumpOptions::default()
         };
-        if let Some(level) = self.zstd_level {
-            options.zstd_level = level;
+        match (self.compression, self.zstd_level) {
+            (CompressionArg::None, _) => options.compression = Compression::None,
+            (CompressionArg::Zstd, Some(level)) => options.compression = Compression::Zstd(level),
+            (CompressionArg::Zstd, None) => {}
         }
         if let Some(mb) = self.segment_mb {
             options.segment_bytes = mb * 1_000_000;
         }
+
         options
     }
 }
@@ -420,12 +438,14 @@ async fn drain(uri: &str, concurrency: usize) -> anyhow::Result<ChildReport> {
                 .await
                 .with_context(|| format!("reading {db}.{name}"))?;
             let (mut bytes, mut documents) = (0u64, 0u64);
-            while let Some(document) = cursor
-                .try_next()
+            // The cheapest read the driver has: each document lent out of
+            // the server's reply, as the engine reads them.
+            while cursor
+                .advance()
                 .await
                 .with_context(|| format!("reading {db}.{name}"))?
             {
-                bytes += document.as_bytes().len() as u64;
+                bytes += cursor.current().as_bytes().len() as u64;
                 documents += 1;
             }
             Ok::<_, anyhow::Error>((bytes, documents))
@@ -471,7 +491,9 @@ async fn model(
     let client = client(uri, "bench-dump-model").await?;
     let namespaces = namespaces(&client).await?;
     let count = namespaces.len() as u64;
-    let level = options.zstd_level;
+    let Compression::Zstd(level) = options.compression else {
+        bail!("the model compresses with zstd: run it without --compression none");
+    };
     let one = |n: usize, (db, name): (String, String)| {
         let client = client.clone();
         let store = store.clone();
@@ -1327,12 +1349,16 @@ impl Harness<'_> {
                 "--oplog-max-entries",
                 &self.args.oplog_max_entries.to_string(),
             ]);
+        let compression = self.args.compression.to_possible_value();
+        let compression = compression.expect("no skipped variants");
+        command.args(["--compression", compression.get_name()]);
         if let Some(level) = self.args.zstd_level {
             command.arg(format!("--zstd-level={level}"));
         }
         if let Some(mb) = self.args.segment_mb {
             command.args(["--segment-mb", &mb.to_string()]);
         }
+
         let writes = matches!(op, Op::Backup | Op::ModelBuffered | Op::ModelSpawned);
         if writes {
             let _ = std::fs::remove_dir_all(&out);
@@ -1498,12 +1524,12 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         data.display()
     );
     println!(
-        "backup: run_backup to file:// in {}, collection_concurrency {}, zstd level {}, \
-         segments of {:.0} MB; drain: find({{}}) as RawDocumentBuf, counting bytes, \
+        "backup: run_backup to file:// in {}, collection_concurrency {}, compression {:?}, \
+         segments of {:.0} MB; drain: find({{}}) read with advance/current, counting bytes, \
          {} collections at a time",
         tmp.path().display(),
         options.collection_concurrency,
-        options.zstd_level,
+        options.compression,
         options.segment_bytes as f64 / MB,
         args.concurrency
     );

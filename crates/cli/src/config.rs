@@ -21,7 +21,7 @@ use mongobak_api::{
     ApiConfig, DownloadSettings, Policy, RateLimits, RootAccount, SubAccount, DEFAULT_REGIONS,
 };
 use mongobak_blob::{StorageCredentials, StorageOptions};
-use mongobak_dump::DumpOptions;
+use mongobak_dump::{Compression, DumpOptions};
 use mongobak_server::{ServerConfig, TlsFiles};
 use mongobak_worker::{BackupRunnerConfig, Notifier, SchedulerConfig};
 
@@ -156,7 +156,10 @@ pub struct BackupSection {
     pub collection_concurrency: Option<usize>,
     /// Uncompressed MiB per stored segment (default 256).
     pub segment_mib: Option<u64>,
-    /// zstd level of stored segments, 1-19 (default 1: fast).
+    /// How segments are stored: "zstd" (default) or "none".
+    pub compression: Option<CompressionName>,
+    /// zstd level of stored segments: 1 to 19, or zstd's fast levels -1 to
+    /// -7 (default 1).
     pub zstd_level: Option<i32>,
     /// Days a backup is kept when neither its request nor a backup rule
     /// names a retention (default 7).
@@ -167,6 +170,16 @@ pub struct BackupSection {
     /// Hours stored data no catalog entry accounts for is left alone
     /// before garbage collection deletes it (default 24).
     pub gc_grace_hours: Option<i64>,
+}
+
+/// `[backups] compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionName {
+    /// zstd at `zstd_level`.
+    Zstd,
+    /// BSON as the server returned it.
+    None,
 }
 
 /// `[downloads]`: backup download tasks and their files.
@@ -556,10 +569,17 @@ fn downloads(section: DownloadSection) -> anyhow::Result<Downloads> {
 
 fn backup_runner(section: BackupSection) -> anyhow::Result<BackupRunnerConfig> {
     let defaults = BackupRunnerConfig::default();
-    let level = section.zstd_level.unwrap_or(defaults.dump.zstd_level);
-    if !(1..=19).contains(&level) {
-        bail!("[backups] zstd_level = {level}: expected 1 to 19");
-    }
+    let compression = match (section.compression, section.zstd_level) {
+        (Some(CompressionName::None), Some(_)) => {
+            bail!("[backups] zstd_level applies only to compression = \"zstd\"")
+        }
+        (Some(CompressionName::None), None) => Compression::None,
+        (_, None) => defaults.dump.compression,
+        (_, Some(level)) if level == 0 || !Compression::ZSTD_LEVELS.contains(&level) => {
+            bail!("[backups] zstd_level = {level}: expected 1 to 19, or -1 to -7 for zstd's fast levels")
+        }
+        (_, Some(level)) => Compression::Zstd(level),
+    };
     let retention = section
         .default_retention_days
         .unwrap_or(defaults.default_retention_days);
@@ -581,7 +601,7 @@ fn backup_runner(section: BackupSection) -> anyhow::Result<BackupRunnerConfig> {
                 .unwrap_or(defaults.dump.collection_concurrency)
                 .max(1),
             segment_bytes: segment_mib << 20,
-            zstd_level: level,
+            compression,
             ..defaults.dump
         },
         ..defaults
@@ -702,6 +722,14 @@ mod tests {
         assert!(format!("{e:#}").contains("notify_webhook"), "{e:#}");
         let e = parse("[backups]\ngc_grace_hours = 0").unwrap_err();
         assert!(format!("{e:#}").contains("gc_grace_hours"), "{e:#}");
+        for level in ["0", "20", "-8"] {
+            let e = parse(&format!("[backups]\nzstd_level = {level}")).unwrap_err();
+            assert!(format!("{e:#}").contains("zstd_level"), "{e:#}");
+        }
+        let e = parse("[backups]\ncompression = \"lz5\"").unwrap_err();
+        assert!(format!("{e:#}").contains("lz5"), "{e:#}");
+        let e = parse("[backups]\ncompression = \"none\"\nzstd_level = 3").unwrap_err();
+        assert!(format!("{e:#}").contains("only to compression"), "{e:#}");
     }
 
     #[test]
@@ -729,6 +757,28 @@ mod tests {
                 .unwrap()
                 .metadata_url,
             "postgres://mongobak@db/meta"
+        );
+    }
+
+    #[test]
+    fn compression_settings() {
+        let compression = |toml: &str| parse(toml).unwrap().backups.dump.compression;
+        assert_eq!(compression(""), Compression::Zstd(1));
+        assert_eq!(
+            compression("[backups]\nzstd_level = 9"),
+            Compression::Zstd(9)
+        );
+        assert_eq!(
+            compression("[backups]\nzstd_level = -5"),
+            Compression::Zstd(-5)
+        );
+        assert_eq!(
+            compression("[backups]\ncompression = \"zstd\"\nzstd_level = 3"),
+            Compression::Zstd(3)
+        );
+        assert_eq!(
+            compression("[backups]\ncompression = \"none\""),
+            Compression::None
         );
     }
 

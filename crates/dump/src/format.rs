@@ -193,6 +193,11 @@ pub struct SegmentInfo {
     pub raw_bytes: u64,
     /// Stored (compressed) bytes.
     pub stored_bytes: u64,
-    /// SHA-256 of the stored bytes, hex.
-    pub sha256: String,
+    /// BLAKE3 of the stored bytes, hex (what `b3sum` prints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// SHA-256 of the stored bytes, hex: the digest of segments written
+    /// before BLAKE3, which hashes about four times faster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }

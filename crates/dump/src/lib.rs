@@ -33,13 +33,14 @@ use std::time::Duration;
 use futures::future::try_join_all;
 use mongobak_blob::{BlobError, BlobStore};
 use sha2::{Digest, Sha256};
+use tokio_util::task::TaskTracker;
 
 use crate::format::{
     BackupManifest, OplogTime, ReplicaSetEntry, ReplicaSetManifest, FORMAT, MANIFEST,
 };
 use crate::replica_set::ReplicaSetSource;
 
-pub use segment::SegmentReader;
+pub use segment::{Compression, SegmentReader};
 
 /// Why a backup failed.
 #[derive(Debug, thiserror::Error)]
@@ -140,8 +141,8 @@ pub struct DumpOptions {
     pub collection_concurrency: usize,
     /// Uncompressed BSON bytes per segment.
     pub segment_bytes: u64,
-    /// zstd level of the segments.
-    pub zstd_level: i32,
+    /// How segments are stored.
+    pub compression: Compression,
     /// How long a shard may take to reach the common cluster time.
     pub cluster_time_wait: Duration,
     /// Largest clock difference assumed between shards whose oplog cannot be
@@ -155,7 +156,7 @@ impl Default for DumpOptions {
         DumpOptions {
             collection_concurrency: 4,
             segment_bytes: 256 << 20,
-            zstd_level: 1,
+            compression: Compression::Zstd(1),
             cluster_time_wait: Duration::from_secs(60),
             clock_skew_allowance: Duration::from_secs(2),
         }
@@ -231,8 +232,13 @@ pub async fn run_backup(
     options: &DumpOptions,
     progress: &Progress,
 ) -> Result<BackupManifest, DumpError> {
-    let result = backup(source, store, prefix, options, progress).await;
+    let writers = TaskTracker::new();
+    let result = backup(source, store, prefix, options, progress, &writers).await;
     if result.is_err() {
+        // A segment writer still storing its queue could add an object
+        // after the deletion: wait until every one has ended.
+        writers.close();
+        writers.wait().await;
         if let Err(e) = store.delete_prefix(&format!("{prefix}/")).await {
             tracing::error!(prefix, error = %e, "cannot delete the data of a failed backup");
         }
@@ -246,6 +252,7 @@ async fn backup(
     prefix: &str,
     options: &DumpOptions,
     progress: &Progress,
+    writers: &TaskTracker,
 ) -> Result<BackupManifest, DumpError> {
     let started_at = jiff::Timestamp::now().as_second();
     let sources = try_join_all(
@@ -259,7 +266,7 @@ async fn backup(
     // Documents of every replica set, in parallel.
     let collections = try_join_all(sources.iter().map(|rs| {
         let folder = format!("{prefix}/{}", rs.id);
-        rs.dump_collections(store, folder, options, progress)
+        rs.dump_collections(store, folder, options, progress, writers)
     }))
     .await?;
 
@@ -275,7 +282,7 @@ async fn backup(
 
     let oplogs = try_join_all(sources.iter().zip(&ends).map(|(rs, end)| {
         let folder = format!("{prefix}/{}/oplog", rs.id);
-        rs.capture_oplog(*end, store, folder, options)
+        rs.capture_oplog(*end, store, folder, options, writers)
     }))
     .await?;
 

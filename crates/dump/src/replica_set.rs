@@ -8,7 +8,7 @@ use mongobak_blob::BlobStore;
 use mongodb::bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use mongodb::options::ClientOptions;
 use mongodb::Client;
-use tokio_util::task::AbortOnDropHandle;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::format::{CollectionEntry, CollectionKind, OplogTime, SegmentSet};
 use crate::segment::SegmentSink;
@@ -221,15 +221,17 @@ impl ReplicaSetSource {
     /// Dumps every namespace into `<folder>/cNNNN/`, `concurrency` at a time.
     ///
     /// Each namespace is dumped by a task of its own, so the runtime spreads
-    /// their CPU work (BSON, zstd, SHA-256) over its worker threads; polled
+    /// their CPU work (BSON, zstd, BLAKE3) over its worker threads; polled
     /// inside one task they would share one thread. The tasks are aborted
-    /// when this future is dropped (the first failure ends the backup).
+    /// when this future is dropped (the first failure ends the backup); the
+    /// segment writers they start run on `writers`.
     pub(crate) async fn dump_collections(
         &self,
         store: &BlobStore,
         folder: String,
         options: &DumpOptions,
         progress: &Progress,
+        writers: &TaskTracker,
     ) -> Result<Vec<CollectionEntry>, DumpError> {
         let namespaces = self.namespaces().await?;
         for ns in &namespaces {
@@ -251,9 +253,10 @@ impl ReplicaSetSource {
                 let folder = format!("{folder}/c{n:04}");
                 let options = options.clone();
                 let progress = progress.clone();
+                let writers = writers.clone();
                 let task = tokio::spawn(async move {
                     source
-                        .dump_namespace(ns, &store, folder, &options, &progress)
+                        .dump_namespace(ns, &store, folder, &options, &progress, &writers)
                         .await
                 });
                 AbortOnDropHandle::new(task)
@@ -277,6 +280,7 @@ impl ReplicaSetSource {
         folder: String,
         options: &DumpOptions,
         progress: &Progress,
+        writers: &TaskTracker,
     ) -> Result<CollectionEntry, DumpError> {
         let namespace = format!("{}.{}", ns.db, ns.name);
         let started = Instant::now();
@@ -303,7 +307,8 @@ impl ReplicaSetSource {
             store.clone(),
             folder,
             options.segment_bytes,
-            options.zstd_level,
+            options.compression,
+            writers,
         )?;
         if let Some(source) = &ns.data_from {
             let mut cursor = self
@@ -313,16 +318,21 @@ impl ReplicaSetSource {
                 .find(doc! {})
                 .await
                 .map_err(self.mongo_error(&format!("reading {namespace}")))?;
-            while let Some(document) = cursor
-                .try_next()
+            let documents_total = metrics::counter!("mongobak_dump_documents_total");
+            let bytes_total = metrics::counter!("mongobak_dump_bytes_total");
+            // `advance` and `current` lend each document out of the server's
+            // reply, where `try_next` would copy it into an allocation of
+            // its own first.
+            while cursor
+                .advance()
                 .await
                 .map_err(self.mongo_error(&format!("reading {namespace}")))?
             {
-                let bytes = document.as_bytes();
+                let bytes = cursor.current().as_bytes();
                 sink.push(bytes).await?;
                 progress.dumped(bytes.len() as u64);
-                metrics::counter!("mongobak_dump_documents_total").increment(1);
-                metrics::counter!("mongobak_dump_bytes_total").increment(bytes.len() as u64);
+                documents_total.increment(1);
+                bytes_total.increment(bytes.len() as u64);
             }
         }
         let data = sink.finish().await?;
@@ -395,6 +405,7 @@ impl ReplicaSetSource {
         store: &BlobStore,
         folder: String,
         options: &DumpOptions,
+        writers: &TaskTracker,
     ) -> Result<SegmentSet, DumpError> {
         let start = self.oplog_start;
         let filter = if start == OplogTime::ZERO {
@@ -414,14 +425,16 @@ impl ReplicaSetSource {
             store.clone(),
             folder,
             options.segment_bytes,
-            options.zstd_level,
+            options.compression,
+            writers,
         )?;
         let mut first = true;
-        while let Some(entry) = cursor
-            .try_next()
+        while cursor
+            .advance()
             .await
             .map_err(self.mongo_error("reading the oplog"))?
         {
+            let entry = cursor.current();
             let ts: OplogTime = entry
                 .get_timestamp("ts")
                 .map_err(|e| DumpError::Corrupt {

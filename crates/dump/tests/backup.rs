@@ -9,7 +9,8 @@ use futures::TryStreamExt;
 use mongobak_blob::BlobStore;
 use mongobak_dump::format::{CollectionKind, OplogTime, ReplicaSetManifest, SegmentSet};
 use mongobak_dump::{
-    read_manifests, run_backup, BackupSource, DumpError, DumpOptions, Progress, SegmentReader,
+    read_manifests, run_backup, BackupSource, Compression, DumpError, DumpOptions, Progress,
+    SegmentReader,
 };
 use mongobak_testkit::snapshot::{snapshot, NamespaceState};
 use mongobak_testkit::{seed, MongoServer};
@@ -102,14 +103,35 @@ async fn a_backup_reads_back_exactly_the_source() {
     seed::seed(&client).await.unwrap();
     let expected = snapshot(&client).await.unwrap();
 
+    // Once zstd-compressed (the default) and once stored as it is.
+    for (prefix, compression) in [
+        ("backups/b1", Compression::Zstd(1)),
+        ("backups/b2", Compression::None),
+    ] {
+        let options = DumpOptions {
+            compression,
+            ..small_segments()
+        };
+        backup_reads_back_as(&server, &expected, prefix, &options).await;
+    }
+}
+
+/// Backs `server` up under `prefix` with `options` and checks that the
+/// stored data reads back as `expected`.
+async fn backup_reads_back_as(
+    server: &MongoServer,
+    expected: &BTreeMap<String, NamespaceState>,
+    prefix: &str,
+    options: &DumpOptions,
+) {
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir);
     let progress = Progress::default();
     let manifest = run_backup(
-        &source(&[&server], false),
+        &source(&[server], false),
         &store,
-        "backups/b1",
-        &small_segments(),
+        prefix,
+        options,
         &progress,
     )
     .await
@@ -117,7 +139,7 @@ async fn a_backup_reads_back_exactly_the_source() {
     assert_eq!(manifest.replica_sets.len(), 1);
     assert!(progress.documents() >= seed::CONTACTS as u64);
 
-    let (top, sets) = read_manifests(&store, "backups/b1").await.unwrap();
+    let (top, sets) = read_manifests(&store, prefix).await.unwrap();
     assert_eq!(top, manifest);
     let rs = &sets[0];
     assert_eq!(rs.set_name, "secantus");
@@ -129,7 +151,7 @@ async fn a_backup_reads_back_exactly_the_source() {
         expected.keys().collect::<Vec<_>>(),
         "the same namespaces"
     );
-    for (ns, want) in &expected {
+    for (ns, want) in expected {
         let got = &actual[ns];
         assert_eq!(got.kind, want.kind, "{ns}: kind");
         // Byte comparisons: key order matters (compound index keys).
@@ -162,7 +184,12 @@ async fn a_backup_reads_back_exactly_the_source() {
     );
     assert!(contacts.uuid.as_ref().is_some_and(|u| u.len() == 32));
     // Nothing but the backup's own files under its prefix.
-    let listed = store.list("backups/b1/").await.unwrap();
+    let extension = match options.compression {
+        Compression::Zstd(_) => ".bson.zst",
+        Compression::None => ".bson",
+    };
+    assert!(contacts.data.segments[0].path.ends_with(extension));
+    let listed = store.list(&format!("{prefix}/")).await.unwrap();
     let referenced: usize = rs
         .collections
         .iter()
