@@ -33,6 +33,7 @@ use std::time::Duration;
 use futures::future::try_join_all;
 use mongobak_blob::{BlobError, BlobStore};
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::format::{
@@ -106,6 +107,9 @@ pub enum DumpError {
         /// What the runtime reported.
         detail: String,
     },
+    /// The backup was given up (the service is shutting down).
+    #[error("stopped: the service shut down while the backup ran")]
+    Stopped,
     /// Stored data does not match its manifest.
     #[error("stored data at {path} is damaged: {detail}")]
     Corrupt {
@@ -129,6 +133,7 @@ impl DumpError {
             | DumpError::OplogRolledOver { .. }
             | DumpError::Compression(_)
             | DumpError::TaskFailed { .. }
+            | DumpError::Stopped
             | DumpError::Corrupt { .. } => false,
         }
     }
@@ -232,8 +237,28 @@ pub async fn run_backup(
     options: &DumpOptions,
     progress: &Progress,
 ) -> Result<BackupManifest, DumpError> {
+    let never = CancellationToken::new();
+    run_backup_until(source, store, prefix, options, progress, &never).await
+}
+
+/// [`run_backup`], given up with [`DumpError::Stopped`] when `stop` is
+/// cancelled; what was written is deleted then too, once every task that
+/// was writing has ended.
+pub async fn run_backup_until(
+    source: &BackupSource,
+    store: &BlobStore,
+    prefix: &str,
+    options: &DumpOptions,
+    progress: &Progress,
+    stop: &CancellationToken,
+) -> Result<BackupManifest, DumpError> {
     let writers = TaskTracker::new();
-    let result = backup(source, store, prefix, options, progress, &writers).await;
+    let result = tokio::select! {
+        result = backup(source, store, prefix, options, progress, &writers) => result,
+        // Dropping the backup aborts its collection tasks, which closes the
+        // writers' queues: they end after the blocks already queued.
+        _ = stop.cancelled() => Err(DumpError::Stopped),
+    };
     if result.is_err() {
         // A segment writer still storing its queue could add an object
         // after the deletion: wait until every one has ended.

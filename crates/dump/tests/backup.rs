@@ -9,12 +9,13 @@ use futures::TryStreamExt;
 use mongobak_blob::BlobStore;
 use mongobak_dump::format::{CollectionKind, OplogTime, ReplicaSetManifest, SegmentSet};
 use mongobak_dump::{
-    read_manifests, run_backup, BackupSource, Compression, DumpError, DumpOptions, Progress,
-    SegmentReader,
+    read_manifests, run_backup, run_backup_until, BackupSource, Compression, DumpError,
+    DumpOptions, Progress, SegmentReader,
 };
 use mongobak_testkit::snapshot::{snapshot, NamespaceState};
 use mongobak_testkit::{seed, MongoServer};
 use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+use tokio_util::sync::CancellationToken;
 
 fn store(dir: &tempfile::TempDir) -> BlobStore {
     BlobStore::open(&format!("file://{}/blobs", dir.path().display())).unwrap()
@@ -390,10 +391,8 @@ async fn a_sharded_backup_cuts_every_shard_at_one_time() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_killed_mid_backup_fails_it_and_leaves_nothing() {
-    let mut server = MongoServer::start().await;
-    let client = server.client();
+/// 20,000 documents of about 500 bytes in `big.rows`.
+async fn load_rows(client: &mongodb::Client) {
     let coll = client.database("big").collection::<Document>("rows");
     for chunk in 0..20i64 {
         coll.insert_many(
@@ -402,6 +401,59 @@ async fn a_server_killed_mid_backup_fails_it_and_leaves_nothing() {
         .await
         .unwrap();
     }
+}
+
+/// Waits until the backup has read 1000 documents (or ended).
+async fn wait_for_documents(progress: &Progress, backup: &tokio::task::JoinHandle<impl Sized>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while progress.documents() < 1000 && !backup.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never started reading"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_backup_leaves_nothing() {
+    let server = MongoServer::start().await;
+    load_rows(&server.client()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let progress = Arc::new(Progress::default());
+    let stop = CancellationToken::new();
+    let backup = {
+        let (store, source) = (store.clone(), source(&[&server], false));
+        let (progress, stop) = (progress.clone(), stop.clone());
+        tokio::spawn(async move {
+            // Small segments: writers are often closing one when it stops.
+            let options = DumpOptions {
+                segment_bytes: 32 * 1024,
+                ..DumpOptions::default()
+            };
+            run_backup_until(&source, &store, "s", &options, &progress, &stop).await
+        })
+    };
+    wait_for_documents(&progress, &backup).await;
+    assert!(
+        !store.list("s/").await.unwrap().is_empty(),
+        "segments were written before the stop"
+    );
+    stop.cancel();
+    let error = backup.await.unwrap().expect_err("a stopped backup fails");
+    assert!(matches!(error, DumpError::Stopped), "{error}");
+    assert!(
+        store.list("s/").await.unwrap().is_empty(),
+        "partial data is deleted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_backup_fails_it_and_leaves_nothing() {
+    let mut server = MongoServer::start().await;
+    let client = server.client();
+    load_rows(&client).await;
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir);
     let progress = Arc::new(Progress::default());
@@ -418,14 +470,7 @@ async fn a_server_killed_mid_backup_fails_it_and_leaves_nothing() {
         })
     };
     // Kill the server once the backup is reading documents.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while progress.documents() < 1000 && !backup.is_finished() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup never started reading"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    wait_for_documents(&progress, &backup).await;
     server.kill();
     let result = backup.await.unwrap();
     let error = result.expect_err("a backup of a dead server fails");

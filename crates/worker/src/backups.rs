@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use mongobak_blob::BlobStore;
 use mongobak_catalog::{Backup, BackupSizes, BackupType, Catalog, ClusterType};
-use mongobak_dump::{run_backup, BackupSource, DumpOptions, Progress};
+use mongobak_dump::{run_backup_until, BackupSource, DumpOptions, Progress};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -146,30 +146,32 @@ impl BackupRunner {
         };
         tracing::info!(backup_id = backup.id, name = %backup.name, instance = %instance.id, "backup started");
         let progress = Progress::default();
-        let dump = run_backup(
+        // On shutdown the dump gives up by itself and deletes what it
+        // wrote once its writers have ended.
+        let dump = run_backup_until(
             &source,
             &self.store,
             &backup.storage_prefix,
             &self.config.dump,
             &progress,
+            &shutdown,
         );
         tokio::pin!(dump);
         let mut ticker = tokio::time::interval(self.config.progress_interval);
         let outcome = loop {
             tokio::select! {
-                result = &mut dump => break Some(result),
+                result = &mut dump => break result,
                 _ = ticker.tick() => {
                     if let Err(e) = self.catalog.set_backup_percent(backup.id, progress.percent() as i64).await {
                         tracing::warn!(backup_id = backup.id, error = %e, "cannot save backup progress");
                     }
                 }
-                _ = shutdown.cancelled() => break None,
             }
         };
         let seconds = started.elapsed().as_secs_f64();
         metrics::histogram!("mongobak_backup_duration_seconds").record(seconds);
         match outcome {
-            Some(Ok(manifest)) => {
+            Ok(manifest) => {
                 let raw: u64 = manifest.replica_sets.iter().map(|r| r.raw_bytes).sum();
                 let stored = manifest.stored_bytes();
                 let sizes = BackupSizes {
@@ -210,15 +212,7 @@ impl BackupRunner {
                     }
                 }
             }
-            Some(Err(e)) => self.fail(&backup, &e.to_string()).await,
-            None => {
-                self.delete_data(&backup).await;
-                self.fail(
-                    &backup,
-                    "stopped: the service shut down while the backup ran",
-                )
-                .await;
-            }
+            Err(e) => self.fail(&backup, &e.to_string()).await,
         }
     }
 
