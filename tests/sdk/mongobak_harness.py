@@ -335,6 +335,9 @@ def start_server(
     # Automatic backups would start at the default rule's hour in the middle
     # of a test; the scheduler has tests of its own.
     env["MONGOBAK_BACKUPS_AUTOMATIC"] = "false"
+    # A backup fails at its first error, as the tests of failures expect;
+    # the runner's retries have tests of their own (crates/worker).
+    env["MONGOBAK_BACKUPS_ATTEMPTS"] = "1"
     metadata_url = keyed_database(str(directory))
     if metadata_url:
         env["MONGOBAK_METADATA_URL"] = metadata_url

@@ -170,6 +170,12 @@ pub struct BackupSection {
     /// Hours stored data no catalog entry accounts for is left alone
     /// before garbage collection deletes it (default 24).
     pub gc_grace_hours: Option<i64>,
+    /// Tries of a backup whose failure may pass, such as the server being
+    /// unreachable (default 3).
+    pub attempts: Option<u32>,
+    /// Seconds before the second try, doubling before each next one
+    /// (default 30).
+    pub retry_delay_secs: Option<u64>,
 }
 
 /// `[backups] compression`.
@@ -592,6 +598,16 @@ fn backup_runner(section: BackupSection) -> anyhow::Result<BackupRunnerConfig> {
     if segment_mib == 0 {
         bail!("[backups] segment_mib must be at least 1");
     }
+    let attempts = section.attempts.unwrap_or(defaults.attempts);
+    if !(1..=10).contains(&attempts) {
+        bail!("[backups] attempts = {attempts}: expected 1 to 10");
+    }
+    let retry_delay_secs = section
+        .retry_delay_secs
+        .unwrap_or(defaults.retry_delay.as_secs());
+    if !(1..=3600).contains(&retry_delay_secs) {
+        bail!("[backups] retry_delay_secs = {retry_delay_secs}: expected 1 to 3600");
+    }
     Ok(BackupRunnerConfig {
         concurrency: section.concurrency.unwrap_or(defaults.concurrency).max(1),
         default_retention_days: retention,
@@ -604,6 +620,8 @@ fn backup_runner(section: BackupSection) -> anyhow::Result<BackupRunnerConfig> {
             compression,
             ..defaults.dump
         },
+        attempts,
+        retry_delay: std::time::Duration::from_secs(retry_delay_secs),
         ..defaults
     })
 }
@@ -726,6 +744,11 @@ mod tests {
             let e = parse(&format!("[backups]\nzstd_level = {level}")).unwrap_err();
             assert!(format!("{e:#}").contains("zstd_level"), "{e:#}");
         }
+        for wrong in ["attempts = 0", "attempts = 11", "retry_delay_secs = 0"] {
+            let e = parse(&format!("[backups]\n{wrong}")).unwrap_err();
+            let key = wrong.split(' ').next().unwrap();
+            assert!(format!("{e:#}").contains(key), "{e:#}");
+        }
         let e = parse("[backups]\ncompression = \"lz5\"").unwrap_err();
         assert!(format!("{e:#}").contains("lz5"), "{e:#}");
         let e = parse("[backups]\ncompression = \"none\"\nzstd_level = 3").unwrap_err();
@@ -788,9 +811,12 @@ mod tests {
         assert!(c.scheduler.automatic);
         assert_eq!(c.scheduler.timezone.iana_name(), Some("Asia/Shanghai"));
         assert_eq!(c.gc_grace, jiff::SignedDuration::from_hours(24));
+        assert_eq!(c.backups.attempts, 3);
+        assert_eq!(c.backups.retry_delay.as_secs(), 30);
         let c = parse(
             "[server]\ntimezone = \"UTC\"\nnotify_webhook = \"https://hooks.example/m\"\n\
-             [backups]\nautomatic = false\ngc_grace_hours = 6\ndefault_retention_days = 9",
+             [backups]\nautomatic = false\ngc_grace_hours = 6\ndefault_retention_days = 9\n\
+             attempts = 1\nretry_delay_secs = 5",
         )
         .unwrap();
         assert!(!c.scheduler.automatic);
@@ -798,6 +824,8 @@ mod tests {
         assert_eq!(c.scheduler.default_retention_days, 9);
         assert_eq!(c.api.default_retention_days, 9);
         assert_eq!(c.gc_grace, jiff::SignedDuration::from_hours(6));
+        assert_eq!(c.backups.attempts, 1);
+        assert_eq!(c.backups.retry_delay.as_secs(), 5);
     }
 
     #[test]

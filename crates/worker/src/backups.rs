@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use mongobak_blob::BlobStore;
 use mongobak_catalog::{Backup, BackupSizes, BackupType, Catalog, ClusterType};
-use mongobak_dump::{run_backup_until, BackupSource, DumpOptions, Progress};
+use mongobak_dump::format::BackupManifest;
+use mongobak_dump::{run_backup_until, BackupSource, DumpError, DumpOptions, Progress};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,6 +33,10 @@ pub struct BackupRunnerConfig {
     pub notifier: Notifier,
     /// Tuning of the dump engine.
     pub dump: DumpOptions,
+    /// Tries of a backup whose failure may pass (at least 1).
+    pub attempts: u32,
+    /// Wait before the second try; it doubles before each next one.
+    pub retry_delay: Duration,
 }
 
 impl Default for BackupRunnerConfig {
@@ -43,6 +48,8 @@ impl Default for BackupRunnerConfig {
             default_retention_days: 7,
             notifier: Notifier::default(),
             dump: DumpOptions::default(),
+            attempts: 3,
+            retry_delay: Duration::from_secs(30),
         }
     }
 }
@@ -145,29 +152,36 @@ impl BackupRunner {
                 .collect(),
         };
         tracing::info!(backup_id = backup.id, name = %backup.name, instance = %instance.id, "backup started");
-        let progress = Progress::default();
-        // On shutdown the dump gives up by itself and deletes what it
-        // wrote once its writers have ended.
-        let dump = run_backup_until(
-            &source,
-            &self.store,
-            &backup.storage_prefix,
-            &self.config.dump,
-            &progress,
-            &shutdown,
-        );
-        tokio::pin!(dump);
-        let mut ticker = tokio::time::interval(self.config.progress_interval);
-        let outcome = loop {
-            tokio::select! {
-                result = &mut dump => break result,
-                _ = ticker.tick() => {
-                    if let Err(e) = self.catalog.set_backup_percent(backup.id, progress.percent() as i64).await {
-                        tracing::warn!(backup_id = backup.id, error = %e, "cannot save backup progress");
+        // A failure that may pass (the server unreachable for a while, a
+        // storage outage) is tried again, after a wait that doubles each
+        // time; a failed attempt leaves nothing stored behind it.
+        let mut attempt = 1;
+        let (outcome, progress) = loop {
+            let progress = Progress::default();
+            let outcome = self.attempt(&backup, &source, &progress, &shutdown).await;
+            match outcome {
+                Err(e) if e.is_transient() && attempt < self.config.attempts => {
+                    let wait = self.config.retry_delay * 2u32.saturating_pow(attempt - 1);
+                    tracing::warn!(
+                        backup_id = backup.id,
+                        attempt,
+                        error = %e,
+                        retry_in_secs = wait.as_secs_f64(),
+                        "backup attempt failed; trying again"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled() => break (Err(DumpError::Stopped), progress),
                     }
+                    attempt += 1;
                 }
+                outcome => break (outcome, progress),
             }
         };
+        let outcome = outcome.map_err(|e| match attempt {
+            1 => e.to_string(),
+            n => format!("{e} (after {n} attempts)"),
+        });
         let seconds = started.elapsed().as_secs_f64();
         metrics::histogram!("mongobak_backup_duration_seconds").record(seconds);
         match outcome {
@@ -212,7 +226,39 @@ impl BackupRunner {
                     }
                 }
             }
-            Err(e) => self.fail(&backup, &e.to_string()).await,
+            Err(reason) => self.fail(&backup, &reason).await,
+        }
+    }
+
+    /// One try at a backup, saving its percentage as it goes. On shutdown
+    /// the dump gives up by itself and deletes what it wrote once its
+    /// writers have ended.
+    async fn attempt(
+        &self,
+        backup: &Backup,
+        source: &BackupSource,
+        progress: &Progress,
+        shutdown: &CancellationToken,
+    ) -> Result<BackupManifest, DumpError> {
+        let dump = run_backup_until(
+            source,
+            &self.store,
+            &backup.storage_prefix,
+            &self.config.dump,
+            progress,
+            shutdown,
+        );
+        tokio::pin!(dump);
+        let mut ticker = tokio::time::interval(self.config.progress_interval);
+        loop {
+            tokio::select! {
+                result = &mut dump => return result,
+                _ = ticker.tick() => {
+                    if let Err(e) = self.catalog.set_backup_percent(backup.id, progress.percent() as i64).await {
+                        tracing::warn!(backup_id = backup.id, error = %e, "cannot save backup progress");
+                    }
+                }
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! The backup runner against a real SecantusDB server: queued backups are
-//! taken, failures are recorded with their reason, and a backup left
-//! running by a stopped process is failed and its partial data deleted.
+//! taken, failures that may pass are tried again, failures are recorded
+//! with their reason, and a backup left running by a stopped process is
+//! failed and its partial data deleted.
 
 use std::time::{Duration, Instant};
 
@@ -60,10 +61,13 @@ fn new_backup(name: &str) -> NewBackup {
     }
 }
 
+/// A quick runner whose backups fail at their first error (the retry
+/// tests set their own attempts).
 fn config() -> BackupRunnerConfig {
     BackupRunnerConfig {
         poll_interval: Duration::from_millis(50),
         progress_interval: Duration::from_millis(50),
+        attempts: 1,
         ..BackupRunnerConfig::default()
     }
 }
@@ -117,6 +121,96 @@ async fn queued_backups_are_taken_and_recorded() {
         .await
         .unwrap();
     assert!(!manifest.is_empty());
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), runner)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_back_before_the_next_attempt_gets_its_backup() {
+    let mut mongo = MongoServer::start().await;
+    mongo
+        .client()
+        .database("app")
+        .collection::<Document>("things")
+        .insert_many((0..300i64).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    mongo.kill();
+    let uri = format!("{}&serverSelectionTimeoutMS=300", mongo.uri());
+    let f = fixture(&uri).await;
+    let retry_delay = Duration::from_secs(4);
+    let config = BackupRunnerConfig {
+        attempts: 3,
+        retry_delay,
+        ..config()
+    };
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn(
+        BackupRunner::new(f.catalog.clone(), f.store.clone(), config).run(shutdown.clone()),
+    );
+    let started = Instant::now();
+    let queued = f
+        .catalog
+        .create_backup(&new_backup("retried"), Timestamp::now())
+        .await
+        .unwrap();
+    // The first attempt fails within 0.3 s; the server is back well
+    // before the second, 4 s later.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let still = f.catalog.backup(queued.id).await.unwrap().unwrap();
+    assert_eq!(still.status, BackupStatus::Running, "waiting to try again");
+    mongo.restart_with(&[]).await;
+    let done = wait_until_done(&f.catalog, queued.id).await;
+    assert_eq!(done.status, BackupStatus::Succeeded, "{:?}", done.failure);
+    assert!(started.elapsed() >= retry_delay, "it waited for the retry");
+    assert!(done.raw_bytes > 0);
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), runner)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_fails_after_its_last_attempt() {
+    let port = mongobak_testkit::free_port();
+    let f = fixture(&format!(
+        "mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=200"
+    ))
+    .await;
+    let config = BackupRunnerConfig {
+        attempts: 3,
+        retry_delay: Duration::from_millis(200),
+        ..config()
+    };
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn(
+        BackupRunner::new(f.catalog.clone(), f.store.clone(), config).run(shutdown.clone()),
+    );
+    let started = Instant::now();
+    let queued = f
+        .catalog
+        .create_backup(&new_backup("doomed"), Timestamp::now())
+        .await
+        .unwrap();
+    let done = wait_until_done(&f.catalog, queued.id).await;
+    assert_eq!(done.status, BackupStatus::Failed);
+    let reason = done.failure.unwrap();
+    assert!(reason.contains("cannot connect"), "{reason}");
+    assert!(reason.contains("after 3 attempts"), "{reason}");
+    // Waits of 0.2 s and then 0.4 s between the attempts.
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(f
+        .store
+        .list(&format!("{}/", done.storage_prefix))
+        .await
+        .unwrap()
+        .is_empty());
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), runner)

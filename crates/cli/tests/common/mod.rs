@@ -102,6 +102,9 @@ impl Mongobak {
         // Automatic backups would start at the default rule's hour in the
         // middle of a test; the scheduler has tests of its own.
         command.env("MONGOBAK_BACKUPS_AUTOMATIC", "false");
+        // A backup fails at its first error, as the tests of failures
+        // expect; the runner's retries have tests of their own.
+        command.env("MONGOBAK_BACKUPS_ATTEMPTS", "1");
         // The suite's PostgreSQL configuration: the metadata of this data
         // folder in a database of its own; and its storage: a prefix of the
         // suite's S3 bucket. A test that chose either keeps its choice.
