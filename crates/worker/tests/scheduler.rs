@@ -654,6 +654,8 @@ async fn failed_automatic_backups_are_posted_to_the_webhook() {
         BackupRunnerConfig {
             poll_interval: Duration::from_millis(50),
             notifier: Notifier::new(Some(url)).with_retries(4, Duration::from_millis(50)),
+            // The failure is the subject: no second attempt.
+            attempts: 1,
             ..BackupRunnerConfig::default()
         },
     );

@@ -154,6 +154,9 @@ impl TestServer {
                 BackupRunnerConfig {
                     poll_interval: Duration::from_millis(100),
                     progress_interval: Duration::from_millis(200),
+                    // Failures are seen at once; the runner's retries
+                    // have tests of their own.
+                    attempts: 1,
                     ..BackupRunnerConfig::default()
                 },
             );
