@@ -72,6 +72,30 @@ fn config() -> BackupRunnerConfig {
     }
 }
 
+/// A runner over the fixture, running until [`RunningRunner::stop`].
+struct RunningRunner {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningRunner {
+    fn start(f: &Fixture, config: BackupRunnerConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        let runner = BackupRunner::new(f.catalog.clone(), f.store.clone(), config);
+        let task = tokio::spawn(runner.run(shutdown.clone()));
+        RunningRunner { shutdown, task }
+    }
+
+    /// Stops it and waits at most `limit` for it to end.
+    async fn stop(self, limit: Duration) {
+        self.shutdown.cancel();
+        tokio::time::timeout(limit, self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
 async fn wait_until_done(catalog: &Catalog, id: i64) -> mongobak_catalog::Backup {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -98,10 +122,7 @@ async fn queued_backups_are_taken_and_recorded() {
         .await
         .unwrap();
     let f = fixture(&mongo.uri()).await;
-    let shutdown = CancellationToken::new();
-    let runner = tokio::spawn(
-        BackupRunner::new(f.catalog.clone(), f.store.clone(), config()).run(shutdown.clone()),
-    );
+    let runner = RunningRunner::start(&f, config());
 
     let queued = f
         .catalog
@@ -122,11 +143,7 @@ async fn queued_backups_are_taken_and_recorded() {
         .unwrap();
     assert!(!manifest.is_empty());
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), runner)
-        .await
-        .unwrap()
-        .unwrap();
+    runner.stop(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,10 +165,7 @@ async fn a_server_back_before_the_next_attempt_gets_its_backup() {
         retry_delay,
         ..config()
     };
-    let shutdown = CancellationToken::new();
-    let runner = tokio::spawn(
-        BackupRunner::new(f.catalog.clone(), f.store.clone(), config).run(shutdown.clone()),
-    );
+    let runner = RunningRunner::start(&f, config);
     let started = Instant::now();
     let queued = f
         .catalog
@@ -169,11 +183,7 @@ async fn a_server_back_before_the_next_attempt_gets_its_backup() {
     assert!(started.elapsed() >= retry_delay, "it waited for the retry");
     assert!(done.raw_bytes > 0);
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), runner)
-        .await
-        .unwrap()
-        .unwrap();
+    runner.stop(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,10 +198,7 @@ async fn a_backup_fails_after_its_last_attempt() {
         retry_delay: Duration::from_millis(200),
         ..config()
     };
-    let shutdown = CancellationToken::new();
-    let runner = tokio::spawn(
-        BackupRunner::new(f.catalog.clone(), f.store.clone(), config).run(shutdown.clone()),
-    );
+    let runner = RunningRunner::start(&f, config);
     let started = Instant::now();
     let queued = f
         .catalog
@@ -212,11 +219,7 @@ async fn a_backup_fails_after_its_last_attempt() {
         .unwrap()
         .is_empty());
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), runner)
-        .await
-        .unwrap()
-        .unwrap();
+    runner.stop(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,13 +283,10 @@ async fn a_stop_during_a_backup_fails_it_and_leaves_nothing() {
         .unwrap();
     }
     let f = fixture(&mongo.uri()).await;
-    let shutdown = CancellationToken::new();
     let mut slow = config();
     slow.dump.segment_bytes = 16 * 1024;
     slow.dump.collection_concurrency = 1;
-    let runner = tokio::spawn(
-        BackupRunner::new(f.catalog.clone(), f.store.clone(), slow).run(shutdown.clone()),
-    );
+    let runner = RunningRunner::start(&f, slow);
     let backup = f
         .catalog
         .create_backup(&new_backup("b1"), Timestamp::now())
@@ -304,11 +304,7 @@ async fn a_stop_during_a_backup_fails_it_and_leaves_nothing() {
         assert!(Instant::now() < deadline, "the backup never wrote");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), runner)
-        .await
-        .unwrap()
-        .unwrap();
+    runner.stop(Duration::from_secs(30)).await;
     let stopped = f.catalog.backup(backup.id).await.unwrap().unwrap();
     assert_eq!(stopped.status, BackupStatus::Failed);
     assert!(stopped.failure.unwrap().contains("shut down"));
