@@ -107,6 +107,14 @@ pub enum DumpError {
         /// What the runtime reported.
         detail: String,
     },
+    /// The task storing a collection's segments panicked or was cancelled.
+    #[error("the writer of the segments under {folder} ended abnormally: {detail}")]
+    WriterFailed {
+        /// Where the segments go.
+        folder: String,
+        /// What the runtime reported.
+        detail: String,
+    },
     /// The backup was given up (the service is shutting down).
     #[error("stopped: the service shut down while the backup ran")]
     Stopped,
@@ -134,6 +142,7 @@ impl DumpError {
             | DumpError::Compression(_)
             | DumpError::TaskFailed { .. }
             | DumpError::Stopped
+            | DumpError::WriterFailed { .. }
             | DumpError::Corrupt { .. } => false,
         }
     }

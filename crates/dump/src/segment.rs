@@ -77,6 +77,8 @@ const QUEUED_BLOCKS: usize = 2;
 /// [`TaskTracker`], so a failed backup can wait for every one of them to
 /// end before it deletes what they wrote.
 pub(crate) struct SegmentSink {
+    /// Where the segments go, for errors.
+    folder: String,
     max_raw_bytes: u64,
     blocks: mpsc::Sender<Block>,
     writer: JoinHandle<Result<SegmentSet, DumpError>>,
@@ -116,12 +118,13 @@ impl SegmentSink {
         let (blocks, queue) = mpsc::channel(QUEUED_BLOCKS);
         let writer = SegmentWriter {
             store,
-            folder,
+            folder: folder.clone(),
             extension: compression.extension(),
             compressor,
             set: SegmentSet::default(),
         };
         Ok(SegmentSink {
+            folder,
             max_raw_bytes,
             blocks,
             writer: writers.spawn(writer.run(queue)),
@@ -172,23 +175,32 @@ impl SegmentSink {
         match (&mut self.writer).await {
             Ok(Err(e)) => Err(e),
             Ok(Ok(_)) => unreachable!("the writer runs until the sink closes its queue"),
-            Err(e) => Err(writer_ended(e)),
+            Err(e) => Err(self.writer_ended(e)),
         }
     }
 
     /// Closes the last segment and describes what was written.
     pub(crate) async fn finish(mut self) -> Result<SegmentSet, DumpError> {
         self.end_segment().await?;
-        let SegmentSink { blocks, writer, .. } = self;
+        let SegmentSink {
+            blocks,
+            writer,
+            folder,
+            ..
+        } = self;
         drop(blocks);
-        writer.await.map_err(writer_ended)?
+        writer.await.map_err(|e| DumpError::WriterFailed {
+            folder,
+            detail: e.to_string(),
+        })?
     }
-}
 
-fn writer_ended(e: tokio::task::JoinError) -> DumpError {
-    DumpError::Compression(std::io::Error::other(format!(
-        "the segment writer ended abnormally: {e}"
-    )))
+    fn writer_ended(&self, e: tokio::task::JoinError) -> DumpError {
+        DumpError::WriterFailed {
+            folder: self.folder.clone(),
+            detail: e.to_string(),
+        }
+    }
 }
 
 /// The half of a sink that stores blocks, in a task of its own.
