@@ -513,6 +513,16 @@ mod tests {
             .into_bytes()
     }
 
+    /// Reads every document of `set` until the first error.
+    async fn read_all(store: BlobStore, set: &SegmentSet) -> Result<Vec<Vec<u8>>, DumpError> {
+        let mut reader = SegmentReader::new(store, set);
+        let mut back = Vec::new();
+        while let Some(d) = reader.next_document().await? {
+            back.push(d);
+        }
+        Ok(back)
+    }
+
     /// A segment larger than a block is a run of zstd frames; read back
     /// whole, by the reader and by a plain zstd decoder alike.
     #[tokio::test]
@@ -537,12 +547,7 @@ mod tests {
         assert!(raw.len() > 3 * BLOCK_BYTES);
         let stored = s.get(&set.segments[0].path).await.unwrap();
         assert_eq!(zstd::decode_all(&stored[..]).unwrap(), raw);
-        let mut reader = SegmentReader::new(s, &set);
-        let mut back = Vec::new();
-        while let Some(d) = reader.next_document().await.unwrap() {
-            back.push(d);
-        }
-        assert_eq!(back, docs);
+        assert_eq!(read_all(s, &set).await.unwrap(), docs);
     }
 
     /// Every encoding a sink writes.
@@ -589,12 +594,7 @@ mod tests {
                     assert!(set.stored_bytes < raw_bytes / 2, "{set:?}");
                 }
             }
-            let mut reader = SegmentReader::new(s, &set);
-            let mut back = Vec::new();
-            while let Some(d) = reader.next_document().await.unwrap() {
-                back.push(d);
-            }
-            assert_eq!(back, docs, "{compression:?}");
+            assert_eq!(read_all(s, &set).await.unwrap(), docs, "{compression:?}");
         }
     }
 
@@ -615,16 +615,6 @@ mod tests {
         assert_eq!(set, SegmentSet::default());
         let mut reader = SegmentReader::new(store(&dir), &set);
         assert_eq!(reader.next_document().await.unwrap(), None);
-    }
-
-    /// Reads every document of `set` until the first error.
-    async fn read_all(store: BlobStore, set: &SegmentSet) -> Result<Vec<Vec<u8>>, DumpError> {
-        let mut reader = SegmentReader::new(store, set);
-        let mut back = Vec::new();
-        while let Some(d) = reader.next_document().await? {
-            back.push(d);
-        }
-        Ok(back)
     }
 
     #[tokio::test]

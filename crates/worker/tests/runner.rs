@@ -61,6 +61,19 @@ fn new_backup(name: &str) -> NewBackup {
     }
 }
 
+/// A server holding 300 small documents in `app.things`.
+async fn server_with_things() -> MongoServer {
+    let mongo = MongoServer::start().await;
+    mongo
+        .client()
+        .database("app")
+        .collection::<Document>("things")
+        .insert_many((0..300i64).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    mongo
+}
+
 /// A quick runner whose backups fail at their first error (the retry
 /// tests set their own attempts).
 fn config() -> BackupRunnerConfig {
@@ -113,14 +126,7 @@ async fn wait_until_done(catalog: &Catalog, id: i64) -> mongobak_catalog::Backup
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_backups_are_taken_and_recorded() {
-    let mongo = MongoServer::start().await;
-    mongo
-        .client()
-        .database("app")
-        .collection::<Document>("things")
-        .insert_many((0..300i64).map(|i| doc! {"_id": i}))
-        .await
-        .unwrap();
+    let mongo = server_with_things().await;
     let f = fixture(&mongo.uri()).await;
     let runner = RunningRunner::start(&f, config());
 
@@ -148,14 +154,7 @@ async fn queued_backups_are_taken_and_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_back_before_the_next_attempt_gets_its_backup() {
-    let mut mongo = MongoServer::start().await;
-    mongo
-        .client()
-        .database("app")
-        .collection::<Document>("things")
-        .insert_many((0..300i64).map(|i| doc! {"_id": i}))
-        .await
-        .unwrap();
+    let mut mongo = server_with_things().await;
     mongo.kill();
     let uri = format!("{}&serverSelectionTimeoutMS=300", mongo.uri());
     let f = fixture(&uri).await;
