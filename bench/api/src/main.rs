@@ -38,7 +38,6 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCo
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
 
 use mongobak_api::signature::{sha256_hex, Tc3Request};
 
@@ -422,15 +421,7 @@ async fn closed_loop(
 ) -> anyhow::Result<(Vec<Sender>, Peak)> {
     let from = Instant::now() + warmup;
     let until = from + duration;
-    let own_pid = std::process::id();
-    let cpu_sampler = tokio::spawn(async move {
-        tokio::time::sleep_until(from.into()).await;
-        let before = (process_cpu(server_pid), process_cpu(own_pid));
-        tokio::time::sleep_until(until.into()).await;
-        let after = (process_cpu(server_pid), process_cpu(own_pid));
-        let spent = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
-        (spent(before.0, after.0), spent(before.1, after.1))
-    });
+    let cpu_sampler = tokio::spawn(cpu_between(server_pid, from, until));
     let mut tasks = Vec::with_capacity(senders.len());
     for mut sender in senders {
         let signed = Arc::clone(&signed);
@@ -462,18 +453,36 @@ async fn closed_loop(
         first_error = first_error.or(f);
     }
     let (server_cpu, generator_cpu) = cpu_sampler.await?;
-    let per_answer = |cpu: Option<Duration>| {
-        cpu.filter(|_| ok > 0)
-            .map(|c| Duration::from_secs_f64(c.as_secs_f64() / ok as f64))
-    };
     let peak = Peak {
         rate: ok as f64 / duration.as_secs_f64(),
         errors,
         first_error,
-        server_cpu: per_answer(server_cpu),
-        generator_cpu: per_answer(generator_cpu),
+        server_cpu: per_answer(server_cpu, ok),
+        generator_cpu: per_answer(generator_cpu, ok),
     };
     Ok((senders, peak))
+}
+
+/// CPU time spent from `from` to `until` by the server and by this
+/// process (the load generator).
+async fn cpu_between(
+    server_pid: u32,
+    from: Instant,
+    until: Instant,
+) -> (Option<Duration>, Option<Duration>) {
+    let own_pid = std::process::id();
+    tokio::time::sleep_until(from.into()).await;
+    let before = (process_cpu(server_pid), process_cpu(own_pid));
+    tokio::time::sleep_until(until.into()).await;
+    let after = (process_cpu(server_pid), process_cpu(own_pid));
+    let spent = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
+    (spent(before.0, after.0), spent(before.1, after.1))
+}
+
+/// CPU time per successful answer.
+fn per_answer(cpu: Option<Duration>, answers: u64) -> Option<Duration> {
+    cpu.filter(|_| answers > 0)
+        .map(|c| Duration::from_secs_f64(c.as_secs_f64() / answers as f64))
 }
 
 /// User plus system CPU time of process `pid`, all threads, so far.
@@ -497,30 +506,43 @@ struct Paced {
     max: Duration,
     errors: u64,
     first_error: Option<String>,
+    /// CPU time per successful answer over the paced window, as in [`Peak`].
+    server_cpu: Option<Duration>,
+    generator_cpu: Option<Duration>,
 }
 
 /// Offers `rate` requests per second for `duration`: request `i` is due at
-/// `start + i / rate` on connection `i mod n` (as wrk2 does). A thread
-/// paces with the OS timer (tokio's timer has a 1 ms granularity, which
-/// would add up to 1 ms to every latency). A request whose connection is
-/// still busy waits, and that wait counts in its latency.
+/// `start + i / rate` on connection `i mod n` (as wrk2 does). Each
+/// connection keeps its own schedule, so pacing costs no cross-thread
+/// hand-off per request; it waits on tokio's timer (1 ms ticks), and a
+/// request sent after its due time, whether the timer woke late or the
+/// connection was still busy, is charged that wait in its latency.
 async fn open_loop(
     senders: Vec<Sender>,
     signed: Arc<Signed>,
+    server_pid: u32,
     rate: f64,
     duration: Duration,
 ) -> anyhow::Result<(Vec<Sender>, Paced)> {
-    let mut queues = Vec::with_capacity(senders.len());
+    let start = Instant::now() + Duration::from_millis(20);
+    let end = start + duration;
+    let cpu_sampler = tokio::spawn(cpu_between(server_pid, start, end));
+    let connections = senders.len() as u64;
     let mut tasks = Vec::with_capacity(senders.len());
-    for mut sender in senders {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
-        queues.push(tx);
+    for (index, mut sender) in senders.into_iter().enumerate() {
         let signed = Arc::clone(&signed);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let (mut errors, mut first_error) = (0u64, None);
             let mut last_done = None;
-            while let Some(due) = rx.recv().await {
+            for nth in (index as u64..).step_by(connections as usize) {
+                let due = start + Duration::from_secs_f64(nth as f64 / rate);
+                if due >= end {
+                    break;
+                }
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let (status, body) = exchange(&mut sender, &signed).await?;
                 let done = Instant::now();
                 if succeeded(status, &body) {
@@ -534,29 +556,6 @@ async fn open_loop(
             Ok::<_, anyhow::Error>((sender, latencies, errors, first_error, last_done))
         }));
     }
-    let start = Instant::now() + Duration::from_millis(20);
-    let end = start + duration;
-    let pacer = std::thread::spawn(move || {
-        let mut sent = 0u64;
-        loop {
-            let due = start + Duration::from_secs_f64(sent as f64 / rate);
-            if due >= end {
-                break;
-            }
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-            if queues[(sent % queues.len() as u64) as usize]
-                .send(due)
-                .is_err()
-            {
-                break; // that connection failed; its task reports why
-            }
-            sent += 1;
-        }
-        // Dropping the queues lets the connections finish.
-    });
     let mut senders = Vec::with_capacity(tasks.len());
     let mut latencies = Vec::new();
     let (mut errors, mut first_error, mut last_done) = (0u64, None, start);
@@ -568,9 +567,7 @@ async fn open_loop(
         first_error = first_error.or(f);
         last_done = last_done.max(d.unwrap_or(start));
     }
-    pacer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the pacer thread panicked"))?;
+    let (server_cpu, generator_cpu) = cpu_sampler.await?;
     latencies.sort_unstable();
     let span = last_done.saturating_duration_since(start).as_secs_f64();
     let paced = Paced {
@@ -584,6 +581,8 @@ async fn open_loop(
         max: latencies.last().copied().unwrap_or_default(),
         errors,
         first_error,
+        server_cpu: per_answer(server_cpu, latencies.len() as u64),
+        generator_cpu: per_answer(generator_cpu, latencies.len() as u64),
     };
     Ok((senders, paced))
 }
@@ -639,7 +638,7 @@ async fn measure(server: &Server, total_count: u64, args: &Args) -> anyhow::Resu
     );
     // A fresh signature for the second phase.
     let signed = Arc::new(Signed::new(server.addr)?);
-    let (_senders, paced) = open_loop(senders, signed, rate, duration)
+    let (_senders, paced) = open_loop(senders, signed, server.child.0.id(), rate, duration)
         .await
         .with_context(|| format!("{name}: open loop"))?;
     Ok(Measurement {
@@ -787,24 +786,28 @@ fn report(bare: &Measurement, real: &Measurement) -> Verdict {
     }
     println!();
     println!(
-        "{:<24} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "{:<24} {:>9} {:>10} {:>9} {:>9} {:>9} {:>14} {:>12} {:>7}",
         format!("{:.0}% of peak (open loop)", LOAD_SHARE * 100.0),
         "offered",
         "achieved",
         "p50 ms",
         "p99 ms",
         "max ms",
+        "server CPU/req",
+        "gen. CPU/req",
         "errors"
     );
     for m in [bare, real] {
         println!(
-            "{:<24} {:>9.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            "{:<24} {:>9.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>11} us {:>9} us {:>7}",
             m.name,
             m.peak.rate * LOAD_SHARE,
             m.paced.achieved,
             ms(m.paced.p50),
             ms(m.paced.p99),
             ms(m.paced.max),
+            us(m.paced.server_cpu),
+            us(m.paced.generator_cpu),
             m.paced.errors
         );
     }
