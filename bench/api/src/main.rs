@@ -843,6 +843,26 @@ fn report(bare: &Measurement, real: &Measurement) -> Verdict {
         "p99 at 80% of peak: {p99:.2} ms (goal < {GOAL_P99_MS} ms): {}",
         verdict(p99_ok)
     );
+    // How busy the machine was in mongobak's open loop: if it was close to
+    // all of its cores, 80% of the peak was in fact about 100% of what the
+    // machine could do in that phase (it ran slower per request than in
+    // the peak phase), and the latency shows a saturated machine.
+    if let (Some(server), Some(generator)) = (real.paced.server_cpu, real.paced.generator_cpu) {
+        let busy = (server + generator).as_secs_f64() * real.paced.achieved;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        println!("mongobak's open loop kept {busy:.2} of {cores} cores busy (server + generator)");
+        if busy > 0.95 * cores as f64 {
+            println!(
+                "NOTE: the machine was saturated in the open loop: it needed {:.1} us per answer \
+                 against {} us in the peak phase; rerun",
+                (server + generator).as_secs_f64() * 1e6,
+                match (real.peak.server_cpu, real.peak.generator_cpu) {
+                    (Some(s), Some(g)) => format!("{:.1}", (s + g).as_secs_f64() * 1e6),
+                    _ => "?".to_string(),
+                }
+            );
+        }
+    }
     match (valid, ratio_ok && p99_ok) {
         (false, _) => Verdict::Invalid,
         (true, true) => Verdict::Pass,
