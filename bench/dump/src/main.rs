@@ -138,6 +138,11 @@ struct Args {
     /// Skip the single-stream drain (one collection at a time) at the end.
     #[arg(long)]
     no_single_stream: bool,
+    /// Give the server the first half of this process's CPUs and every
+    /// drain and backup the other half, as if the source ran on a host of
+    /// its own (see README.md, "Separate cores").
+    #[arg(long)]
+    separate_cores: bool,
     /// Skip the unmeasured warm-up drain before the first round.
     #[arg(long)]
     no_warmup: bool,
@@ -1034,6 +1039,57 @@ fn die_with_parent(command: &mut Command) {
     }
 }
 
+/// Which CPUs the server and the measured children may run on, with
+/// `--separate-cores`: the first half of this process's CPUs (at least
+/// one) for the server, the rest for the client.
+#[derive(Debug, Clone)]
+struct CoreSplit {
+    server: Vec<usize>,
+    client: Vec<usize>,
+}
+
+impl CoreSplit {
+    /// Splits this process's CPUs; `None` with fewer than two.
+    fn of_this_process() -> anyhow::Result<Option<CoreSplit>> {
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("sched_getaffinity");
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+            .collect();
+        if cpus.len() < 2 {
+            return Ok(None);
+        }
+        let (server, client) = cpus.split_at(cpus.len() / 2);
+        Ok(Some(CoreSplit {
+            server: server.to_vec(),
+            client: client.to_vec(),
+        }))
+    }
+}
+
+/// Makes the child run only on `cpus`.
+fn pin_to(command: &mut Command, cpus: &[usize]) {
+    // SAFETY: cpu_set_t is plain data, filled here before the fork.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: sched_setaffinity is a plain system call, safe between fork
+    // and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A child process killed and reaped when dropped, unless it was reaped.
 struct ChildGuard(Option<Child>);
 
@@ -1082,7 +1138,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(args: &Args, binary: &Path, data: &Path, cwd: &Path) -> anyhow::Result<Server> {
+    fn start(
+        args: &Args,
+        binary: &Path,
+        data: &Path,
+        cwd: &Path,
+        cpus: Option<&[usize]>,
+    ) -> anyhow::Result<Server> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -1111,6 +1173,9 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(log);
         die_with_parent(&mut command);
+        if let Some(cpus) = cpus {
+            pin_to(&mut command, cpus);
+        }
         let mut child = ChildGuard(Some(
             command
                 .spawn()
@@ -1304,6 +1369,8 @@ struct Harness<'a> {
     this: PathBuf,
     uri: String,
     server_pid: u32,
+    /// With `--separate-cores`, the CPUs of every measured child.
+    client_cpus: Option<Vec<usize>>,
     log: PathBuf,
     work: PathBuf,
     ticks_per_sec: f64,
@@ -1380,6 +1447,9 @@ impl Harness<'_> {
             .stdout(Stdio::piped())
             .stderr(stderr);
         die_with_parent(&mut command);
+        if let Some(cpus) = &self.client_cpus {
+            pin_to(&mut command, cpus);
+        }
 
         let server_before = process_cpu(self.server_pid, self.ticks_per_sec);
         let machine_before = machine_cpu(self.ticks_per_sec);
@@ -1512,12 +1582,27 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .and_then(|s| s.lines().next().map(str::to_string))
         .unwrap_or_else(|| "unknown version".into());
 
+    let split = if args.separate_cores {
+        Some(CoreSplit::of_this_process()?.context("--separate-cores needs at least two CPUs")?)
+    } else {
+        None
+    };
+
     println!("bench-dump: mongobak backup vs a raw cursor drain of the same collections");
-    println!(
-        "machine: {cores} cores, shared by the server and the client under test; \
-         load average before the run: {}",
-        load_average()
-    );
+    match &split {
+        None => println!(
+            "machine: {cores} cores, shared by the server and the client under test; \
+             load average before the run: {}",
+            load_average()
+        ),
+        Some(split) => println!(
+            "machine: {cores} cores, separate: the server on CPUs {:?}, the client under test \
+             on CPUs {:?}; load average before the run: {}",
+            split.server,
+            split.client,
+            load_average()
+        ),
+    }
     println!(
         "source: {} ({version}), data in {}",
         secantusd.display(),
@@ -1536,13 +1621,15 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     println!("children's log: {}", log.display());
     println!();
 
-    let server = Server::start(args, &secantusd, &data, tmp.path())?;
+    let server_cpus = split.as_ref().map(|s| s.server.as_slice());
+    let server = Server::start(args, &secantusd, &data, tmp.path(), server_cpus)?;
     SERVER_PID.store(server.pid(), Ordering::SeqCst);
     let harness = Harness {
         args,
         this,
         uri: server.uri(),
         server_pid: server.pid(),
+        client_cpus: split.map(|s| s.client),
         log,
         work: tmp.path().to_path_buf(),
         // SAFETY: sysconf has no preconditions.

@@ -48,11 +48,14 @@
 //! - `options`: [`StorageOptions`] and [`StorageCredentials`].
 //! - `store`: [`BlobStore`] and [`ListedBlob`].
 //! - `writer`: [`BlobWriter`].
+//! - `local`: how a writer writes into a folder: streamed to disk as it
+//!   goes, renamed into place on close.
 //! - `error`: [`BlobError`].
 
 #![deny(missing_docs)]
 
 mod error;
+mod local;
 mod location;
 mod options;
 mod store;

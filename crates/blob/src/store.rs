@@ -15,6 +15,7 @@ use futures::TryStreamExt;
 use opendal::layers::{RetryEvent, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, HttpTransporter, OperationContext, Operator};
 
+use crate::local::LocalFile;
 use crate::location::{self, CosLocation, Location, S3Location};
 use crate::{BlobError, BlobWriter, StorageCredentials, StorageOptions};
 
@@ -33,7 +34,7 @@ pub struct ListedBlob {
 #[derive(Debug, Clone)]
 enum Backend {
     /// A folder; objects being written wait in `temporary` for their close.
-    Fs { temporary: PathBuf },
+    Fs { root: PathBuf, temporary: PathBuf },
     /// An S3-compatible or COS bucket.
     Object { bucket: String },
 }
@@ -84,6 +85,7 @@ impl BlobStore {
                     .atomic_write_dir(&tmp);
                 let op = Operator::new(builder).map_err(|e| BlobError::at(&root, e))?;
                 let backend = Backend::Fs {
+                    root: PathBuf::from(&root),
                     temporary: PathBuf::from(tmp),
                 };
                 (op, backend)
@@ -134,7 +136,7 @@ impl BlobStore {
     /// killed process goes with the bucket's lifecycle rule
     /// (`AbortIncompleteMultipartUpload`).
     pub fn remove_stale_temporary(&self, older_than: Duration) -> std::io::Result<usize> {
-        let Backend::Fs { temporary: dir } = &self.backend else {
+        let Backend::Fs { temporary: dir, .. } = &self.backend else {
             return Ok(0);
         };
         let entries = match std::fs::read_dir(dir) {
@@ -183,15 +185,25 @@ impl BlobStore {
     /// A streaming writer for `path`; the object appears only when
     /// [`BlobWriter::close`] succeeds.
     pub async fn writer(&self, path: &str) -> Result<BlobWriter, BlobError> {
-        let mut future = self.op.writer_with(path);
-        let object_store = matches!(self.backend, Backend::Object { .. });
-        if object_store {
-            future = future
-                .chunk(self.upload_chunk)
-                .concurrent(self.upload_concurrency);
+        match &self.backend {
+            Backend::Fs { root, temporary } => {
+                let target = root.join(path.trim_start_matches('/'));
+                let file = LocalFile::create(temporary, target)
+                    .await
+                    .map_err(|e| BlobError::at(path, opendal::raw::new_std_io_error(e)))?;
+                Ok(BlobWriter::to_file(file, path))
+            }
+            Backend::Object { .. } => {
+                let inner = self
+                    .op
+                    .writer_with(path)
+                    .chunk(self.upload_chunk)
+                    .concurrent(self.upload_concurrency)
+                    .await
+                    .map_err(|e| BlobError::at(path, e))?;
+                Ok(BlobWriter::to_store(inner, path))
+            }
         }
-        let inner = future.await.map_err(|e| BlobError::at(path, e))?;
-        Ok(BlobWriter::new(inner, path, object_store))
     }
 
     /// Writes a whole object at once.

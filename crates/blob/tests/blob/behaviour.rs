@@ -85,6 +85,12 @@ async fn a_dropped_writer_leaves_nothing(t: TestStore) {
     drop(w);
     assert_eq!(s.size("a/dropped.bin").await.unwrap(), None);
     assert!(s.list("a/").await.unwrap().is_empty());
+    // Nor is anything left waiting in a folder store's temporary folder.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let left = s
+        .remove_stale_temporary(std::time::Duration::from_millis(1))
+        .unwrap();
+    assert_eq!(left, 0, "a temporary file outlived its dropped writer");
 }
 
 async fn ranges(t: TestStore) {
@@ -180,8 +186,8 @@ async fn stale_temporary_objects_are_removed_on_file_systems() {
     let s = &t.store;
     let mut w = s.writer("a/partial.bin").await.unwrap();
     w.write(Bytes::from(vec![7u8; 1 << 20])).await.unwrap();
-    // The writer is dropped without close or abort, as in a crash.
-    drop(w);
+    // The process dies mid-write: no close, no abort, no destructor.
+    std::mem::forget(w);
     let hour = std::time::Duration::from_secs(3600);
     assert_eq!(s.remove_stale_temporary(hour).unwrap(), 0, "still fresh");
     std::thread::sleep(std::time::Duration::from_millis(20));
