@@ -197,6 +197,8 @@ pub struct Progress {
 
 #[derive(Debug, Default)]
 struct Counters {
+    /// Replica sets whose estimated counts are not all in yet.
+    estimating: AtomicU64,
     expected_documents: AtomicU64,
     documents: AtomicU64,
     bytes: AtomicU64,
@@ -204,14 +206,23 @@ struct Counters {
 
 impl Progress {
     /// Percent done (0-99 while running), by documents against the
-    /// servers' estimated counts.
+    /// servers' estimated counts; 0 until every replica set's estimates
+    /// are in.
     pub fn percent(&self) -> u64 {
+        if self.counters.estimating.load(Ordering::Relaxed) > 0 {
+            return 0;
+        }
         let expected = self
             .counters
             .expected_documents
             .load(Ordering::Relaxed)
             .max(1);
         (self.counters.documents.load(Ordering::Relaxed) * 100 / expected).min(99)
+    }
+
+    /// Documents the servers' estimates add up to so far.
+    pub fn expected_documents(&self) -> u64 {
+        self.counters.expected_documents.load(Ordering::Relaxed)
     }
 
     /// Documents dumped so far.
@@ -222,6 +233,21 @@ impl Progress {
     /// BSON bytes dumped so far.
     pub fn bytes(&self) -> u64 {
         self.counters.bytes.load(Ordering::Relaxed)
+    }
+
+    /// A backup of `replica_sets` begins: each estimates its documents.
+    fn estimating(&self, replica_sets: usize) {
+        self.counters
+            .estimating
+            .store(replica_sets as u64, Ordering::Relaxed);
+    }
+
+    /// One replica set has all its estimates in (or stopped estimating).
+    pub(crate) fn estimated(&self) {
+        let _ = self
+            .counters
+            .estimating
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     pub(crate) fn expect(&self, documents: u64) {
@@ -289,6 +315,7 @@ async fn backup(
     writers: &TaskTracker,
 ) -> Result<BackupManifest, DumpError> {
     let started_at = jiff::Timestamp::now().as_second();
+    progress.estimating(source.replica_sets.len());
     let sources = try_join_all(
         source
             .replica_sets
@@ -401,4 +428,30 @@ fn parse_json<T: serde::de::DeserializeOwned>(path: &str, bytes: &[u8]) -> Resul
         path: path.to_string(),
         detail: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_zero_until_every_replica_set_has_estimated() {
+        let progress = Progress::default();
+        progress.estimating(2);
+        progress.expect(100);
+        for _ in 0..50 {
+            progress.dumped(10);
+        }
+        assert_eq!(progress.percent(), 0, "one replica set still estimating");
+        progress.estimated();
+        assert_eq!(progress.percent(), 0, "one replica set still estimating");
+        progress.estimated();
+        assert_eq!(progress.percent(), 50);
+        progress.estimated();
+        assert_eq!(progress.percent(), 50, "an extra report changes nothing");
+        for _ in 0..60 {
+            progress.dumped(10);
+        }
+        assert_eq!(progress.percent(), 99, "never 100 while running");
+    }
 }

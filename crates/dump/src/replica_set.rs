@@ -1,6 +1,8 @@
 //! One replica set of a backup: connect, list namespaces, dump documents,
 //! capture the oplog slice.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -234,19 +236,43 @@ impl ReplicaSetSource {
         writers: &TaskTracker,
     ) -> Result<Vec<CollectionEntry>, DumpError> {
         let namespaces = self.namespaces().await?;
-        for ns in &namespaces {
-            if let Some(source) = &ns.data_from {
-                let count = self
-                    .client
-                    .database(&ns.db)
-                    .collection::<Document>(source)
-                    .estimated_document_count()
-                    .await
-                    .unwrap_or(0);
-                progress.expect(count);
+        // The estimated counts only serve the progress figure, so they are
+        // asked for beside the dump, not before it: one round trip per
+        // collection, and on some servers a scan, kept off the way to the
+        // first document. Aborted with the dump should it fail first.
+        let counted: Vec<(String, String)> = namespaces
+            .iter()
+            .filter_map(|ns| Some((ns.db.clone(), ns.data_from.clone()?)))
+            .collect();
+        // Whichever ends first, the estimates or the dump, reports that
+        // this replica set is done estimating; only the first counts.
+        let reported = Arc::new(AtomicBool::new(false));
+        let done_estimating = {
+            let (progress, reported) = (progress.clone(), Arc::clone(&reported));
+            move || {
+                if !reported.swap(true, Ordering::Relaxed) {
+                    progress.estimated();
+                }
             }
-        }
-        stream::iter(namespaces.into_iter().enumerate())
+        };
+        let _estimates = {
+            let client = self.client.clone();
+            let progress = progress.clone();
+            let done_estimating = done_estimating.clone();
+            AbortOnDropHandle::new(tokio::spawn(async move {
+                for (db, collection) in counted {
+                    let count = client
+                        .database(&db)
+                        .collection::<Document>(&collection)
+                        .estimated_document_count()
+                        .await
+                        .unwrap_or(0);
+                    progress.expect(count);
+                }
+                done_estimating();
+            }))
+        };
+        let dumped = stream::iter(namespaces.into_iter().enumerate())
             .map(|(n, ns)| {
                 let source = self.clone();
                 let store = store.clone();
@@ -270,7 +296,11 @@ impl ReplicaSetSource {
                 }),
             })
             .try_collect()
-            .await
+            .await;
+        // A replica set whose dump ended before its estimates did is done
+        // estimating too.
+        done_estimating();
+        dumped
     }
 
     async fn dump_namespace(

@@ -139,6 +139,11 @@ async fn backup_reads_back_as(
     .unwrap();
     assert_eq!(manifest.replica_sets.len(), 1);
     assert!(progress.documents() >= seed::CONTACTS as u64);
+    // Nothing writes during this backup, so the estimates, asked for beside
+    // the dump (and dropped should it end first), add up to at most what
+    // was dumped, and the figure stops at 99 until the request is done.
+    assert!(progress.expected_documents() <= progress.documents());
+    assert_eq!(progress.percent(), 99);
 
     let (top, sets) = read_manifests(&store, prefix).await.unwrap();
     assert_eq!(top, manifest);
