@@ -91,16 +91,25 @@ impl LocalFile {
         })
     }
 
-    /// Appends `bytes`.
+    /// Appends `bytes`. After a failed write the file is gone: how much of
+    /// `bytes` reached it is unknown, so it can never be closed into place.
     pub(crate) async fn write(&mut self, bytes: Bytes) -> std::io::Result<()> {
         let mut open = self.take_open()?;
-        let (open, result) = blocking(move || {
+        let written = blocking(move || {
             let result = open.write(&bytes);
-            Ok((open, result))
+            Ok(result.map(|()| open))
         })
-        .await?;
-        self.open = Some(open);
-        result
+        .await;
+        match written {
+            Ok(Ok(open)) => {
+                self.open = Some(open);
+                Ok(())
+            }
+            Ok(Err(e)) | Err(e) => {
+                remove_quietly(&self.temporary);
+                Err(e)
+            }
+        }
     }
 
     /// Writes what is left, flushes the file to disk, renames it into
@@ -471,6 +480,22 @@ mod tests {
         for pieces in CASES {
             round_trip(false, pieces).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_cannot_be_closed_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let temporary = dir.path().join("root.tmp");
+        let target = dir.path().join("root/x");
+        let mut file = LocalFile::create(&temporary, target.clone()).await.unwrap();
+        file.write(Bytes::from_static(b"abc")).await.unwrap();
+        // Make the next write fail: a descriptor not open for writing.
+        let read_only = File::open(dir.path()).unwrap();
+        file.open.as_mut().unwrap().file = read_only;
+        assert!(file.write(Bytes::from(vec![1u8; CHUNK])).await.is_err());
+        assert!(file.close().await.is_err(), "closed after a failed write");
+        assert!(!target.exists());
+        assert_eq!(std::fs::read_dir(&temporary).unwrap().count(), 0);
     }
 
     #[tokio::test]
