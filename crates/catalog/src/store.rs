@@ -341,22 +341,6 @@ impl Catalog {
         Ok(self.registry().await?.as_ref().clone())
     }
 
-    /// The instances of one owner in one region, oldest first (from the
-    /// registry cache).
-    pub async fn instances_of(
-        &self,
-        owner_uin: &str,
-        region: &str,
-    ) -> Result<Vec<Instance>, CatalogError> {
-        Ok(self
-            .registry()
-            .await?
-            .iter()
-            .filter(|i| i.owner_uin == owner_uin && i.region == region)
-            .cloned()
-            .collect())
-    }
-
     /// Every registered instance, oldest first, as the shared snapshot of
     /// the registry cache: no copy, for callers that only read.
     pub async fn instance_registry(&self) -> Result<Arc<Vec<Instance>>, CatalogError> {
@@ -528,15 +512,6 @@ mod tests {
         ));
         assert_eq!(c.instances().await.unwrap(), vec![a.clone()]);
         assert_eq!(c.instance("cmgo-aaaaaaaa").await.unwrap(), Some(a.clone()));
-        assert_eq!(
-            c.instances_of("100", "ap-guangzhou").await.unwrap().len(),
-            1
-        );
-        assert!(c
-            .instances_of("100", "ap-shanghai")
-            .await
-            .unwrap()
-            .is_empty());
         assert!(c.remove_instance("cmgo-aaaaaaaa").await.unwrap());
         assert!(!c.remove_instance("cmgo-aaaaaaaa").await.unwrap());
     }
