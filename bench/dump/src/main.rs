@@ -33,23 +33,28 @@
 //! stopped by its process id on every path, and dies with the parent
 //! (`PR_SET_PDEATHSIG`) if the parent is killed. See README.md.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bench_support::documents::{generate, Rng};
+use bench_support::process::{
+    clean_up_on_signal, die_with_parent, find_secantusd, load_average, machine_cpu, process_cpu,
+    tail, ChildGuard, SERVER_PID,
+};
 use clap::{Parser, ValueEnum};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use mongobak_blob::BlobStore;
 use mongobak_dump::{run_backup, BackupSource, Compression, DumpOptions, Progress};
-use mongodb::bson::{doc, oid::ObjectId, Binary, DateTime, Document, RawDocumentBuf};
+use mongodb::bson::{doc, Document, RawDocumentBuf};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, IndexModel};
 use serde::{Deserialize, Serialize};
@@ -643,223 +648,6 @@ const COLLECTIONS: &[(&str, usize)] = &[
 /// Documents per `insert_many` call: about 2 MB of BSON.
 const BATCH_BYTES: usize = 2 << 20;
 
-/// Words of the generated text (zstd level 1 compresses it about 3x).
-static WORDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
-    "backup replica shard cluster oplog segment index cursor document collection database \
-     server client driver primary secondary election journal checkpoint cache eviction \
-     page tree leaf branch key value range chunk balancer migration write read concern \
-     majority timestamp session transaction commit abort retry timeout network socket \
-     buffer stream frame header payload order customer invoice product price quantity \
-     shipping address street city country payment refund status pending shipped delivered \
-     cancelled the a of and to in is for on with as by at from this that it be are was \
-     has not but or an will can all new more when which their after before during while \
-     under over between through against within without again further then once here there \
-     why how only own same so than too very"
-        .split_whitespace()
-        .collect()
-});
-
-const CITIES: &[&str] = &[
-    "Lisbon", "Porto", "Madrid", "Lyon", "Berlin", "Hamburg", "Milan", "Turin", "Vienna", "Prague",
-    "Warsaw", "Krakow", "Oslo", "Bergen", "Dublin", "Cork",
-];
-
-/// SplitMix64: small, fast, deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
-    }
-
-    fn coin(&mut self) -> bool {
-        self.next() >> 63 == 1
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.range(0, items.len() as u64) as usize]
-    }
-
-    /// About `len` characters of words from [`WORDS`].
-    fn text(&mut self, len: usize) -> String {
-        let mut out = String::with_capacity(len + 16);
-        while out.len() < len {
-            if !out.is_empty() {
-                out.push(' ');
-            }
-            out.push_str(self.pick(&WORDS));
-        }
-        out
-    }
-
-    /// Text of a length uniform in `lo..hi`.
-    fn text_between(&mut self, lo: u64, hi: u64) -> String {
-        let len = self.range(lo, hi) as usize;
-        self.text(len)
-    }
-
-    /// Random bytes, a length uniform in `lo..hi`.
-    fn bytes_between(&mut self, lo: u64, hi: u64) -> Vec<u8> {
-        let len = self.range(lo, hi) as usize;
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            out.extend_from_slice(&self.next().to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
-
-    fn object_id(&mut self, n: u64) -> ObjectId {
-        let mut bytes = [0u8; 12];
-        bytes[..4].copy_from_slice(&(1_700_000_000 + (n / 1000) as u32).to_be_bytes());
-        bytes[4..8].copy_from_slice(&(self.next() as u32).to_be_bytes());
-        bytes[8..].copy_from_slice(&(n as u32).to_be_bytes());
-        ObjectId::from_bytes(bytes)
-    }
-}
-
-/// Milliseconds since the epoch of 2024-01-01.
-const BASE_MILLIS: i64 = 1_704_067_200_000;
-
-/// Document `n` of collection `name`.
-fn generate(name: &str, n: u64, rng: &mut Rng) -> Document {
-    let at = DateTime::from_millis(BASE_MILLIS + n as i64 * 1_000 + rng.range(0, 1_000) as i64);
-    match name {
-        // ~1 KB: nested customer and address, an array of line items.
-        "orders" => {
-            let items: Vec<Document> = (0..rng.range(2, 8))
-                .map(|_| {
-                    doc! {
-                        "sku": format!("SKU-{:06}", rng.range(0, 200_000)),
-                        "name": rng.text(20),
-                        "qty": rng.range(1, 10) as i32,
-                        "price": (rng.unit() * 50_000.0).round() / 100.0,
-                    }
-                })
-                .collect();
-            doc! {
-                "_id": rng.object_id(n),
-                "customer": {
-                    "id": rng.range(0, 1_000_000) as i64,
-                    "name": format!("{} {}", rng.pick(&WORDS), rng.pick(&WORDS)),
-                    "email": format!("user{}@example.com", rng.range(0, 1_000_000)),
-                    "address": {
-                        "street": format!("{} {} street", rng.range(1, 300), rng.pick(&WORDS)),
-                        "city": rng.pick(CITIES),
-                        "zip": format!("{:05}", rng.range(0, 100_000)),
-                        "country": "PT",
-                    },
-                },
-                "items": items,
-                "total": (rng.unit() * 200_000.0).round() / 100.0,
-                "currency": "EUR",
-                "status": rng.pick(&["pending", "paid", "shipped", "delivered", "cancelled"]),
-                "created": at,
-                "tags": [rng.pick(&WORDS), rng.pick(&WORDS)],
-                "note": rng.text_between(100, 500),
-            }
-        }
-        // ~2 KB: a random binary payload (incompressible) and typed attributes.
-        "events" => {
-            let mut attrs = Document::new();
-            for i in 0..16 {
-                let key = format!("a{i}");
-                match i % 4 {
-                    0 => attrs.insert(key, rng.range(0, 1 << 30) as i32),
-                    1 => attrs.insert(key, rng.unit() * 1e6),
-                    2 => attrs.insert(key, rng.pick(&WORDS)),
-                    _ => attrs.insert(key, rng.coin()),
-                };
-            }
-            doc! {
-                "_id": n as i64,
-                "ts": at,
-                "kind": rng.pick(&["click", "view", "purchase", "login", "logout", "error"]),
-                "source": {
-                    "host": format!("web-{:03}", rng.range(0, 64)),
-                    "ip": format!("10.{}.{}.{}", rng.range(0, 256), rng.range(0, 256), rng.range(0, 256)),
-                    "region": rng.pick(CITIES),
-                    "pid": rng.range(1, 65_536) as i32,
-                },
-                "payload": Binary {
-                    subtype: mongodb::bson::spec::BinarySubtype::Generic,
-                    bytes: rng.bytes_between(200, 800),
-                },
-                "attrs": attrs,
-                "message": rng.text_between(600, 1_400),
-            }
-        }
-        // ~3 KB: settings nested three levels, an array of history entries.
-        "profiles" => {
-            let history: Vec<Document> = (0..rng.range(10, 25))
-                .map(|i| {
-                    doc! {
-                        "at": DateTime::from_millis(BASE_MILLIS + i as i64 * 86_400_000),
-                        "action": rng.pick(&WORDS),
-                        "value": rng.unit() * 1_000.0,
-                        "ref": rng.next() as i64,
-                    }
-                })
-                .collect();
-            doc! {
-                "_id": rng.object_id(n),
-                "username": format!("user{n:010}"),
-                "created": at,
-                "bio": rng.text_between(900, 1_700),
-                "settings": {
-                    "theme": rng.pick(&["dark", "light", "auto"]),
-                    "lang": rng.pick(&["en", "pt", "de", "fr"]),
-                    "notifications": {
-                        "email": rng.coin(),
-                        "sms": rng.coin(),
-                        "push": {
-                            "enabled": true,
-                            "quiet_hours": {"from": rng.range(0, 24) as i32, "to": rng.range(0, 24) as i32},
-                        },
-                    },
-                },
-                "history": history,
-            }
-        }
-        // ~4 KB: long log messages and stack frames.
-        _ => {
-            let stack: Vec<String> = (0..rng.range(5, 15))
-                .map(|_| {
-                    format!(
-                        "at {}::{}::{} ({}.rs:{})",
-                        rng.pick(&WORDS),
-                        rng.pick(&WORDS),
-                        rng.pick(&WORDS),
-                        rng.pick(&WORDS),
-                        rng.range(1, 2_000)
-                    )
-                })
-                .collect();
-            doc! {
-                "_id": n as i64,
-                "at": at,
-                "level": rng.pick(&["DEBUG", "INFO", "INFO", "INFO", "WARN", "ERROR"]),
-                "host": format!("app-{:03}", rng.range(0, 32)),
-                "msg": rng.text_between(2_200, 3_600),
-                "stack": stack,
-            }
-        }
-    }
-}
-
 /// Drops the benchmark's databases and loads about `gb` GB of BSON, the four
 /// collections at once, then records what was loaded.
 async fn load(uri: &str, gb: f64, oplog_max_entries: u64) -> anyhow::Result<ChildReport> {
@@ -1034,25 +822,6 @@ async fn probe_oplog(uri: &str, cap: u64) -> anyhow::Result<OplogProbe> {
 // ---------------------------------------------------------------------------
 // Child processes.
 
-/// Makes the child die with this thread (the main thread, which lives until
-/// the end), so nothing outlives a killed harness.
-fn die_with_parent(command: &mut Command) {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Checks a `--server-env` value.
 fn parse_env_pair(pair: &str) -> Result<String, String> {
     match pair.split_once('=') {
@@ -1109,47 +878,6 @@ fn pin_to(command: &mut Command, cpus: &[usize]) {
             }
             Ok(())
         });
-    }
-}
-
-/// A child process killed and reaped when dropped, unless it was reaped.
-struct ChildGuard(Option<Child>);
-
-impl ChildGuard {
-    fn pid(&self) -> u32 {
-        self.0.as_ref().map_or(0, Child::id)
-    }
-
-    /// Waits for the child with `wait4`: its exit status and its own
-    /// resource usage (peak RSS, CPU times), not summed with other children.
-    fn wait_rusage(&mut self) -> anyhow::Result<(i32, libc::rusage)> {
-        let pid = self.pid() as libc::pid_t;
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is valid; wait4 fills it.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        loop {
-            // SAFETY: pid is our unreaped child; both pointers are valid.
-            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-            if r == pid {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                bail!("wait4({pid}) failed: {e}");
-            }
-        }
-        // Reaped: the pid is no longer ours to kill.
-        self.0 = None;
-        Ok((status, usage))
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -1288,85 +1016,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.terminate();
     }
-}
-
-/// The running server, for the signal handler.
-static SERVER_PID: AtomicU32 = AtomicU32::new(0);
-
-/// On SIGINT or SIGTERM: stop the server cleanly, delete the run's
-/// temporary folder (with the data, unless --keep-data) and exit 130. A
-/// measurement child dies with this process (`PR_SET_PDEATHSIG`).
-fn clean_up_on_signal(tmp: PathBuf) {
-    std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        let signalled = runtime.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut interrupt), Ok(mut terminate)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return false;
-            };
-            tokio::select! {
-                _ = interrupt.recv() => true,
-                _ = terminate.recv() => true,
-            }
-        });
-        if !signalled {
-            return;
-        }
-        eprintln!("bench-dump: interrupted; stopping the server");
-        let pid = SERVER_PID.load(Ordering::SeqCst) as libc::pid_t;
-        if pid > 0 {
-            // SAFETY: plain syscalls on our own child's pid; it is only
-            // killed while unreaped (waitpid returned 0), so never reused.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-                let deadline = Instant::now() + SERVER_STOP_TIMEOUT;
-                let mut status = 0;
-                while libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 {
-                    if Instant::now() >= deadline {
-                        libc::kill(pid, libc::SIGKILL);
-                        libc::waitpid(pid, &mut status, 0);
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::process::exit(130);
-    });
-}
-
-/// Where the SecantusDB Rust server is.
-fn find_secantusd(args: &Args) -> anyhow::Result<PathBuf> {
-    if let Some(path) = &args.secantusd {
-        if path.is_file() {
-            return Ok(path.clone());
-        }
-        bail!("--secantusd {} does not exist", path.display());
-    }
-    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("secantusd-rs"))
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(PathBuf::from(home).join(".cargo/bin/secantusd-rs"));
-    }
-    candidates.into_iter().find(|p| p.is_file()).context(
-        "secantusd-rs not found on PATH nor in ~/.cargo/bin: install it with \
-         `cargo install secantus-mdb --version 0.5.3-beta.196 --ignore-rust-version` \
-         (needs cmake), or pass --secantusd FILE",
-    )
 }
 
 /// One child run, as the parent saw it.
@@ -1535,41 +1184,6 @@ impl Harness<'_> {
     }
 }
 
-/// Busy CPU seconds of the whole machine so far (all but idle and iowait).
-fn machine_cpu(ticks_per_sec: f64) -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    // cpu  user nice system idle iowait irq softirq steal ...
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
-    let busy = fields.get(..8)?.iter().sum::<u64>() - fields[3] - fields[4];
-    Some(busy as f64 / ticks_per_sec)
-}
-
-/// User plus system CPU seconds of process `pid`, all threads, so far.
-fn process_cpu(pid: u32, ticks_per_sec: f64) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields 14 (utime) and 15 (stime); field 2 is in parentheses and may
-    // hold spaces, so count from after it (field 3).
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / ticks_per_sec)
-}
-
-/// The last `n` lines of a file.
-fn tail(path: &Path, n: usize) -> String {
-    let mut text = String::new();
-    if let Ok(mut file) = File::open(path) {
-        let _ = file.read_to_string(&mut text);
-    }
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 // ---------------------------------------------------------------------------
 // The run.
 
@@ -1577,7 +1191,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     if args.gb.is_nan() || args.gb <= 0.0 || args.rounds == 0 || args.concurrency == 0 {
         bail!("--gb, --rounds and --concurrency must be positive");
     }
-    let secantusd = find_secantusd(args)?;
+    let secantusd = find_secantusd(args.secantusd.as_deref())?;
     let this = std::env::current_exe().context("cannot find this binary")?;
     let mut builder = tempfile::Builder::new();
     builder.prefix("bench-dump-");
@@ -1586,7 +1200,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         None => builder.tempdir(),
     }
     .context("cannot create a temporary folder")?;
-    clean_up_on_signal(tmp.path().to_path_buf());
+    clean_up_on_signal(tmp.path().to_path_buf(), "bench-dump");
     let data = match &args.keep_data {
         Some(dir) => {
             std::fs::create_dir_all(dir)
@@ -1797,13 +1411,6 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         ],
         cores,
     ))
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "unknown".to_string())
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -21,12 +21,12 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bench_support::process::{die_with_parent, ChildGuard};
 use clap::Parser;
 use mongobak_archive::{
     gunzip, ArchiveHeader, ArchiveWriter, GzipWriter, HashingWriter, NamespaceKind, NamespaceMeta,
@@ -232,42 +232,16 @@ struct Run {
 /// with 0. The child gets SIGKILL if this process dies first, so nothing
 /// outlives the harness.
 fn run_child(mut command: Command, what: &str) -> anyhow::Result<Run> {
-    // SAFETY: prctl is async-signal-safe; nothing else runs in the child
-    // between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    die_with_parent(&mut command);
     let start = Instant::now();
     let child = command
         .spawn()
         .with_context(|| format!("cannot start {what}: {command:?}"))?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain data; zero is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: pid is our unreaped child; the pointers are valid.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r == pid {
-            break;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            // SAFETY: still our unreaped child, so the pid is not reused.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            bail!("cannot wait for {what}: {err}");
-        }
-    }
+    // Killed and reaped if waiting fails.
+    let (status, usage) = ChildGuard(Some(child))
+        .wait_rusage()
+        .with_context(|| format!("cannot wait for {what}"))?;
     let wall = start.elapsed();
-    drop(child);
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         bail!("{what} failed (wait status {status:#x})");
     }

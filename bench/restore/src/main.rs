@@ -226,7 +226,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         None => builder.tempdir(),
     }
     .context("cannot create a temporary folder")?;
-    process::clean_up_on_signal(tmp.path().to_path_buf());
+    bench_support::process::clean_up_on_signal(tmp.path().to_path_buf(), "bench-restore");
     let log = args
         .log
         .clone()

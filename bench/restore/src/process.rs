@@ -1,82 +1,23 @@
-//! Processes: the SecantusDB server and the measurement children, each
-//! stopped by its process id on every path and tied to the harness with
-//! `PR_SET_PDEATHSIG`, so nothing outlives it; and the CPU time readings
-//! from `/proc` that the table's CPU columns come from.
+//! Processes: the SecantusDB server this harness restores into, stopped by
+//! its process id on every path and tied to the harness with
+//! `PR_SET_PDEATHSIG`; the measurement children and the CPU readings come
+//! from `bench_support::process`, re-exported here.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read};
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+pub use bench_support::process::{
+    die_with_parent, find_secantusd, load_average, machine_cpu, process_cpu, tail, ChildGuard,
+    SERVER_PID, SERVER_STOP_TIMEOUT,
+};
 
 const SERVER_STARTUP_TIMEOUT: Duration = Duration::from_secs(180);
-const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Makes the child die with this thread (the main thread, which lives until
-/// the end), so nothing outlives a killed harness.
-pub fn die_with_parent(command: &mut Command) {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-}
-
-/// A child process killed and reaped when dropped, unless it was reaped.
-pub struct ChildGuard(pub Option<Child>);
-
-impl ChildGuard {
-    pub fn pid(&self) -> u32 {
-        self.0.as_ref().map_or(0, Child::id)
-    }
-
-    /// Waits for the child with `wait4`: its exit status and its own
-    /// resource usage (peak RSS, CPU times), not summed with other children.
-    pub fn wait_rusage(&mut self) -> anyhow::Result<(i32, libc::rusage)> {
-        let pid = self.pid() as libc::pid_t;
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is valid; wait4 fills it.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        loop {
-            // SAFETY: pid is our unreaped child; both pointers are valid.
-            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-            if r == pid {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                bail!("wait4({pid}) failed: {e}");
-            }
-        }
-        // Reaped: the pid is no longer ours to kill.
-        self.0 = None;
-        Ok((status, usage))
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// The SecantusDB server.
 pub struct Server {
@@ -203,127 +144,4 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.terminate();
     }
-}
-
-/// The running server, for the signal handler.
-pub static SERVER_PID: AtomicU32 = AtomicU32::new(0);
-
-/// On SIGINT or SIGTERM: stop the server, delete the run's temporary folder
-/// and exit 130. A measurement child dies with this process
-/// (`PR_SET_PDEATHSIG`).
-pub fn clean_up_on_signal(tmp: PathBuf) {
-    std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        let signalled = runtime.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut interrupt), Ok(mut terminate)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return false;
-            };
-            tokio::select! {
-                _ = interrupt.recv() => true,
-                _ = terminate.recv() => true,
-            }
-        });
-        if !signalled {
-            return;
-        }
-        eprintln!("bench-restore: interrupted; stopping the server");
-        let pid = SERVER_PID.load(Ordering::SeqCst) as libc::pid_t;
-        if pid > 0 {
-            // SAFETY: plain syscalls on our own child's pid; it is only
-            // killed while unreaped (waitpid returned 0), so never reused.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-                let deadline = Instant::now() + SERVER_STOP_TIMEOUT;
-                let mut status = 0;
-                while libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 {
-                    if Instant::now() >= deadline {
-                        libc::kill(pid, libc::SIGKILL);
-                        libc::waitpid(pid, &mut status, 0);
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::process::exit(130);
-    });
-}
-
-/// Where the SecantusDB Rust server is: `given`, else `secantusd-rs` on
-/// PATH, else `~/.cargo/bin/secantusd-rs`.
-pub fn find_secantusd(given: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = given {
-        if path.is_file() {
-            return Ok(path.to_path_buf());
-        }
-        bail!("--secantusd {} does not exist", path.display());
-    }
-    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("secantusd-rs"))
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(PathBuf::from(home).join(".cargo/bin/secantusd-rs"));
-    }
-    candidates.into_iter().find(|p| p.is_file()).context(
-        "secantusd-rs not found on PATH nor in ~/.cargo/bin: install it with \
-         `cargo install secantus-mdb --version 0.5.3-beta.196 --ignore-rust-version` \
-         (needs cmake), or pass --secantusd FILE",
-    )
-}
-
-/// Busy CPU seconds of the whole machine so far (all but idle and iowait).
-pub fn machine_cpu(ticks_per_sec: f64) -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    // cpu  user nice system idle iowait irq softirq steal ...
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
-    let busy = fields.get(..8)?.iter().sum::<u64>() - fields[3] - fields[4];
-    Some(busy as f64 / ticks_per_sec)
-}
-
-/// User plus system CPU seconds of process `pid`, all threads, so far.
-pub fn process_cpu(pid: u32, ticks_per_sec: f64) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields 14 (utime) and 15 (stime); field 2 is in parentheses and may
-    // hold spaces, so count from after it (field 3).
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / ticks_per_sec)
-}
-
-/// The last `n` lines of a file.
-pub fn tail(path: &Path, n: usize) -> String {
-    let mut text = String::new();
-    if let Ok(mut file) = File::open(path) {
-        let _ = file.read_to_string(&mut text);
-    }
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// The one-minute load average.
-pub fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "unknown".to_string())
 }

@@ -9,13 +9,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bench_support::process::die_with_parent;
 use mongodb::bson::doc;
 use mongodb::options::{ClientOptions, ServerAddress};
 
@@ -65,20 +65,7 @@ impl Drop for Proc {
 
 /// Spawns `command` (stdin closed) as a child that dies with the harness.
 fn spawn(mut command: Command, name: &str) -> anyhow::Result<Proc> {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The harness may have died before prctl took effect.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
+    die_with_parent(&mut command);
     let child = command
         .stdin(Stdio::null())
         .spawn()
