@@ -34,8 +34,7 @@
 //! (`PR_SET_PDEATHSIG`) if the parent is killed. See README.md.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -48,7 +47,7 @@ use anyhow::{bail, Context};
 use bench_support::documents::{generate, Rng};
 use bench_support::process::{
     clean_up_on_signal, die_with_parent, find_secantusd, load_average, machine_cpu, process_cpu,
-    tail, ChildGuard, SERVER_PID,
+    tail, ChildGuard, Server, SERVER_PID,
 };
 use clap::{Parser, ValueEnum};
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -85,9 +84,6 @@ const DATA_VERSION: i32 = 1;
 const SKIPPED_DATABASES: &[&str] = &["local", "config"];
 const ADMIN_SYSTEM_COLLECTIONS: &[&str] = &["system.users", "system.roles", "system.version"];
 const KEPT_SYSTEM_COLLECTIONS: &[&str] = &["system.js"];
-
-const SERVER_STARTUP_TIMEOUT: Duration = Duration::from_secs(180);
-const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Op {
@@ -881,143 +877,6 @@ fn pin_to(command: &mut Command, cpus: &[usize]) {
     }
 }
 
-/// The SecantusDB server.
-struct Server {
-    child: ChildGuard,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(
-        args: &Args,
-        binary: &Path,
-        data: &Path,
-        cwd: &Path,
-        cpus: Option<&[usize]>,
-    ) -> anyhow::Result<Server> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&args.server_log)
-            .with_context(|| format!("cannot open {}", args.server_log.display()))?;
-        let mut command = Command::new(binary);
-        command
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--log-level",
-                "WARNING",
-            ])
-            .arg("--storage-path")
-            .arg(data)
-            .arg("--oplog-max-entries")
-            .arg(args.oplog_max_entries.to_string())
-            // Only the cap prunes: no entry ages out in the middle of a run.
-            .args(["--oplog-retention-seconds", "1000000000"])
-            .args(&args.server_arg)
-            .envs(
-                args.server_env
-                    .iter()
-                    .filter_map(|pair| pair.split_once('=')),
-            )
-            // No stray ./secantusd.toml is picked up.
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
-        die_with_parent(&mut command);
-        if let Some(cpus) = cpus {
-            pin_to(&mut command, cpus);
-        }
-        let mut child = ChildGuard(Some(
-            command
-                .spawn()
-                .with_context(|| format!("cannot start {}", binary.display()))?,
-        ));
-        let stdout = child
-            .0
-            .as_mut()
-            .and_then(|c| c.stdout.take())
-            .context("stdout is piped")?;
-        let (tx, rx) = std_mpsc::channel();
-        // First line: `secantusd-rs listening on 127.0.0.1:PORT`; then drain
-        // stdout so the server never blocks on it.
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let first = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send(first);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let hint = if args.server_log == Path::new("/dev/null") {
-            "; rerun with --server-log FILE to see its log".to_string()
-        } else {
-            format!("; see {}", args.server_log.display())
-        };
-        let line = match rx.recv_timeout(SERVER_STARTUP_TIMEOUT) {
-            Ok(Ok(line)) => line,
-            Ok(Err(e)) => bail!("cannot read the server's stdout: {e}"),
-            Err(_) => bail!(
-                "the server printed no line within {} s{hint}",
-                SERVER_STARTUP_TIMEOUT.as_secs()
-            ),
-        };
-        let Some(addr) = line
-            .trim()
-            .rsplit_once("listening on ")
-            .and_then(|(_, a)| a.trim().parse::<SocketAddr>().ok())
-        else {
-            bail!("the server did not start: first stdout line {line:?}{hint}");
-        };
-        Ok(Server { child, addr })
-    }
-
-    fn uri(&self) -> String {
-        format!("mongodb://{}/?directConnection=true", self.addr)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.pid()
-    }
-
-    /// Stops the server; fails if it had exited on its own.
-    fn stop(mut self) -> anyhow::Result<()> {
-        self.terminate()
-    }
-
-    /// SIGTERM (a clean stop with a checkpoint, so a kept data folder opens
-    /// fast next time); if it still runs after a minute, the guard kills it.
-    fn terminate(&mut self) -> anyhow::Result<()> {
-        let Some(child) = self.child.0.as_mut() else {
-            return Ok(());
-        };
-        if let Some(status) = child.try_wait()? {
-            self.child.0 = None;
-            bail!("the server exited during the run: {status}");
-        }
-        // SAFETY: the pid is our unreaped child.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + SERVER_STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if child.try_wait()?.is_some() {
-                self.child.0 = None;
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("bench-dump: the server ignored SIGTERM for a minute; killing it");
-        Ok(())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.terminate();
-    }
-}
-
 /// One child run, as the parent saw it.
 struct Measured {
     label: String,
@@ -1264,7 +1123,22 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     println!();
 
     let server_cpus = split.as_ref().map(|s| s.server.as_slice());
-    let server = Server::start(args, &secantusd, &data, tmp.path(), server_cpus)?;
+    let server = Server::start(&secantusd, &data, tmp.path(), &args.server_log, |command| {
+        command
+            .arg("--oplog-max-entries")
+            .arg(args.oplog_max_entries.to_string())
+            // Only the cap prunes: no entry ages out in the middle of a run.
+            .args(["--oplog-retention-seconds", "1000000000"])
+            .args(&args.server_arg)
+            .envs(
+                args.server_env
+                    .iter()
+                    .filter_map(|pair| pair.split_once('=')),
+            );
+        if let Some(cpus) = server_cpus {
+            pin_to(command, cpus);
+        }
+    })?;
     SERVER_PID.store(server.pid(), Ordering::SeqCst);
     let harness = Harness {
         args,

@@ -38,8 +38,8 @@ use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::Client;
 use serde::{Deserialize, Serialize};
 
-use crate::process::{machine_cpu, process_cpu};
 use crate::Op;
+use bench_support::process::{machine_cpu, process_cpu};
 
 /// What a child reports.
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -14,8 +14,8 @@ use anyhow::{bail, Context};
 use clap::ValueEnum;
 
 use crate::child::ChildReport;
-use crate::process::{die_with_parent, machine_cpu, process_cpu, tail, ChildGuard};
 use crate::Op;
+use bench_support::process::{die_with_parent, machine_cpu, process_cpu, tail, ChildGuard};
 
 /// Cores used by other processes (or the idle server), on average, above
 /// which the machine is not idle.

@@ -27,15 +27,15 @@
 //! once at the end, without a server.
 //!
 //! # Layout
-//! - `data`: the generator and the archive;
+//! - `data`: the archive of the generated data set;
 //! - `child`: the measured operations, one per child process;
 //! - `harness`: running a child and collecting its usage;
-//! - `process`: the server, children's life cycle, `/proc` readings.
+//! - the server, the children's life cycle, the `/proc` readings and the
+//!   data generator come from `bench_support`.
 
 mod child;
 mod data;
 mod harness;
-mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -48,7 +48,9 @@ use mongobak_restore::RestoreOptions;
 
 use crate::data::ArchiveInfo;
 use crate::harness::{Harness, Kind, Measured, IDLE_CORES};
-use crate::process::{find_secantusd, load_average, Server, SERVER_PID};
+use bench_support::process::{
+    clean_up_on_signal, find_secantusd, load_average, Server, SERVER_PID,
+};
 
 const GOAL_RATIO: f64 = 0.9;
 const MB: f64 = 1e6;
@@ -226,7 +228,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         None => builder.tempdir(),
     }
     .context("cannot create a temporary folder")?;
-    bench_support::process::clean_up_on_signal(tmp.path().to_path_buf(), "bench-restore");
+    clean_up_on_signal(tmp.path().to_path_buf(), "bench-restore");
     let log = args
         .log
         .clone()
@@ -314,8 +316,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         &secantusd,
         &data_dir,
         tmp.path(),
-        &args.server_arg,
         &args.server_log,
+        |command| {
+            command.args(&args.server_arg);
+        },
     )?;
     SERVER_PID.store(server.pid(), Ordering::SeqCst);
     harness.server = Some((server.uri(), server.pid()));

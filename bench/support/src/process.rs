@@ -1,21 +1,26 @@
 //! Child processes of a benchmark harness: each tied to the harness with
 //! `PR_SET_PDEATHSIG` and killed and reaped by its process id on every
-//! path, so nothing outlives a run; the clean-up on SIGINT and SIGTERM;
+//! path, so nothing outlives a run; the SecantusDB server the harnesses
+//! measure against; the clean-up on SIGINT and SIGTERM;
 //! where the `secantusd-rs` server is; and the CPU time readings from
 //! `/proc` that the harnesses' CPU columns come from.
 
-use std::fs::File;
-use std::io::Read;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+/// How long the server may take to print its address.
+const SERVER_STARTUP_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a SIGTERMed server may take to stop before it is killed.
-pub const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Makes the child die with this thread (the main thread, which lives until
 /// the end), so nothing outlives a killed harness.
@@ -74,6 +79,135 @@ impl Drop for ChildGuard {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The SecantusDB server.
+pub struct Server {
+    child: ChildGuard,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `binary` on a free port of 127.0.0.1 with its data in `data`,
+    /// in `cwd` (so no stray `./secantusd.toml` is picked up) and its stderr
+    /// appended to `log`, and reads the bound address from its first stdout
+    /// line. `configure` adds the harness's own arguments, environment and
+    /// so on to the command before it is spawned.
+    pub fn start(
+        binary: &Path,
+        data: &Path,
+        cwd: &Path,
+        log: &Path,
+        configure: impl FnOnce(&mut Command),
+    ) -> anyhow::Result<Server> {
+        let log_file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
+        let mut command = Command::new(binary);
+        command
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--log-level",
+                "WARNING",
+            ])
+            .arg("--storage-path")
+            .arg(data)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file);
+        configure(&mut command);
+        die_with_parent(&mut command);
+        let mut child = ChildGuard(Some(
+            command
+                .spawn()
+                .with_context(|| format!("cannot start {}", binary.display()))?,
+        ));
+        let stdout = child
+            .0
+            .as_mut()
+            .and_then(|c| c.stdout.take())
+            .context("stdout is piped")?;
+        let (tx, rx) = std_mpsc::channel();
+        // First line: `secantusd-rs listening on 127.0.0.1:PORT`; then drain
+        // stdout so the server never blocks on it.
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let first = reader.read_line(&mut line).map(|_| line);
+            let _ = tx.send(first);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let hint = if log == Path::new("/dev/null") {
+            "; rerun with --server-log FILE to see its log".to_string()
+        } else {
+            format!("; see {}", log.display())
+        };
+        let line = match rx.recv_timeout(SERVER_STARTUP_TIMEOUT) {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => bail!("cannot read the server's stdout: {e}"),
+            Err(_) => bail!(
+                "the server printed no line within {} s{hint}",
+                SERVER_STARTUP_TIMEOUT.as_secs()
+            ),
+        };
+        let Some(addr) = line
+            .trim()
+            .rsplit_once("listening on ")
+            .and_then(|(_, a)| a.trim().parse::<SocketAddr>().ok())
+        else {
+            bail!("the server did not start: first stdout line {line:?}{hint}");
+        };
+        Ok(Server { child, addr })
+    }
+
+    pub fn uri(&self) -> String {
+        format!("mongodb://{}/?directConnection=true", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// Stops the server; fails if it had exited on its own.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.terminate()
+    }
+
+    /// SIGTERM (a clean WiredTiger close, so a kept data folder opens fast
+    /// next time); if it still runs after a minute, the guard kills it.
+    fn terminate(&mut self) -> anyhow::Result<()> {
+        let Some(child) = self.child.0.as_mut() else {
+            return Ok(());
+        };
+        if let Some(status) = child.try_wait()? {
+            self.child.0 = None;
+            bail!("the server exited during the run: {status}");
+        }
+        // SAFETY: the pid is our unreaped child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + SERVER_STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if child.try_wait()?.is_some() {
+                self.child.0 = None;
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("the SecantusDB server ignored SIGTERM for a minute; killing it");
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.terminate();
     }
 }
 
