@@ -43,8 +43,11 @@ pub const REGION: &str = "ap-guangzhou";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time limit of one HTTP exchange.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause between two looks at a condition.
-pub const POLL: Duration = Duration::from_millis(50);
+/// Pause between two looks at a condition: at most ten a second, half the
+/// API's default limit of 20 requests per second per action, so a look
+/// that asks the server is never refused, even when a loaded machine
+/// bunches the requests up.
+pub const POLL: Duration = Duration::from_millis(100);
 
 /// A configuration: one root account, one replica set instance `instance`
 /// on `uri`, data in `data_dir`, and the `extra` TOML tables.
