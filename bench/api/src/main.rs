@@ -23,15 +23,14 @@
 //! any error answer makes the run invalid. See README.md.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bench_support::process::first_line;
 use bytes::Bytes;
 use clap::Parser;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
@@ -172,20 +171,10 @@ impl Server {
                 .with_context(|| format!("cannot start the {name} server {command:?}"))?,
         );
         let stdout = child.0.stdout.take().context("stdout is piped")?;
-        let (tx, rx) = std_mpsc::channel();
-        // Reads the first line, then drains stdout so the child never
-        // blocks on or fails writing to it.
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let first = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send(first);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(Ok(line)) => line,
-            Ok(Err(e)) => bail!("cannot read the {name} server's stdout: {e}"),
-            Err(_) => bail!(
+        let line = match first_line(stdout, STARTUP_TIMEOUT) {
+            Ok(Some(line)) => line,
+            Err(e) => bail!("cannot read the {name} server's stdout: {e}"),
+            Ok(None) => bail!(
                 "the {name} server printed no line within {} s{hint}",
                 STARTUP_TIMEOUT.as_secs()
             ),

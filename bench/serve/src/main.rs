@@ -16,15 +16,15 @@
 //! load alternates between them: sequential full downloads, then several
 //! concurrent ones. See README.md.
 
-use std::io::{self, BufRead, BufReader, Read, Seek, Write};
+use std::io::{self, Read, Seek, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bench_support::process::first_line;
 use bytes::Bytes;
 use clap::Parser;
 use http::{header, Request, StatusCode};
@@ -163,16 +163,8 @@ fn start_mongobak(binary: &Path, config: &Path, log: &Path) -> anyhow::Result<Se
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
     };
     let stdout = server.child.stdout.take().context("stdout is piped")?;
-    let (tx, rx) = std_mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let first = reader.read_line(&mut line).map(|_| line);
-        let _ = tx.send(first);
-        let _ = io::copy(&mut reader, &mut io::sink());
-    });
-    let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
-        Ok(Ok(line)) => line,
+    let line = match first_line(stdout, STARTUP_TIMEOUT) {
+        Ok(Some(line)) => line,
         _ => bail!("mongobak printed no `listening on` line (its log: --server-log FILE)"),
     };
     server.addr = line

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
@@ -134,25 +134,16 @@ impl Server {
             .as_mut()
             .and_then(|c| c.stdout.take())
             .context("stdout is piped")?;
-        let (tx, rx) = std_mpsc::channel();
-        // First line: `secantusd-rs listening on 127.0.0.1:PORT`; then drain
-        // stdout so the server never blocks on it.
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let first = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send(first);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
         let hint = if log == Path::new("/dev/null") {
             "; rerun with --server-log FILE to see its log".to_string()
         } else {
             format!("; see {}", log.display())
         };
-        let line = match rx.recv_timeout(SERVER_STARTUP_TIMEOUT) {
-            Ok(Ok(line)) => line,
-            Ok(Err(e)) => bail!("cannot read the server's stdout: {e}"),
-            Err(_) => bail!(
+        // `secantusd-rs listening on 127.0.0.1:PORT`.
+        let line = match first_line(stdout, SERVER_STARTUP_TIMEOUT) {
+            Ok(Some(line)) => line,
+            Err(e) => bail!("cannot read the server's stdout: {e}"),
+            Ok(None) => bail!(
                 "the server printed no line within {} s{hint}",
                 SERVER_STARTUP_TIMEOUT.as_secs()
             ),
@@ -208,6 +199,24 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.terminate();
+    }
+}
+
+/// The first line a child prints on `stdout`, waiting at most `timeout`
+/// (`Ok(None)` if none came by then). A thread drains the rest of the
+/// output afterwards, so the child never blocks on a full pipe.
+pub fn first_line(stdout: ChildStdout, timeout: Duration) -> std::io::Result<Option<String>> {
+    let (tx, rx) = std_mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let first = reader.read_line(&mut line).map(|_| line);
+        let _ = tx.send(first);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(first) => first.map(Some),
+        Err(_) => Ok(None),
     }
 }
 
