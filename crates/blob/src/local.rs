@@ -95,17 +95,12 @@ impl LocalFile {
     /// `bytes` reached it is unknown, so it can never be closed into place.
     pub(crate) async fn write(&mut self, bytes: Bytes) -> std::io::Result<()> {
         let mut open = self.take_open()?;
-        let written = blocking(move || {
-            let result = open.write(&bytes);
-            Ok(result.map(|()| open))
-        })
-        .await;
-        match written {
-            Ok(Ok(open)) => {
+        match blocking(move || open.write(&bytes).map(|()| open)).await {
+            Ok(open) => {
                 self.open = Some(open);
                 Ok(())
             }
-            Ok(Err(e)) | Err(e) => {
+            Err(e) => {
                 remove_quietly(&self.temporary);
                 Err(e)
             }

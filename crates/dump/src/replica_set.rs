@@ -1,8 +1,6 @@
 //! One replica set of a backup: connect, list namespaces, dump documents,
 //! capture the oplog slice.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -45,6 +43,16 @@ struct Namespace {
     uuid: Option<String>,
     /// The collection the documents come from (`None` for a view).
     data_from: Option<String>,
+}
+
+/// Held by a replica set's estimating task: reports it done estimating
+/// when dropped, which happens once, however the task ends.
+struct Estimating(Progress);
+
+impl Drop for Estimating {
+    fn drop(&mut self) {
+        self.0.estimated();
+    }
 }
 
 impl ReplicaSetSource {
@@ -244,21 +252,12 @@ impl ReplicaSetSource {
             .iter()
             .filter_map(|ns| Some((ns.db.clone(), ns.data_from.clone()?)))
             .collect();
-        // Whichever ends first, the estimates or the dump, reports that
-        // this replica set is done estimating; only the first counts.
-        let reported = Arc::new(AtomicBool::new(false));
-        let done_estimating = {
-            let (progress, reported) = (progress.clone(), Arc::clone(&reported));
-            move || {
-                if !reported.swap(true, Ordering::Relaxed) {
-                    progress.estimated();
-                }
-            }
-        };
         let _estimates = {
             let client = self.client.clone();
-            let progress = progress.clone();
-            let done_estimating = done_estimating.clone();
+            // Reports this replica set done estimating when the task ends,
+            // whether its counts are all in or the dump ended first and
+            // aborted it.
+            let estimating = Estimating(progress.clone());
             AbortOnDropHandle::new(tokio::spawn(async move {
                 for (db, collection) in counted {
                     let count = client
@@ -267,12 +266,11 @@ impl ReplicaSetSource {
                         .estimated_document_count()
                         .await
                         .unwrap_or(0);
-                    progress.expect(count);
+                    estimating.0.expect(count);
                 }
-                done_estimating();
             }))
         };
-        let dumped = stream::iter(namespaces.into_iter().enumerate())
+        stream::iter(namespaces.into_iter().enumerate())
             .map(|(n, ns)| {
                 let source = self.clone();
                 let store = store.clone();
@@ -296,11 +294,7 @@ impl ReplicaSetSource {
                 }),
             })
             .try_collect()
-            .await;
-        // A replica set whose dump ended before its estimates did is done
-        // estimating too.
-        done_estimating();
-        dumped
+            .await
     }
 
     async fn dump_namespace(
