@@ -25,12 +25,15 @@
 use std::fs::OpenOptions;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bench_support::process::first_line;
+use bench_support::process::{
+    clock_ticks_per_sec, die_with_parent, first_line, load_average, process_cpu, ChildGuard,
+};
+use bench_support::speed::{HostSpeed, Speed};
 use bytes::Bytes;
 use clap::Parser;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
@@ -59,6 +62,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const LOAD_SHARE: f64 = 0.8;
 const GOAL_RATIO: f64 = 0.5;
 const GOAL_P99_MS: f64 = 20.0;
+/// Below this share of the fastest phase's median speed, a phase ran on a
+/// host slow enough to be noted (10% of its samples, or more).
+const HOST_SPEED_EVEN: f64 = 0.85;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -143,16 +149,6 @@ async fn bare_handler(_body: Bytes) -> ([(header::HeaderName, HeaderValue); 1], 
 // ---------------------------------------------------------------------------
 // Child processes.
 
-/// A child process killed and reaped when dropped, on every path.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A target server running as a child process.
 struct Server {
     name: &'static str,
@@ -165,12 +161,16 @@ impl Server {
     /// line on stdout.
     fn start(name: &'static str, mut command: Command, hint: &str) -> anyhow::Result<Server> {
         command.stdin(Stdio::null()).stdout(Stdio::piped());
-        let mut child = ChildGuard(
-            command
-                .spawn()
-                .with_context(|| format!("cannot start the {name} server {command:?}"))?,
-        );
-        let stdout = child.0.stdout.take().context("stdout is piped")?;
+        die_with_parent(&mut command);
+        let mut child =
+            ChildGuard(Some(command.spawn().with_context(|| {
+                format!("cannot start the {name} server {command:?}")
+            })?));
+        let stdout = child
+            .0
+            .as_mut()
+            .and_then(|c| c.stdout.take())
+            .context("stdout is piped")?;
         let line = match first_line(stdout, STARTUP_TIMEOUT) {
             Ok(Some(line)) => line,
             Err(e) => bail!("cannot read the {name} server's stdout: {e}"),
@@ -186,7 +186,7 @@ impl Server {
         match addr {
             Some(addr) => Ok(Server { name, child, addr }),
             None => {
-                let status = child.0.try_wait().ok().flatten();
+                let status = child.0.as_mut().and_then(|c| c.try_wait().ok().flatten());
                 let state = status.map_or_else(|| "still running".to_string(), |s| s.to_string());
                 bail!("the {name} server did not start (first stdout line {line:?}, {state}){hint}")
             }
@@ -195,7 +195,10 @@ impl Server {
 
     /// Kills the server and says whether it had died on its own before.
     fn stop(mut self) -> anyhow::Result<()> {
-        let died = self.child.0.try_wait()?;
+        let died = match self.child.0.as_mut() {
+            Some(child) => child.try_wait()?,
+            None => None,
+        };
         drop(self.child);
         if let Some(status) = died {
             bail!("the {} server exited during the run: {status}", self.name);
@@ -397,6 +400,8 @@ struct Peak {
     /// server's, and this process's (the load generator's).
     server_cpu: Option<Duration>,
     generator_cpu: Option<Duration>,
+    /// The measured window.
+    window: (Instant, Instant),
 }
 
 /// Every connection sends back to back for `warmup + duration`; successes
@@ -448,6 +453,7 @@ async fn closed_loop(
         first_error,
         server_cpu: per_answer(server_cpu, ok),
         generator_cpu: per_answer(generator_cpu, ok),
+        window: (from, until),
     };
     Ok((senders, peak))
 }
@@ -461,9 +467,10 @@ async fn cpu_between(
 ) -> (Option<Duration>, Option<Duration>) {
     let own_pid = std::process::id();
     tokio::time::sleep_until(from.into()).await;
-    let before = (process_cpu(server_pid), process_cpu(own_pid));
+    let cpu = |pid| process_cpu(pid, clock_ticks_per_sec()).map(Duration::from_secs_f64);
+    let before = (cpu(server_pid), cpu(own_pid));
     tokio::time::sleep_until(until.into()).await;
-    let after = (process_cpu(server_pid), process_cpu(own_pid));
+    let after = (cpu(server_pid), cpu(own_pid));
     let spent = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
     (spent(before.0, after.0), spent(before.1, after.1))
 }
@@ -472,18 +479,6 @@ async fn cpu_between(
 fn per_answer(cpu: Option<Duration>, answers: u64) -> Option<Duration> {
     cpu.filter(|_| answers > 0)
         .map(|c| Duration::from_secs_f64(c.as_secs_f64() / answers as f64))
-}
-
-/// User plus system CPU time of process `pid`, all threads, so far.
-fn process_cpu(pid: u32) -> Option<Duration> {
-    /// Units of /proc/PID/stat times (USER_HZ, 100 on Linux).
-    const TICKS_PER_SEC: u64 = 100;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields 14 (utime) and 15 (stime); the command name, field 2, is in
-    // parentheses and may hold spaces, so count from after it (field 3).
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 1000 / TICKS_PER_SEC))
 }
 
 /// Outcome of the open-loop phase.
@@ -498,6 +493,8 @@ struct Paced {
     /// CPU time per successful answer over the paced window, as in [`Peak`].
     server_cpu: Option<Duration>,
     generator_cpu: Option<Duration>,
+    /// The paced window.
+    window: (Instant, Instant),
 }
 
 /// Offers `rate` requests per second for `duration`: request `i` is due at
@@ -572,6 +569,7 @@ async fn open_loop(
         first_error,
         server_cpu: per_answer(server_cpu, latencies.len() as u64),
         generator_cpu: per_answer(generator_cpu, latencies.len() as u64),
+        window: (start, end),
     };
     Ok((senders, paced))
 }
@@ -613,7 +611,7 @@ async fn measure(server: &Server, total_count: u64, args: &Args) -> anyhow::Resu
         "{name}: closed loop, {} s warm-up + {} s",
         args.warmup_secs, args.duration_secs
     );
-    let (senders, peak) = closed_loop(senders, signed, server.child.0.id(), warmup, duration)
+    let (senders, peak) = closed_loop(senders, signed, server.child.pid(), warmup, duration)
         .await
         .with_context(|| format!("{name}: closed loop"))?;
 
@@ -627,7 +625,7 @@ async fn measure(server: &Server, total_count: u64, args: &Args) -> anyhow::Resu
     );
     // A fresh signature for the second phase.
     let signed = Arc::new(Signed::new(server.addr)?);
-    let (_senders, paced) = open_loop(senders, signed, server.child.0.id(), rate, duration)
+    let (_senders, paced) = open_loop(senders, signed, server.child.pid(), rate, duration)
         .await
         .with_context(|| format!("{name}: open loop"))?;
     Ok(Measurement {
@@ -697,6 +695,7 @@ fn run(args: &Args) -> anyhow::Result<Verdict> {
     );
     println!();
 
+    let host = HostSpeed::start();
     let bare = {
         let mut command = Command::new(&this);
         command.arg("--bare-server").stderr(Stdio::inherit());
@@ -737,20 +736,32 @@ fn run(args: &Args) -> anyhow::Result<Verdict> {
     drop(runtime);
     drop(tmp);
 
-    Ok(report(&bare, &real))
-}
-
-/// The 1-minute load average, as a hint of other work competing for the
-/// cores.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "unknown".to_string())
+    Ok(report(&bare, &real, &host))
 }
 
 /// Prints the table and the verdicts.
-fn report(bare: &Measurement, real: &Measurement) -> Verdict {
+fn report(bare: &Measurement, real: &Measurement, host: &HostSpeed) -> Verdict {
+    // The host's speed in each phase, relative to the fastest phase's
+    // median: (bare peak, bare paced, mongobak peak, mongobak paced).
+    let speeds: Vec<Option<Speed>> = [bare, real]
+        .iter()
+        .flat_map(|m| [m.peak.window, m.paced.window])
+        .map(|(from, until)| host.between(from, until))
+        .collect();
+    let fastest = speeds
+        .iter()
+        .flatten()
+        .map(|s| s.median)
+        .fold(0.0, f64::max);
+    let relative = |speed: Option<Speed>| match speed {
+        Some(s) if fastest > 0.0 => format!(
+            "{:.2} ({:.2}-{:.2})",
+            s.median / fastest,
+            s.low / fastest,
+            s.high / fastest
+        ),
+        _ => "?".to_string(),
+    };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let us = |d: Option<Duration>| {
         d.map_or_else(
@@ -759,23 +770,30 @@ fn report(bare: &Measurement, real: &Measurement) -> Verdict {
         )
     };
     println!(
-        "{:<24} {:>9} {:>10} {:>14} {:>12} {:>7}",
-        "peak (closed loop)", "req/s", "reply B", "server CPU/req", "gen. CPU/req", "errors"
+        "{:<24} {:>9} {:>10} {:>14} {:>12} {:>7} {:>17}",
+        "peak (closed loop)",
+        "req/s",
+        "reply B",
+        "server CPU/req",
+        "gen. CPU/req",
+        "errors",
+        "host speed"
     );
-    for m in [bare, real] {
+    for (m, speed) in [bare, real].into_iter().zip([speeds[0], speeds[2]]) {
         println!(
-            "{:<24} {:>9.0} {:>10} {:>11} us {:>9} us {:>7}",
+            "{:<24} {:>9.0} {:>10} {:>11} us {:>9} us {:>7} {:>17}",
             m.name,
             m.peak.rate,
             m.reply_bytes,
             us(m.peak.server_cpu),
             us(m.peak.generator_cpu),
-            m.peak.errors
+            m.peak.errors,
+            relative(speed)
         );
     }
     println!();
     println!(
-        "{:<24} {:>9} {:>10} {:>9} {:>9} {:>9} {:>14} {:>12} {:>7}",
+        "{:<24} {:>9} {:>10} {:>9} {:>9} {:>9} {:>14} {:>12} {:>7} {:>17}",
         format!("{:.0}% of peak (open loop)", LOAD_SHARE * 100.0),
         "offered",
         "achieved",
@@ -784,11 +802,12 @@ fn report(bare: &Measurement, real: &Measurement) -> Verdict {
         "max ms",
         "server CPU/req",
         "gen. CPU/req",
-        "errors"
+        "errors",
+        "host speed"
     );
-    for m in [bare, real] {
+    for (m, speed) in [bare, real].into_iter().zip([speeds[1], speeds[3]]) {
         println!(
-            "{:<24} {:>9.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>11} us {:>9} us {:>7}",
+            "{:<24} {:>9.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>11} us {:>9} us {:>7} {:>17}",
             m.name,
             m.peak.rate * LOAD_SHARE,
             m.paced.achieved,
@@ -797,7 +816,8 @@ fn report(bare: &Measurement, real: &Measurement) -> Verdict {
             ms(m.paced.max),
             us(m.paced.server_cpu),
             us(m.paced.generator_cpu),
-            m.paced.errors
+            m.paced.errors,
+            relative(speed)
         );
     }
     println!();
@@ -851,6 +871,19 @@ fn report(bare: &Measurement, real: &Measurement) -> Verdict {
                 }
             );
         }
+    }
+    let slowest = speeds
+        .iter()
+        .flatten()
+        .map(|s| s.low)
+        .fold(f64::INFINITY, f64::min);
+    if fastest > 0.0 && slowest < HOST_SPEED_EVEN * fastest {
+        println!(
+            "NOTE: the host ran this machine's cores unevenly: a fixed loop went as slow as {:.2} of \
+             the fastest phase's median (host speed column: median, p10-p90); the ratio and the \
+             latencies measure the host too: rerun",
+            slowest / fastest
+        );
     }
     match (valid, ratio_ok && p99_ok) {
         (false, _) => Verdict::Invalid,

@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bench_support::documents::{generate, Rng};
 use bench_support::process::{
-    clean_up_on_signal, die_with_parent, find_secantusd, load_average, machine_cpu, process_cpu,
-    tail, ChildGuard, Server, SERVER_PID,
+    clean_up_on_signal, clock_ticks_per_sec, die_with_parent, find_secantusd, load_average,
+    machine_cpu, process_cpu, tail, ChildGuard, Server, SERVER_PID,
 };
 use clap::{Parser, ValueEnum};
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -1148,8 +1148,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         client_cpus: split.map(|s| s.client),
         log,
         work: tmp.path().to_path_buf(),
-        // SAFETY: sysconf has no preconditions.
-        ticks_per_sec: unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64,
+        ticks_per_sec: clock_ticks_per_sec(),
     };
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()

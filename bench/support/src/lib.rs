@@ -7,6 +7,9 @@
 //!   harness with `PR_SET_PDEATHSIG`, killed and reaped by its process id
 //!   on every path), the clean-up on SIGINT and SIGTERM, where the
 //!   `secantusd-rs` server is, and the CPU readings from `/proc`.
+//! - `speed`: how fast the cores ran in each phase of a run, for hosts
+//!   whose speed changes under a benchmark's feet.
 
 pub mod documents;
 pub mod process;
+pub mod speed;

@@ -301,6 +301,13 @@ pub fn find_secantusd(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// The kernel's clock ticks per second, the unit of the CPU times in
+/// `/proc/stat` and `/proc/PID/stat` (USER_HZ).
+pub fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
 /// Busy CPU seconds of the whole machine so far (all but idle and iowait).
 pub fn machine_cpu(ticks_per_sec: f64) -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
