@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use jiff::Timestamp;
-use mongobak_api::signature::sign_json_post;
+use mongobak_api::signature::sign_json_post_traced;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -46,8 +46,10 @@ impl Api {
         let body = body.to_string();
         let host = addr.to_string();
         let timestamp = Timestamp::now().as_second();
-        let authorization = sign_json_post(
+        let trace_id = uuid::Uuid::new_v4().to_string();
+        let authorization = sign_json_post_traced(
             &host,
+            &trace_id,
             body.as_bytes(),
             timestamp,
             "mongodb",
@@ -58,6 +60,7 @@ impl Api {
             .http
             .post(format!("http://{host}/"))
             .header("content-type", "application/json")
+            .header("x-tc-traceid", &trace_id)
             .header("x-tc-action", action)
             .header("x-tc-version", "2019-07-25")
             .header("x-tc-timestamp", timestamp.to_string())

@@ -9,8 +9,9 @@
 //! 2. check the timestamp window, the SecretId and the signature
 //!    ([`signature`], [`access`]);
 //! 3. check Version, Action and Region;
-//! 4. check the caller's AppId, its policy for the action, and the rate
-//!    limit ([`access`], [`ratelimit`]);
+//! 4. check the caller's AppId, its policy for the action, the rate limit
+//!    and that the signature is not a replay ([`access`], [`ratelimit`],
+//!    [`replay`]);
 //! 5. parse the business parameters into the action's typed request
 //!    ([`params`]) and run the handler ([`actions`]).
 //!
@@ -25,6 +26,7 @@ pub mod download_url;
 pub mod error;
 pub mod params;
 pub mod ratelimit;
+pub mod replay;
 pub mod request;
 pub mod signature;
 
@@ -137,6 +139,7 @@ pub struct Api {
     config: ApiConfig,
     directory: Directory,
     limiter: ratelimit::RateLimiter,
+    replays: replay::ReplayGuard,
     catalog: Catalog,
     store: BlobStore,
     /// DescribeDBInstances' rendering of each registered instance.
@@ -170,6 +173,7 @@ impl Api {
         Api {
             limiter: ratelimit::RateLimiter::new(config.rate_limits.clone()),
             directory: Directory::new(accounts),
+            replays: replay::ReplayGuard::default(),
             config,
             catalog,
             store,
@@ -217,12 +221,9 @@ impl Api {
     ) -> Result<actions::Fields, ApiError> {
         let envelope = request::Envelope::parse(raw)?;
         *action_name = Some(envelope.action.clone());
-        let caller = envelope.authenticate(
-            raw,
-            &self.directory,
-            Timestamp::now(),
-            self.config.max_clock_skew_secs,
-        )?;
+        let now = Timestamp::now();
+        let caller =
+            envelope.authenticate(raw, &self.directory, now, self.config.max_clock_skew_secs)?;
         *caller_uin = Some(caller.uin.clone());
         if envelope.version != API_VERSION {
             return Err(ApiError::new(
@@ -259,6 +260,20 @@ impl Api {
                 ),
             ));
         }
+        // Remembered until the timestamp leaves the clock window.
+        let forgotten_at = envelope
+            .timestamp()
+            .saturating_add(self.config.max_clock_skew_secs)
+            .saturating_add(1);
+        self.replays
+            .check(
+                &self.catalog,
+                &envelope.signature_fingerprint(),
+                action,
+                now.as_second(),
+                forgotten_at,
+            )
+            .await?;
         let params = params::Params::new(envelope.into_params(raw)?)?;
         let ctx = actions::CallContext {
             api: self,

@@ -306,6 +306,18 @@ impl Envelope {
                 format!("{:04}-{:02}-{:02}", day.year(), day.month(), day.day())
             })
             .unwrap_or_default();
+        if !["content-type", "host"]
+            .iter()
+            .all(|required| authorization.signed_headers.iter().any(|h| h == required))
+        {
+            return Err(ApiError::new(
+                ErrorKind::SignatureFailure,
+                format!(
+                    "SignedHeaders must include content-type and host; the request signs only {}.",
+                    authorization.signed_headers.join(";")
+                ),
+            ));
+        }
         if authorization.date != expected_date {
             return Err(ApiError::new(
                 ErrorKind::SignatureFailure,
@@ -353,6 +365,34 @@ impl Envelope {
             }
         }
         Ok(false)
+    }
+
+    /// The fingerprint of the request's signature, for the memory of used
+    /// signatures ([`crate::replay`]): SHA-256 over the style, the SecretId
+    /// and the signature as sent.
+    pub fn signature_fingerprint(&self) -> crate::replay::Fingerprint {
+        use sha2::{Digest, Sha256};
+        let (style, secret_id, signature): (&[u8], &str, &str) = match &self.style {
+            Style::Tc3 { authorization, .. } => {
+                (b"tc3", &authorization.secret_id, &authorization.signature)
+            }
+            Style::V1 {
+                secret_id,
+                signature,
+                ..
+            } => (b"v1", secret_id, signature),
+        };
+        let mut hash = Sha256::new();
+        for part in [style, secret_id.as_bytes(), signature.as_bytes()] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part);
+        }
+        hash.finalize().into()
+    }
+
+    /// The request's timestamp, in unix seconds.
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
     }
 
     /// The business parameters as one tree: the JSON body, or the flattened

@@ -5,6 +5,8 @@
 //!   clusters) and their `<id>_<n>` replica set IDs.
 //! * [`backup`]: backups, their life cycle and queue.
 //! * [`ratelimit`]: cluster-wide rate limits on PostgreSQL.
+//! * [`signatures`]: the cluster-wide memory of used request signatures
+//!   on PostgreSQL.
 //! * [`rule`]: automatic backup rules and the schedule they define.
 //! * [`duty`]: singleton duties, held by one node of a cluster at a time.
 //! * [`download`]: backup download tasks and their leased, retrying queue.
@@ -22,6 +24,7 @@ pub mod duty;
 pub mod instance;
 pub mod ratelimit;
 pub mod rule;
+pub mod signatures;
 pub mod store;
 #[cfg(test)]
 mod testing;
@@ -30,4 +33,5 @@ pub use backup::{backup_name, Backup, BackupSizes, BackupStatus, BackupType, New
 pub use download::{DownloadTask, PublishedFile, RetryPolicy, TaskFilter, TaskOrder, TaskStatus};
 pub use instance::{ClusterType, Instance, InstanceSource};
 pub use rule::{days_csv, BackupRule, LongTermInterval};
+pub use signatures::SignatureUse;
 pub use store::{Catalog, CatalogError, Engine};

@@ -27,7 +27,7 @@ use reqwest::Url;
 use serde::Deserialize;
 use serde_json::Value;
 
-use mongobak_api::signature::sign_json_post;
+use mongobak_api::signature::sign_json_post_traced;
 use mongobak_api::API_VERSION;
 
 use crate::failure::{ApiRefusal, Failure};
@@ -273,8 +273,10 @@ impl ApiClient {
     pub async fn call(&self, action: &str, params: Value) -> anyhow::Result<Value> {
         let body = params.to_string();
         let timestamp = jiff::Timestamp::now().as_second();
-        let authorization = sign_json_post(
+        let trace_id = uuid::Uuid::new_v4().to_string();
+        let authorization = sign_json_post_traced(
             &self.host,
+            &trace_id,
             body.as_bytes(),
             timestamp,
             SERVICE,
@@ -286,6 +288,7 @@ impl ApiClient {
             .post(self.endpoint.clone())
             .timeout(CALL_TIMEOUT)
             .header("Content-Type", "application/json")
+            .header("X-TC-TraceId", &trace_id)
             .header("X-TC-Action", action)
             .header("X-TC-Version", API_VERSION)
             .header("X-TC-Timestamp", timestamp.to_string())

@@ -1,7 +1,7 @@
 //! Several `mongobak serve` nodes sharing one PostgreSQL metadata store and
 //! one storage: any node answers for the others' data, a node killed with
-//! SIGKILL loses nothing, and the per-account rate limit holds across all
-//! of them together.
+//! SIGKILL loses nothing, and the per-account rate limit and the memory of
+//! used signatures hold across all of them together.
 
 mod common;
 
@@ -101,6 +101,52 @@ async fn sixty_requests_over_three_nodes_within_a_second_accept_twenty() {
     assert_eq!((passed.len(), limited), (20, 40), "{answers:?}");
     // Each node got 20 of the requests: a limiter per node would have let
     // all 60 through.
+}
+
+/// A request captured on its way to one node cannot be replayed, nor
+/// re-aimed at another action, through any other node; identical read-only
+/// polls still pass everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_used_on_one_node_is_refused_by_the_others() {
+    let cluster = Cluster::start("mongodb://127.0.0.1:1/", "").await;
+    let addrs = cluster.addrs();
+    let http = Http::default();
+
+    let poll = SignedCall::as_sdk(addrs[0], json!({"InstanceId": INSTANCE, "BackupMethod": 0}));
+    for addr in &addrs {
+        let listed = http.send_call(*addr, "DescribeDBBackups", &poll).await;
+        assert_eq!(code_of(&listed), None, "{listed}");
+    }
+    for addr in &addrs[1..] {
+        let re_aimed = http.send_call(*addr, "CreateBackupDBInstance", &poll).await;
+        assert_eq!(
+            code_of(&re_aimed),
+            Some("AuthFailure.SignatureFailure"),
+            "{re_aimed}"
+        );
+        assert!(re_aimed["Error"]["Message"]
+            .to_string()
+            .contains("replayed"));
+    }
+
+    let create = SignedCall::as_sdk(
+        addrs[0],
+        json!({"InstanceId": INSTANCE, "BackupMethod": 0, "BackupRemark": "once"}),
+    );
+    let first = http
+        .send_call(addrs[1], "CreateBackupDBInstance", &create)
+        .await;
+    assert_eq!(code_of(&first), None, "{first}");
+    for addr in [addrs[2], addrs[0], addrs[1]] {
+        let again = http
+            .send_call(addr, "CreateBackupDBInstance", &create)
+            .await;
+        assert_eq!(
+            code_of(&again),
+            Some("AuthFailure.SignatureFailure"),
+            "{again}"
+        );
+    }
 }
 
 /// Instances registered on the same server beside `INSTANCE`, so that

@@ -12,6 +12,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -115,27 +116,53 @@ impl Setup {
 }
 
 /// The store's temporary folder swapped for a regular file, until removed.
+///
+/// The server creates the folder whenever it starts writing an object, so
+/// the swap never asks whether the folder exists first: it creates the file
+/// with `O_EXCL`, and whatever stands at that path (a folder the server just
+/// made) is moved aside and the creation tried again. The server can make
+/// the folder again at any moment; the loop ends only once the file is the
+/// one in place.
 struct Obstacle {
     tmp: PathBuf,
-    moved: PathBuf,
+    moved: Vec<PathBuf>,
 }
 
 impl Obstacle {
     fn place(data: &Path) -> Obstacle {
         let tmp = data.join("blobs.tmp");
-        let moved = data.join("blobs.tmp.moved");
-        if tmp.exists() {
-            std::fs::rename(&tmp, &moved).unwrap();
+        let mut moved = Vec::new();
+        loop {
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp);
+            match created {
+                Ok(mut file) => {
+                    file.write_all(b"not a folder\n").unwrap();
+                    return Obstacle { tmp, moved };
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let aside = data.join(format!("blobs.tmp.moved{}", moved.len()));
+                    match std::fs::rename(&tmp, &aside) {
+                        Ok(()) => moved.push(aside),
+                        // Gone again between the two calls: try once more.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => panic!("cannot move {} aside: {e}", tmp.display()),
+                    }
+                }
+                Err(e) => panic!("cannot create {}: {e}", tmp.display()),
+            }
         }
-        std::fs::write(&tmp, b"not a folder\n").unwrap();
-        Obstacle { tmp, moved }
     }
 }
 
 impl Drop for Obstacle {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.tmp);
-        let _ = std::fs::remove_dir_all(&self.moved);
+        for folder in &self.moved {
+            let _ = std::fs::remove_dir_all(folder);
+        }
     }
 }
 

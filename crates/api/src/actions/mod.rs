@@ -76,6 +76,24 @@ impl Action {
         }
     }
 
+    /// Whether the action changes anything (creates, deletes, modifies or
+    /// sets). A replayed signature is refused for these even when the
+    /// action is the same (see [`crate::replay`]).
+    pub fn changes_state(self) -> bool {
+        match self {
+            Action::DescribeDBInstances
+            | Action::DescribeAsyncRequestInfo
+            | Action::DescribeDBBackups
+            | Action::DescribeBackupDownloadTask
+            | Action::DescribeBackupRules => false,
+            Action::CreateBackupDBInstance
+            | Action::DeleteDBBackups
+            | Action::ModifyBackupExpireTime
+            | Action::CreateBackupDownloadTask
+            | Action::SetBackupRules => true,
+        }
+    }
+
     /// Resolves an `Action` parameter: a provided action, or the error for
     /// an unprovided or unknown one.
     pub fn resolve(name: &str) -> Result<Action, ApiError> {

@@ -23,7 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
-use mongobak_api::signature::sign_json_post;
+use mongobak_api::signature::sign_json_post_traced;
 use mongobak_archive::{gunzip, ArchiveReader, Event};
 use mongobak_blob::{BlobStore, StorageCredentials, StorageOptions};
 use mongobak_testkit::snapshot::NamespaceState;
@@ -195,6 +195,41 @@ pub fn message(line: &Value) -> &str {
     line["fields"]["message"].as_str().unwrap_or_default()
 }
 
+/// A signed API call that can be sent, unchanged, any number of times.
+pub struct SignedCall {
+    /// The Host header, signed.
+    pub host: String,
+    pub body: String,
+    pub timestamp: i64,
+    pub authorization: String,
+    /// An `X-TC-TraceId` sent and signed (the official SDKs sign none).
+    pub trace_id: Option<String>,
+}
+
+impl SignedCall {
+    /// `body` as the root account, signed as the official SDKs sign it
+    /// (`content-type;host`) for the node at `host`.
+    pub fn as_sdk(host: SocketAddr, body: Value) -> Self {
+        let (host, body) = (host.to_string(), body.to_string());
+        let timestamp = Timestamp::now().as_second();
+        let authorization = mongobak_api::signature::sign_json_post(
+            &host,
+            body.as_bytes(),
+            timestamp,
+            "mongodb",
+            SECRET_ID,
+            SECRET_KEY,
+        );
+        SignedCall {
+            host,
+            body,
+            timestamp,
+            authorization,
+            trace_id: None,
+        }
+    }
+}
+
 /// An answer to a GET.
 #[derive(Debug)]
 pub struct Fetched {
@@ -222,26 +257,48 @@ impl Default for Http {
 
 impl Http {
     /// Calls `action` as the root account; returns the `Response` object.
+    /// Each call is signed anew, with a trace ID of its own signed too, so
+    /// identical calls within a second are no replays of each other.
     pub async fn call(&self, addr: SocketAddr, action: &str, body: Value) -> Value {
         let body = body.to_string();
         let host = addr.to_string();
         let timestamp = Timestamp::now().as_second();
-        let authorization = sign_json_post(
+        let trace_id = uuid::Uuid::new_v4().to_string();
+        let authorization = sign_json_post_traced(
             &host,
+            &trace_id,
             body.as_bytes(),
             timestamp,
             "mongodb",
             SECRET_ID,
             SECRET_KEY,
         );
-        let request = Request::post(format!("http://{host}/"))
+        let call = SignedCall {
+            host,
+            body,
+            timestamp,
+            authorization,
+            trace_id: Some(trace_id),
+        };
+        self.send_call(addr, action, &call).await
+    }
+
+    /// Sends `call` to `addr` as `action`, as is (its Host included);
+    /// returns the `Response` object.
+    pub async fn send_call(&self, addr: SocketAddr, action: &str, call: &SignedCall) -> Value {
+        let mut request = Request::post(format!("http://{addr}/"))
+            .header("host", &call.host)
             .header("content-type", "application/json")
             .header("x-tc-action", action)
             .header("x-tc-version", "2019-07-25")
-            .header("x-tc-timestamp", timestamp.to_string())
+            .header("x-tc-timestamp", call.timestamp.to_string())
             .header("x-tc-region", REGION)
-            .header("authorization", authorization)
-            .body(Full::new(Bytes::from(body)))
+            .header("authorization", &call.authorization);
+        if let Some(trace_id) = &call.trace_id {
+            request = request.header("x-tc-traceid", trace_id);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(call.body.clone())))
             .unwrap();
         let answer = self
             .send(request)
