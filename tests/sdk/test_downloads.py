@@ -41,6 +41,7 @@ from mongobak_harness import (
     Key,
     default_body,
     instance_toml,
+    resend_if_replayed,
     start_mongo,
     start_server,
 )
@@ -77,7 +78,7 @@ def call(c, action: str, **params):
     request.from_json_string(json.dumps(params))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        response = getattr(c, action)(request)
+        response = resend_if_replayed(getattr(c, action), request)
     for w in caught:
         text = str(w.message)
         if "useless" in text:
@@ -89,14 +90,14 @@ def call(c, action: str, **params):
 
 def raw(c, action: str, **params) -> dict:
     """The `Response` object as sent, extra fields included."""
-    response = c.call_json(action, params)["Response"]
+    response = resend_if_replayed(c.call_json, action, params)["Response"]
     assert UUID.match(response["RequestId"]), response
     return response
 
 
 def expect_error(code, fn, *args, **kwargs) -> TencentCloudSDKException:
     with pytest.raises(TencentCloudSDKException) as info:
-        fn(*args, **kwargs)
+        resend_if_replayed(fn, *args, **kwargs)
     err = info.value
     assert err.get_code() == code, f"{err.get_code()}: {err.get_message()}"
     assert UUID.match(err.get_request_id() or ""), err.get_request_id()
@@ -114,7 +115,7 @@ def create_tasks(c, instance_id: str, backup_name: str, sets):
         info = models.ReplicaSetInfo()
         info.ReplicaSetId = set_id
         request.BackupSets.append(info)
-    response = c.CreateBackupDownloadTask(request)
+    response = resend_if_replayed(c.CreateBackupDownloadTask, request)
     assert UUID.match(response.RequestId), response.RequestId
     return response
 
@@ -569,8 +570,11 @@ def test_rate_limit_of_twenty_per_second(start_mongobak, mongo):
     # The default limit, 20 calls per second per account and action, as the
     # seed page documents for CreateBackupDownloadTask.
     srv = start_mongobak(default_body(rate_limits="") + instance_toml(REPLICA, mongo.uri))
-    c = client(srv)
-    name = take_backup(c, REPLICA)
+    name = take_backup(client(srv), REPLICA)
+    # Signed with HmacSHA256, whose random Nonce makes the identical calls
+    # differ: identical TC3 calls within one second are one signature, and
+    # all but the first would be refused as replays.
+    c = client(srv, sign="HmacSHA256")
     request = models.CreateBackupDownloadTaskRequest()
     request.from_json_string(json.dumps(
         {"InstanceId": REPLICA, "BackupName": name, "BackupSets": [{"ReplicaSetId": f"{REPLICA}_0"}]}))
@@ -597,7 +601,8 @@ def test_rate_limit_under_concurrent_calls(start_mongobak, mongo):
     start = threading.Barrier(21)
 
     def create(_):
-        c = client(srv, KEY_B)
+        # HmacSHA256: a random Nonce each, so no call replays another.
+        c = client(srv, KEY_B, sign="HmacSHA256")
         request = models.CreateBackupDownloadTaskRequest()
         request.from_json_string(json.dumps(
             {"InstanceId": B_INSTANCE, "BackupName": "none", "BackupSets": [{"ReplicaSetId": f"{B_INSTANCE}_0"}]}))

@@ -383,13 +383,24 @@ impl Catalog {
         Ok(interrupted)
     }
 
-    /// Marks a backup deleted (its data must be deleted by the caller).
-    pub async fn mark_backup_deleted(&self, id: i64) -> Result<(), CatalogError> {
+    /// Marks a backup deleted (its data must be deleted by the caller), and
+    /// ends its download files at `now` in the same transaction: their URLs
+    /// answer no more, even those handed out before. Returns those files,
+    /// `(task id, path)`, for the caller to delete now; if it cannot, the
+    /// janitor deletes them as expired files.
+    pub async fn mark_backup_deleted(
+        &self,
+        id: i64,
+        now: Timestamp,
+    ) -> Result<Vec<(i64, String)>, CatalogError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE backups SET status = 4 WHERE id = $1")
             .bind(id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        let files = end_download_files(&mut tx, id, now).await?;
+        tx.commit().await?;
+        Ok(files)
     }
 
     /// Succeeded backups whose expiry is at or before `now`, oldest
@@ -406,17 +417,31 @@ impl Catalog {
 
     /// Marks a succeeded backup deleted unless a download task of it is
     /// waiting, running or retrying (checked in the same statement, so no
-    /// task can start packaging a backup whose data is about to go). True
-    /// when it was marked; its data must then be deleted by the caller.
-    pub async fn retire_backup(&self, id: i64) -> Result<bool, CatalogError> {
+    /// task can start packaging a backup whose data is about to go), and
+    /// ends its download files at `now` as [`mark_backup_deleted`] does.
+    /// `None` when it was kept; otherwise its data must be deleted by the
+    /// caller, and the returned download files too.
+    ///
+    /// [`mark_backup_deleted`]: Self::mark_backup_deleted
+    pub async fn retire_backup(
+        &self,
+        id: i64,
+        now: Timestamp,
+    ) -> Result<Option<Vec<(i64, String)>>, CatalogError> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE backups SET status = 4 WHERE id = $1 AND status = 2 AND NOT EXISTS \
              (SELECT 1 FROM download_tasks WHERE backup_id = $1 AND status IN (0, 1, 4))",
         )
         .bind(id)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let files = end_download_files(&mut tx, id, now).await?;
+        tx.commit().await?;
+        Ok(Some(files))
     }
 
     /// Stored bytes of the succeeded backups of each instance that has
@@ -453,19 +478,51 @@ impl Catalog {
             .collect()
     }
 
-    /// Sets when a backup expires.
+    /// Sets when a backup expires. Its download files never outlive it:
+    /// those valid past `expires_at` end then.
     pub async fn set_backup_expiry(
         &self,
         id: i64,
         expires_at: Option<Timestamp>,
     ) -> Result<(), CatalogError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE backups SET expires_at = $2 WHERE id = $1")
             .bind(id)
             .bind(expires_at.map(|t| t.as_second()))
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        if let Some(expires_at) = expires_at {
+            end_download_files(&mut tx, id, expires_at).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
+}
+
+/// Brings the end of the backup's published download files forward to `at`
+/// (those ending later); returns them as `(task id, path)`.
+async fn end_download_files(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backup_id: i64,
+    at: Timestamp,
+) -> Result<Vec<(i64, String)>, CatalogError> {
+    sqlx::query(
+        "UPDATE download_tasks SET file_expires_at = $2 \
+         WHERE backup_id = $1 AND file_path IS NOT NULL AND file_expires_at > $2",
+    )
+    .bind(backup_id)
+    .bind(at.as_second())
+    .execute(&mut **tx)
+    .await?;
+    let files: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, file_path FROM download_tasks WHERE backup_id = $1 AND file_path IS NOT NULL \
+         AND file_expires_at <= $2 ORDER BY id",
+    )
+    .bind(backup_id)
+    .bind(at.as_second())
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(files)
 }
 
 fn decode_backup(row: &AnyRow) -> Result<Backup, CatalogError> {
@@ -587,7 +644,7 @@ mod tests {
         assert_eq!(failed.status, BackupStatus::Failed);
         assert!(failed.failure.unwrap().contains("interrupted"));
 
-        c.mark_backup_deleted(b.id).await.unwrap();
+        c.mark_backup_deleted(b.id, t(3_000)).await.unwrap();
         assert_eq!(
             c.backup(b.id).await.unwrap().unwrap().status,
             BackupStatus::Deleted

@@ -390,7 +390,8 @@ impl Catalog {
     }
 
     /// Marks the task done with its published file, if `worker` still
-    /// holds it. False when the lease was lost.
+    /// holds it. False when the lease was lost. The file never outlives its
+    /// backup: it ends at the backup's expiry if that comes first.
     pub async fn complete_download_task(
         &self,
         id: i64,
@@ -400,7 +401,9 @@ impl Catalog {
     ) -> Result<bool, CatalogError> {
         let done = sqlx::query(
             "UPDATE download_tasks SET status = 2, percent = 100, finished_at = $3, lease_owner = NULL, \
-             lease_expires_at = NULL, file_path = $4, file_size = $5, file_sha256 = $6, file_expires_at = $7, \
+             lease_expires_at = NULL, file_path = $4, file_size = $5, file_sha256 = $6, \
+             file_expires_at = COALESCE((SELECT CASE WHEN b.expires_at < $7 THEN b.expires_at END \
+             FROM backups b WHERE b.id = download_tasks.backup_id), $7), \
              failure = NULL WHERE id = $1 AND status = 1 AND lease_owner = $2",
         )
         .bind(id)
@@ -563,6 +566,7 @@ mod tests {
         requests_are_idempotent_until_the_file_expires,
         leases_retries_and_take_over,
         permanent_failures_do_not_retry_and_listing_filters,
+        files_never_outlive_their_backup,
     );
 
     async fn setup(c: &Catalog) -> i64 {
@@ -591,6 +595,69 @@ mod tests {
             sha256: "ab".repeat(32),
             expires_at: t(expires),
         }
+    }
+
+    /// A download file ends no later than its backup: capped when it is
+    /// published, brought forward when the backup's expiry is, ended when
+    /// the backup is deleted or retired (and handed back for deletion).
+    async fn files_never_outlive_their_backup(c: TestCatalog) {
+        let backup = setup(&c).await;
+        c.claim_queued_backup(t(100)).await.unwrap().unwrap();
+        let sizes = crate::BackupSizes {
+            raw_bytes: 1,
+            stored_bytes: 1,
+            oplog_bytes: 0,
+        };
+        c.complete_backup(backup, t(200), sizes, 7).await.unwrap();
+        c.set_backup_expiry(backup, Some(t(1_500))).await.unwrap();
+        let sets = vec!["cmgo-aaaaaaaa_0".to_string(), "cmgo-aaaaaaaa_1".to_string()];
+        let tasks = c
+            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
+            .await
+            .unwrap();
+        let claimed = c
+            .claim_download_task("w", t(1_000), t(1_030))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(c
+            .complete_download_task(claimed.id, "w", t(1_010), &file(2_000))
+            .await
+            .unwrap());
+        let expiry = |task: DownloadTask| task.file.map(|f| f.expires_at);
+        let published = c.download_task(claimed.id).await.unwrap().unwrap();
+        assert_eq!(expiry(published), Some(t(1_500)), "capped at the backup's");
+
+        c.set_backup_expiry(backup, Some(t(1_200))).await.unwrap();
+        let earlier = c.download_task(claimed.id).await.unwrap().unwrap();
+        assert_eq!(expiry(earlier), Some(t(1_200)));
+        c.set_backup_expiry(backup, Some(t(5_000))).await.unwrap();
+        let kept = c.download_task(claimed.id).await.unwrap().unwrap();
+        assert_eq!(expiry(kept), Some(t(1_200)), "never extended");
+
+        // The other replica set's task is still waiting: retiring waits.
+        assert_eq!(c.retire_backup(backup, t(1_100)).await.unwrap(), None);
+        let other = tasks.iter().find(|task| task.id != claimed.id).unwrap();
+        c.claim_download_task("w", t(1_050), t(1_080))
+            .await
+            .unwrap()
+            .unwrap();
+        c.fail_download_attempt(other.id, "w", t(1_060), "boom", false, &POLICY)
+            .await
+            .unwrap();
+        let files = c.retire_backup(backup, t(1_100)).await.unwrap().unwrap();
+        assert_eq!(
+            files,
+            vec![(claimed.id, "downloads/1/f.archive.gz".to_string())]
+        );
+        let ended = c.download_task(claimed.id).await.unwrap().unwrap();
+        assert_eq!(expiry(ended), Some(t(1_100)));
+        assert_eq!(c.expired_download_files(t(1_100)).await.unwrap(), files);
+        // Deleting it again hands back the same file, still not deleted.
+        assert_eq!(
+            c.mark_backup_deleted(backup, t(1_101)).await.unwrap(),
+            files
+        );
     }
 
     async fn expired_files_are_found_forgotten_and_purged(c: TestCatalog) {

@@ -362,6 +362,15 @@ impl Config {
                     .map(|rest| format!("{section}.{rest}").into())
             })
         }));
+        if let Some(path) = path {
+            if let Some(secrets) = crate::private::exposed_secrets(path)? {
+                tracing::warn!(
+                    path = %path.display(),
+                    secrets = %secrets.join(", "),
+                    "the configuration file holds secrets and others may read it; run chmod 600 on it"
+                );
+            }
+        }
         let file: ConfigFile = figment.extract().with_context(|| match path {
             Some(p) => format!(
                 "invalid configuration in {} or MONGOBAK_* variables",

@@ -6,7 +6,8 @@
 //! * [`accounts`]: the generated root account of an install without
 //!   `[[accounts]]`;
 //! * [`instances`]: registered deployments from config and command line;
-//! * [`serve`]: `mongobak serve`;
+//! * [`serve`]: `mongobak serve`; [`private`] keeps its files to their
+//!   owner;
 //! * [`restore`]: `mongobak verify` and `mongobak restore`;
 //! * [`gc`]: `mongobak gc`, garbage collection of stored data;
 //! * [`backup`] and [`download`]: the client commands, which call a running
@@ -22,6 +23,7 @@ mod failure;
 mod gc;
 mod instances;
 mod output;
+mod private;
 mod progress;
 mod restore;
 mod serve;
@@ -122,11 +124,13 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
+            private::restrict_new_files();
             init_logging(args.log_format);
             let config = Config::load(args.config.config.as_deref())?;
             serve::serve(config).await
         }
         Command::Instance(command) => {
+            private::restrict_new_files();
             init_logging(LogFormat::Text);
             instances::run(command).await
         }
@@ -136,12 +140,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             restore::restore(args).await
         }
         Command::Gc(args) => {
+            private::restrict_new_files();
             init_logging(LogFormat::Text);
             gc::run(args).await
         }
         Command::Backup(args) => backup::run(args).await,
         Command::Download(args) => download::run(args).await,
         Command::Credentials(args) => {
+            private::restrict_new_files();
             let config = Config::load(args.config.as_deref())?;
             let (accounts, _) = accounts::root_accounts(&config)?;
             let root = accounts.first().context("no root account is configured")?;

@@ -27,6 +27,15 @@ use crate::instances;
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    crate::private::create_data_dir(&config.data_dir)?;
+    let tightened = crate::private::tighten(&local_paths(&config))?;
+    if tightened > 0 {
+        tracing::info!(
+            tightened,
+            data_dir = %config.data_dir.display(),
+            "files and folders others could read were restricted to their owner"
+        );
+    }
     let catalog = Catalog::open(&config.metadata_url)
         .await
         .context("cannot open the metadata store")?;
@@ -144,6 +153,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     served?;
     tracing::info!("mongobak stopped");
     Ok(())
+}
+
+/// Where this server keeps files on this host: the data folder, and the
+/// SQLite database and the storage folder when they lie elsewhere.
+fn local_paths(config: &Config) -> Vec<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let mut paths = vec![config.data_dir.clone()];
+    let sqlite = config
+        .metadata_url
+        .strip_prefix("sqlite://")
+        .or_else(|| config.metadata_url.strip_prefix("sqlite:"));
+    if let Some(file) = sqlite.map(|rest| rest.split('?').next().unwrap_or(rest)) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            paths.push(PathBuf::from(format!("{file}{suffix}")));
+        }
+    }
+    if let Some(folder) = config.storage_url.strip_prefix("file://") {
+        paths.push(PathBuf::from(folder));
+        paths.push(PathBuf::from(format!("{folder}.tmp")));
+    }
+    paths.retain(|path| config.data_dir == *path || !path.starts_with(&config.data_dir));
+    paths
 }
 
 /// This process's name in task leases: host, process id and start time, so

@@ -113,14 +113,8 @@ impl Janitor {
         now: Timestamp,
     ) -> Result<JanitorReport, Box<dyn std::error::Error + Send + Sync>> {
         let mut report = JanitorReport::default();
-        for (task_id, path) in self.catalog.expired_download_files(now).await? {
-            // The file's folder: `downloads/<task>/<attempt>/`.
-            let folder = path.rsplit_once('/').map_or(path.as_str(), |(dir, _)| dir);
-            self.store.delete_prefix(&format!("{folder}/")).await?;
-            self.catalog.forget_download_file(task_id).await?;
-            report.files_deleted += 1;
-            tracing::info!(task_id, path, "expired download file deleted");
-        }
+        let expired = self.catalog.expired_download_files(now).await?;
+        report.files_deleted = delete_download_files(&self.catalog, &self.store, &expired).await?;
         report.temporary_removed = self
             .store
             .remove_stale_temporary(self.config.temporary_grace)?;
@@ -134,4 +128,21 @@ impl Janitor {
                 .len();
         Ok(report)
     }
+}
+
+/// Deletes the published download files `(task id, path)`, each with its
+/// attempt's folder `downloads/<task>/<attempt>/`, and records that each
+/// is gone. Returns how many were deleted.
+pub(crate) async fn delete_download_files(
+    catalog: &Catalog,
+    store: &BlobStore,
+    files: &[(i64, String)],
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    for (task_id, path) in files {
+        let folder = path.rsplit_once('/').map_or(path.as_str(), |(dir, _)| dir);
+        store.delete_prefix(&format!("{folder}/")).await?;
+        catalog.forget_download_file(*task_id).await?;
+        tracing::info!(task_id, path, "download file deleted");
+    }
+    Ok(files.len())
 }

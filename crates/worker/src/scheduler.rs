@@ -187,13 +187,21 @@ impl Scheduler {
         report: &mut TickReport,
     ) -> Result<(), CatalogError> {
         for backup in self.catalog.expired_backups(now).await? {
-            if !self.catalog.retire_backup(backup.id).await? {
+            let Some(download_files) = self.catalog.retire_backup(backup.id, now).await? else {
                 tracing::debug!(
                     backup_id = backup.id,
                     "expired backup kept while it is being downloaded"
                 );
                 report.deferred.push(backup.id);
                 continue;
+            };
+            // Its download files go with it; any left (storage down) are
+            // expired files the janitor deletes.
+            if let Err(e) =
+                crate::janitor::delete_download_files(&self.catalog, &self.store, &download_files)
+                    .await
+            {
+                tracing::warn!(backup_id = backup.id, error = %e, "cannot delete an expired backup's download files; the janitor will");
             }
             // Marked deleted first: if deleting the data fails now, the
             // garbage collector finds it later.

@@ -474,7 +474,10 @@ async fn garbage_collection_removes_old_orphans_and_nothing_else(on: On) {
     f.catalog.fail_backup(failed.id, now, "boom").await.unwrap();
     let deleted = f.catalog.create_backup(&new("deleted"), now).await.unwrap();
     f.take_queued_backups(now).await;
-    f.catalog.mark_backup_deleted(deleted.id).await.unwrap();
+    f.catalog
+        .mark_backup_deleted(deleted.id, now)
+        .await
+        .unwrap();
     // A download task with a published file (attempt 2) and a dead
     // attempt 1, and a task being packaged right now (attempt 1).
     let published = f

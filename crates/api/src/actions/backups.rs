@@ -321,11 +321,29 @@ pub(super) async fn delete_db_backups(
                 tracing::error!(backup_id = backup.id, error = %e, "cannot delete backup data");
                 ApiError::internal()
             })?;
-        ctx.api
+        let download_files = ctx
+            .api
             .catalog
-            .mark_backup_deleted(backup.id)
+            .mark_backup_deleted(backup.id, now)
             .await
             .map_err(crate::catalog_error)?;
+        // Its download files go with it, so that no URL, not even one
+        // presigned by the store, leads to them. Any left (storage down)
+        // are expired files the janitor deletes.
+        for (task_id, path) in download_files {
+            let folder = path.rsplit_once('/').map_or(path.as_str(), |(dir, _)| dir);
+            match ctx.api.store.delete_prefix(&format!("{folder}/")).await {
+                Ok(()) => ctx
+                    .api
+                    .catalog
+                    .forget_download_file(task_id)
+                    .await
+                    .map_err(crate::catalog_error)?,
+                Err(e) => {
+                    tracing::warn!(task_id, error = %e, "cannot delete a deleted backup's download file; the janitor will")
+                }
+            }
+        }
         tracing::info!(backup_id = backup.id, name = %backup.name, "backup deleted");
     }
     Ok(Fields::empty())

@@ -89,6 +89,12 @@ impl Mongobak {
     /// Starts `mongobak serve --config <config>` with its log in `log`, and
     /// waits for its listening line.
     pub fn start(config: &Path, log: &Path) -> Mongobak {
+        Self::start_with(config, log, |_| {})
+    }
+
+    /// As [`start`](Self::start), with `prepare` run on the command
+    /// before it is spawned.
+    pub fn start_with(config: &Path, log: &Path, prepare: impl FnOnce(&mut Command)) -> Mongobak {
         let mut command = Command::new(env!("CARGO_BIN_EXE_mongobak"));
         command
             .args(["serve", "--log-format", "json", "--config"])
@@ -125,6 +131,7 @@ impl Mongobak {
                 command.env(name, value);
             }
         }
+        prepare(&mut command);
         let mut child = command.spawn().expect("mongobak starts");
         let stdout = child.stdout.take().expect("a stdout pipe");
         let (lines, listening) = mpsc::channel();
@@ -149,6 +156,28 @@ impl Mongobak {
             ),
         }
         server
+    }
+
+    /// Stops the process as an operator would (SIGTERM, by pid) and waits
+    /// for it to exit, at most `START_TIMEOUT`.
+    pub fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill only sends a signal to the child's pid.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("mongobak did not stop within {START_TIMEOUT:?} of SIGTERM");
     }
 
     /// Kills the process at once (SIGKILL) and reaps it.
