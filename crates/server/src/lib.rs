@@ -508,3 +508,34 @@ fn text_metrics(text: String) -> Response {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_stays_below_the_open_file_limit() {
+        let ceiling = connection_ceiling().expect("a finite open-file limit");
+        let config = |max_connections| ServerConfig {
+            max_connections,
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            config(None).effective_max_connections(),
+            DEFAULT_MAX_CONNECTIONS.min(ceiling)
+        );
+        assert_eq!(
+            config(Some(usize::MAX)).effective_max_connections(),
+            ceiling
+        );
+        assert_eq!(config(Some(3)).effective_max_connections(), 3);
+    }
+
+    #[test]
+    fn free_space_of_a_folder_not_made_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = free_bytes(dir.path()).unwrap();
+        let later = free_bytes(&dir.path().join("not/yet")).unwrap();
+        assert!(here > 0 && later > 0);
+    }
+}
