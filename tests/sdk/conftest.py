@@ -8,7 +8,7 @@
   seeded with a few collections.
 * `backup_server`: a module-scoped server that also has A's instance
   `cmgo-bkup0001` on `mongo` and `cmgo-dead0001` on `dead_uri`, a closed
-  port.
+  port, and an admin listener (`admin_url`).
 
 Every server is stopped by its pid; on a test failure the tail of each
 running server's stderr is attached to the report.
@@ -103,7 +103,8 @@ def dead_uri():
 def backup_server(tmp_path_factory, mongo, dead_uri):
     """The default accounts and instances, plus A's backup instances."""
     body = default_body() + instance_toml(BACKUP_INSTANCE, mongo.uri) + instance_toml(DEAD_INSTANCE, dead_uri)
-    srv = start_server(tmp_path_factory.mktemp("mongobak-backups"), body)
+    # The admin listener serves the per-instance storage series.
+    srv = start_server(tmp_path_factory.mktemp("mongobak-backups"), body, {"admin_listen": "127.0.0.1:0"})
     yield srv
     srv.stop()
 

@@ -225,6 +225,8 @@ class Server:
     metadata_url: Optional[str] = None
     # The S3 storage URL, or None for the folder data_dir/blobs.
     storage_url: Optional[str] = None
+    # The admin listener's URL, when the config sets [server] admin_listen.
+    admin_url: Optional[str] = None
     _stderr_file: Optional[object] = None
     _stdout_pump: Optional[threading.Thread] = None
 
@@ -393,6 +395,7 @@ def start_server(
     pump_thread = threading.Thread(target=pump, daemon=True)
     pump_thread.start()
     url = None
+    admin_url = None
     deadline = time.monotonic() + START_TIMEOUT
     try:
         while url is None:
@@ -406,8 +409,11 @@ def start_server(
             if line is None:
                 raise RuntimeError(f"mongobak exited before listening (status {proc.wait()})")
             prefix = "mongobak listening on "
+            admin_prefix = "mongobak admin listening on "
             if line.startswith(prefix):
                 url = line[len(prefix):].strip()
+            elif line.startswith(admin_prefix):
+                admin_url = line[len(admin_prefix):].strip()
     except Exception as exc:
         if proc.poll() is None:
             proc.kill()
@@ -425,6 +431,7 @@ def start_server(
         stderr_path=stderr_path,
         metadata_url=metadata_url,
         storage_url=storage_url,
+        admin_url=admin_url,
         keys={
             "A": KEY_A,
             "A_DENIED": KEY_A_DENIED,

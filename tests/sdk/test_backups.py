@@ -165,10 +165,15 @@ def test_backup_total_size_and_storage_metrics(backup_server, kept_backup):
     assert total.SnapshotSize > 0 and total.OplogSize >= 0 and total.FreeQuota == 0
     # At least the kept backup (BackupSize is in KB, rounded up).
     assert total.SnapshotSize + total.OplogSize > (kept_backup.BackupSize - 1) * 1024
-    with urllib.request.urlopen(f"{backup_server.url}/metrics", timeout=10) as response:
+    # Per instance only on the admin listener; the API listener's /metrics
+    # names no instance.
+    with urllib.request.urlopen(f"{backup_server.admin_url}/metrics", timeout=10) as response:
         metrics = response.read().decode()
     gauge = re.search(rf'^mongobak_backup_stored_bytes{{instance="{BACKUP_INSTANCE}"}} (\d+)', metrics, re.M)
     assert gauge and int(gauge.group(1)) > (kept_backup.BackupSize - 1) * 1024, metrics
+    with urllib.request.urlopen(f"{backup_server.url}/metrics", timeout=10) as response:
+        public = response.read().decode()
+    assert "cmgo-" not in public, public
 
 
 # -- the full flow through the SDK models ----------------------------------

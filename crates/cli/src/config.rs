@@ -125,6 +125,21 @@ pub struct ServerSection {
     /// URL that failed automatic backups are POSTed to as JSON (when the
     /// instance's rule has `Notify` on).
     pub notify_webhook: Option<String>,
+    /// Seconds a request head (and a TLS handshake) may take to arrive
+    /// whole (default 10).
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a connection may stay without a request being handled and
+    /// without a byte moving before it is closed (default 30).
+    pub idle_timeout_secs: Option<u64>,
+    /// Open connections at most (default 1024; never more than the
+    /// open-file limit leaves room for).
+    pub max_connections: Option<usize>,
+    /// Address of the admin listener, serving `/metrics` with the
+    /// per-instance series (default: none).
+    pub admin_listen: Option<String>,
+    /// `/readyz` answers 503 when the data folder's file system has less
+    /// free space than this many MiB (default 1024; 0: no check).
+    pub min_free_disk_mib: Option<u64>,
 }
 
 /// `[metadata]` and `[storage]`: one URL each.
@@ -313,6 +328,8 @@ pub struct InstanceEntry {
 pub struct Config {
     /// Address to bind.
     pub listen: SocketAddr,
+    /// Address of the admin listener, when there is one.
+    pub admin_listen: Option<SocketAddr>,
     /// Base of download URLs; `None` means the address actually bound
     /// (which differs from `listen` when it asks for port 0).
     pub public_url: Option<String>,
@@ -387,6 +404,26 @@ impl Config {
         let listen: SocketAddr = listen_text.parse().with_context(|| {
             format!("[server] listen = {listen_text:?} is not an address like 127.0.0.1:9000")
         })?;
+        let admin_listen = match server.admin_listen.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(text.parse::<SocketAddr>().with_context(|| {
+                format!("[server] admin_listen = {text:?} is not an address like 127.0.0.1:9100")
+            })?),
+        };
+        let header_read_timeout_secs = server.header_read_timeout_secs.unwrap_or(10);
+        if !(1..=300).contains(&header_read_timeout_secs) {
+            bail!(
+                "[server] header_read_timeout_secs = {header_read_timeout_secs}: expected 1 to 300"
+            );
+        }
+        let idle_timeout_secs = server.idle_timeout_secs.unwrap_or(30);
+        if !(1..=3600).contains(&idle_timeout_secs) {
+            bail!("[server] idle_timeout_secs = {idle_timeout_secs}: expected 1 to 3600");
+        }
+        if server.max_connections == Some(0) {
+            bail!("[server] max_connections must be at least 1");
+        }
+        let min_free_disk_mib = server.min_free_disk_mib.unwrap_or(1024);
         let tls = match (server.tls_cert_file, server.tls_key_file) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
@@ -496,8 +533,9 @@ impl Config {
         };
         Ok(Config {
             listen,
+            admin_listen,
             public_url,
-            data_dir,
+            data_dir: data_dir.clone(),
             metadata_url,
             storage_url,
             storage,
@@ -524,6 +562,11 @@ impl Config {
                 shutdown_grace: std::time::Duration::from_secs(
                     server.shutdown_grace_secs.unwrap_or(30),
                 ),
+                header_read_timeout: std::time::Duration::from_secs(header_read_timeout_secs),
+                idle_timeout: std::time::Duration::from_secs(idle_timeout_secs),
+                max_connections: server.max_connections,
+                data_dir: Some(data_dir.clone()),
+                min_free_disk_bytes: min_free_disk_mib.saturating_mul(1 << 20),
             },
             backups,
             downloads,
@@ -687,6 +730,11 @@ mod tests {
         assert_eq!(c.metadata_url, "sqlite://./mongobak-data/meta.db");
         assert_eq!(c.storage_url, "file://./mongobak-data/blobs");
         assert_eq!(c.server.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.server.header_read_timeout.as_secs(), 10);
+        assert_eq!(c.server.idle_timeout.as_secs(), 30);
+        assert_eq!(c.server.max_connections, None);
+        assert_eq!(c.server.min_free_disk_bytes, 1024 << 20);
+        assert_eq!(c.admin_listen, None);
         assert_eq!(c.api.rate_limits.default_per_second, 20);
         assert!(c.api.regions.contains("ap-guangzhou"));
         assert!(c.accounts.is_empty());
@@ -758,6 +806,26 @@ mod tests {
             let key = wrong.split(' ').next().unwrap();
             assert!(format!("{e:#}").contains(key), "{e:#}");
         }
+        for wrong in [
+            "header_read_timeout_secs = 0",
+            "idle_timeout_secs = 0",
+            "max_connections = 0",
+            "admin_listen = \"nowhere\"",
+        ] {
+            let e = parse(&format!("[server]\n{wrong}")).unwrap_err();
+            let key = wrong.split(' ').next().unwrap();
+            assert!(format!("{e:#}").contains(key), "{e:#}");
+        }
+        let c = parse(
+            "[server]\nheader_read_timeout_secs = 3\nidle_timeout_secs = 4\nmax_connections = 50\n\
+             admin_listen = \"127.0.0.1:9100\"\nmin_free_disk_mib = 0",
+        )
+        .unwrap();
+        assert_eq!(c.server.header_read_timeout.as_secs(), 3);
+        assert_eq!(c.server.idle_timeout.as_secs(), 4);
+        assert_eq!(c.server.max_connections, Some(50));
+        assert_eq!(c.server.min_free_disk_bytes, 0);
+        assert_eq!(c.admin_listen.unwrap().to_string(), "127.0.0.1:9100");
         let e = parse("[backups]\ncompression = \"lz5\"").unwrap_err();
         assert!(format!("{e:#}").contains("lz5"), "{e:#}");
         let e = parse("[backups]\ncompression = \"none\"\nzstd_level = 3").unwrap_err();

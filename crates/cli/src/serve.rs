@@ -4,8 +4,10 @@
 //! blob folder, then the listener; the backup runner, the download
 //! workers, the janitor and the scheduler run beside the server. The bound
 //! address is printed on stdout as `mongobak listening on <url>` (so
-//! `listen = "127.0.0.1:0"` is usable by scripts); logs go to stderr. SIGINT or SIGTERM cancels one token;
-//! the server stops accepting and lets in-flight requests finish.
+//! `listen = "127.0.0.1:0"` is usable by scripts), preceded by
+//! `mongobak admin listening on <url>` when `[server] admin_listen` is set;
+//! logs go to stderr. SIGINT or SIGTERM cancels one token; the listeners
+//! stop accepting and let in-flight requests finish.
 
 use std::sync::Arc;
 
@@ -26,7 +28,7 @@ use crate::config::Config;
 use crate::instances;
 
 /// Runs the server until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     crate::private::create_data_dir(&config.data_dir)?;
     let tightened = crate::private::tighten(&local_paths(&config))?;
     if tightened > 0 {
@@ -36,6 +38,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "files and folders others could read were restricted to their owner"
         );
     }
+    // Lowered to what the open-file limit allows, with a warning, once.
+    config.server.max_connections = Some(config.server.effective_max_connections());
     let catalog = Catalog::open(&config.metadata_url)
         .await
         .context("cannot open the metadata store")?;
@@ -101,6 +105,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
 
+    let admin = match config.admin_listen {
+        None => None,
+        Some(address) => {
+            let listener = std::net::TcpListener::bind(address)
+                .with_context(|| format!("cannot listen on {address} ([server] admin_listen)"))?;
+            let bound = listener.local_addr()?;
+            if !bound.ip().is_loopback() {
+                tracing::warn!(
+                    address = %bound,
+                    "the admin listener is on a non-loopback address: its /metrics names every instance; \
+                     keep it behind a firewall"
+                );
+            }
+            println!("mongobak admin listening on http://{bound}");
+            Some(listener)
+        }
+    };
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let bound = listener.local_addr()?;
@@ -125,6 +146,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         address = %bound,
         data_dir = %config.data_dir.display(),
         public_url = %public_url,
+        max_connections = config.server.max_connections,
         "mongobak started"
     );
 
@@ -146,10 +168,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tasks.spawn(downloads.run(shutdown.clone()));
     tasks.spawn(janitor.run(shutdown.clone()));
     tasks.spawn(scheduler.run(shutdown.clone()));
+    let admin = admin.map(|listener| {
+        tokio::spawn(mongobak_server::run_admin(
+            listener,
+            api.clone(),
+            config.server.clone(),
+            shutdown.clone(),
+        ))
+    });
     tasks.close();
     let served = mongobak_server::run(listener, api, config.server, shutdown.clone()).await;
     shutdown.cancel();
     tasks.wait().await;
+    if let Some(admin) = admin {
+        admin.await.context("the admin listener failed")??;
+    }
     served?;
     tracing::info!("mongobak stopped");
     Ok(())

@@ -6,7 +6,8 @@
 //! file unexpired (404 / 410). The answer carries `Content-Length`,
 //! `ETag` (the file's SHA-256), `Content-Disposition` and
 //! `Accept-Ranges`; a single `Range` (also under `If-Range`) gets 206 with
-//! just those bytes, so an interrupted download resumes. The file is
+//! just those bytes, so an interrupted download resumes, and an
+//! `If-None-Match` naming the current ETag gets 304 without a body. The file is
 //! streamed from blob storage in bounded chunks. `<file name>.sha256`
 //! under the same signature answers the checksum in `sha256sum` format.
 
@@ -83,6 +84,15 @@ pub(crate) async fn download(
         return plain(StatusCode::OK, &format!("{}  {file_name}\n", file.sha256));
     }
     let etag = format!("\"{}\"", file.sha256);
+    // If-None-Match comes before Range (RFC 9110 §13.2.2): a client that
+    // holds the current file gets 304 and nothing else.
+    if none_match(&headers, &etag) {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        insert(&mut response, header::ETAG, &etag);
+        insert(&mut response, header::ACCEPT_RANGES, "bytes");
+        return response;
+    }
     let range = match requested_range(&headers, &etag, file.size) {
         Ok(range) => range,
         Err(()) => {
@@ -144,7 +154,12 @@ pub(crate) async fn download(
 
 /// The byte range `[start, end)` a request asks for: `None` for the whole
 /// file (no `Range`, several ranges, or an `If-Range` that does not match),
-/// `Err` for a range outside the file.
+/// `Err` for a range outside the file or one that cannot be read.
+///
+/// Every position is a `u64` and every step is checked: a last position
+/// past the end (up to `u64::MAX`, or more digits than a `u64` holds)
+/// means the end of the file, and a suffix longer than the file means all
+/// of it (RFC 9110 §14.1.2).
 fn requested_range(headers: &HeaderMap, etag: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
@@ -163,17 +178,19 @@ fn requested_range(headers: &HeaderMap, etag: &str, size: u64) -> Result<Option<
     let (first, last) = spec.split_once('-').ok_or(())?;
     let (first, last) = (first.trim(), last.trim());
     let (start, end) = match (first.is_empty(), last.is_empty()) {
-        (false, true) => (first.parse::<u64>().map_err(drop)?, size),
+        (false, true) => (position(first)?, size),
         (false, false) => {
-            let start = first.parse::<u64>().map_err(drop)?;
-            let last = last.parse::<u64>().map_err(drop)?;
+            let start = position(first)?;
+            let last = position(last)?;
             if last < start {
                 return Err(());
             }
-            (start, (last + 1).min(size))
+            // `last` is at most u64::MAX, so `last + 1` saturates only
+            // where the file ends earlier anyway.
+            (start, last.saturating_add(1).min(size))
         }
         (true, false) => {
-            let suffix = last.parse::<u64>().map_err(drop)?;
+            let suffix = position(last)?;
             if suffix == 0 {
                 return Err(());
             }
@@ -185,6 +202,33 @@ fn requested_range(headers: &HeaderMap, etag: &str, size: u64) -> Result<Option<
         return Err(());
     }
     Ok(Some((start, end)))
+}
+
+/// A byte position of a `Range` header: ASCII digits only (no sign, no
+/// spaces), at most `u64::MAX`; a longer number is `u64::MAX`, past the
+/// end of any file.
+fn position(digits: &str) -> Result<u64, ()> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    Ok(digits
+        .bytes()
+        .try_fold(0u64, |n, digit| {
+            n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+        })
+        .unwrap_or(u64::MAX))
+}
+
+/// Whether an `If-None-Match` value names `etag` (or is `*`): the weak
+/// comparison of RFC 9110 §13.1.2, so `W/"x"` matches `"x"`.
+fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
 }
 
 fn plain(status: StatusCode, text: &str) -> Response {
@@ -271,5 +315,53 @@ mod tests {
             requested_range(&headers("bytes=10-", Some("\"old\"")), tag, 100),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn ranges_at_the_u64_limits() {
+        let tag = "\"abc\"";
+        let max = u64::MAX;
+        let range = |spec: &str, size| requested_range(&headers(spec, None), tag, size);
+        assert_eq!(range(&format!("bytes=5-{max}"), 100), Ok(Some((5, 100))));
+        assert_eq!(range(&format!("bytes=0-{max}"), 100), Ok(Some((0, 100))));
+        assert_eq!(
+            range(&format!("bytes=0-{}", max - 1), max),
+            Ok(Some((0, max)))
+        );
+        assert_eq!(range(&format!("bytes={max}-{max}"), max), Err(()));
+        assert_eq!(
+            range(&format!("bytes={}-", max - 1), max),
+            Ok(Some((max - 1, max)))
+        );
+        assert_eq!(range(&format!("bytes=-{max}"), 100), Ok(Some((0, 100))));
+        assert_eq!(
+            range("bytes=5-99999999999999999999999", 100),
+            Ok(Some((5, 100)))
+        );
+        assert_eq!(
+            range("bytes=-99999999999999999999999", 100),
+            Ok(Some((0, 100)))
+        );
+        assert_eq!(range("bytes=99999999999999999999999-", 100), Err(()));
+        assert_eq!(range("bytes=+5-10", 100), Err(()));
+        assert_eq!(range("bytes=0-", 0), Err(()));
+        assert_eq!(range("bytes=-1", 0), Err(()));
+    }
+
+    #[test]
+    fn if_none_match() {
+        let tag = "\"abc\"";
+        let with = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(value).unwrap());
+            none_match(&h, tag)
+        };
+        assert!(!none_match(&HeaderMap::new(), tag));
+        assert!(with("\"abc\""));
+        assert!(with("W/\"abc\""));
+        assert!(with("\"old\", \"abc\""));
+        assert!(with("*"));
+        assert!(!with("\"old\""));
+        assert!(!with("abc"));
     }
 }

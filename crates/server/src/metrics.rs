@@ -1,7 +1,11 @@
 //! Prometheus metrics of the API: requests by action and outcome, latency.
 //!
 //! One recorder per process (the `metrics` facade is global), installed on
-//! first use; every router of the process renders the same registry.
+//! first use; every router of the process renders the same registry. No
+//! series of the registry carries an instance ID or an account: those the
+//! API listener's `/metrics` would show to anyone. The per-instance
+//! storage series are computed from the catalog when the admin listener
+//! is scraped ([`per_instance`]).
 
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
@@ -11,6 +15,7 @@ use metrics::{Counter, Histogram};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use mongobak_api::Action;
+use mongobak_catalog::{Catalog, CatalogError};
 
 /// Buckets of the latency histogram, in seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -85,4 +90,56 @@ impl Metrics {
     pub(crate) fn render(&self) -> String {
         self.handle.render()
     }
+}
+
+/// The stored bytes of each registered instance's backups, and of their
+/// oplog slices, as Prometheus text: `mongobak_backup_stored_bytes{instance}`
+/// and `mongobak_backup_oplog_bytes{instance}` (0 for an instance without
+/// backups).
+pub(crate) async fn per_instance(catalog: &Catalog) -> Result<String, CatalogError> {
+    use std::fmt::Write;
+    let stored = catalog.stored_bytes_per_instance().await?;
+    let instances = catalog.instances().await?;
+    let sizes: Vec<(&str, u64, u64)> = instances
+        .iter()
+        .map(|instance| {
+            let (all, oplog) = stored
+                .iter()
+                .find(|(id, _, _)| *id == instance.id)
+                .map_or((0, 0), |(_, all, oplog)| (*all, *oplog));
+            (instance.id.as_str(), all, oplog)
+        })
+        .collect();
+    let mut text = String::new();
+    for (name, help, pick) in [
+        (
+            "mongobak_backup_stored_bytes",
+            "Stored bytes of the instance's backups.",
+            (|s: &(&str, u64, u64)| s.1) as fn(&(&str, u64, u64)) -> u64,
+        ),
+        (
+            "mongobak_backup_oplog_bytes",
+            "Stored bytes of the oplog slices of the instance's backups.",
+            |s: &(&str, u64, u64)| s.2,
+        ),
+    ] {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for size in &sizes {
+            let _ = writeln!(
+                text,
+                "{name}{{instance=\"{}\"}} {}",
+                label_value(size.0),
+                pick(size)
+            );
+        }
+    }
+    Ok(text)
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

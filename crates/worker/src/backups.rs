@@ -206,9 +206,6 @@ impl BackupRunner {
                     Ok(()) => {
                         metrics::counter!("mongobak_backups_total", "outcome" => "succeeded")
                             .increment(1);
-                        if let Err(e) = crate::scheduler::record_storage(&self.catalog).await {
-                            tracing::warn!(error = %e, "cannot update the storage gauges");
-                        }
                         tracing::info!(
                             backup_id = backup.id,
                             name = %backup.name,

@@ -128,7 +128,6 @@ impl Scheduler {
             self.start_due_backups(now, &mut report).await?;
         }
         self.delete_expired(now, &mut report).await?;
-        record_storage(&self.catalog).await?;
         Ok(report)
     }
 
@@ -217,21 +216,4 @@ impl Scheduler {
         }
         Ok(())
     }
-}
-
-/// Publishes the stored bytes of each instance's backups as gauges (after
-/// every tick and every finished backup).
-pub(crate) async fn record_storage(catalog: &Catalog) -> Result<(), CatalogError> {
-    let per_instance = catalog.stored_bytes_per_instance().await?;
-    for instance in catalog.instances().await? {
-        let (all, oplog) = per_instance
-            .iter()
-            .find(|(id, _, _)| *id == instance.id)
-            .map_or((0, 0), |(_, all, oplog)| (*all, *oplog));
-        metrics::gauge!("mongobak_backup_stored_bytes", "instance" => instance.id.clone())
-            .set(all as f64);
-        metrics::gauge!("mongobak_backup_oplog_bytes", "instance" => instance.id.clone())
-            .set(oplog as f64);
-    }
-    Ok(())
 }

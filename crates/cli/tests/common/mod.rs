@@ -81,6 +81,8 @@ pub struct Mongobak {
     child: Option<Child>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its admin listener listens, when `[server] admin_listen` is set.
+    pub admin: Option<SocketAddr>,
     /// Its log (JSON lines on stderr).
     pub log: PathBuf,
 }
@@ -136,20 +138,28 @@ impl Mongobak {
         let stdout = child.stdout.take().expect("a stdout pipe");
         let (lines, listening) = mpsc::channel();
         std::thread::spawn(move || {
+            // The admin listener's line, when there is one, comes first.
+            let mut admin = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
-                if let Some(url) = line.strip_prefix("mongobak listening on http://") {
-                    let _ = lines.send(url.trim().to_string());
+                if let Some(url) = line.strip_prefix("mongobak admin listening on http://") {
+                    admin = Some(url.trim().to_string());
+                } else if let Some(url) = line.strip_prefix("mongobak listening on http://") {
+                    let _ = lines.send((url.trim().to_string(), admin.take()));
                 }
             }
         });
         let mut server = Mongobak {
             child: Some(child),
             addr: "127.0.0.1:1".parse().unwrap(),
+            admin: None,
             log: log.to_path_buf(),
         };
         match listening.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => server.addr = addr.parse().expect("an address"),
+            Ok((addr, admin)) => {
+                server.addr = addr.parse().expect("an address");
+                server.admin = admin.map(|a| a.parse().expect("an admin address"));
+            }
             Err(_) => panic!(
                 "mongobak did not print its address within {START_TIMEOUT:?}:\n{}",
                 server.log_tail()
