@@ -2,7 +2,7 @@
 //! every node of a cluster refuses a signature another node already
 //! accepted (kept in an unlogged table and taken in one round trip by the
 //! `mongobak_remember_signature` function, see the PostgreSQL migration
-//! `0007_seen_signatures.sql`).
+//! `0008_seen_signatures.sql`).
 //!
 //! On SQLite (one node) there is nothing to share: the API keeps the memory
 //! in its process and [`Catalog::remember_signature`] answers `None`.
