@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use mongobak_catalog::Instance;
 
-use super::{CallContext, Fields};
-use crate::error::{ApiError, ErrorKind};
+use super::{caps, CallContext, Fields};
+use crate::error::{clip, ApiError, ErrorKind};
 use crate::params::Params;
 
 /// Status of a registered instance: 2, running.
@@ -66,7 +66,7 @@ impl Request {
                 "expected -1 (all), 0 (replica set) or 1 (sharded cluster)",
             ));
         }
-        let status = p.opt_i64_list("Status")?;
+        let status = p.opt_i64_list("Status", caps::STATUS)?;
         if let Some(bad) = status
             .iter()
             .flatten()
@@ -86,7 +86,7 @@ impl Request {
                 "expected 0 (pay as you go) or 1 (monthly)",
             ));
         }
-        let tags = p.opt_object_list("Tags", None, |tag| {
+        let tags = p.opt_object_list("Tags", caps::TAGS, None, |tag| {
             tag.string("TagKey")?;
             tag.opt_string("TagValue")?;
             Ok(())
@@ -101,7 +101,10 @@ impl Request {
                 return Err(ApiError::bad_value(
                     ErrorKind::InvalidParameterValue,
                     "OrderBy",
-                    format_args!("`{other}` is not ProjectId, InstanceName or CreateTime"),
+                    format_args!(
+                        "`{}` is not ProjectId, InstanceName or CreateTime",
+                        clip(other)
+                    ),
                 ))
             }
         };
@@ -113,19 +116,19 @@ impl Request {
                 return Err(ApiError::bad_value(
                     ErrorKind::InvalidParameterValue,
                     "OrderByType",
-                    format_args!("`{other}` is not ASC or DESC"),
+                    format_args!("`{}` is not ASC or DESC", clip(other)),
                 ))
             }
         };
         let request = Request {
-            instance_ids: p.opt_string_list("InstanceIds")?,
+            instance_ids: p.opt_string_list("InstanceIds", caps::INSTANCE_IDS)?,
             instance_type,
             cluster_type,
             status,
             vpc_id: p.opt_string("VpcId")?,
             subnet_id: p.opt_string("SubnetId")?,
             pay_mode,
-            project_ids: p.opt_i64_list("ProjectIds")?,
+            project_ids: p.opt_i64_list("ProjectIds", caps::PROJECT_IDS)?,
             search_key: p.opt_string("SearchKey")?,
             has_tags: tags.is_some_and(|t| !t.is_empty()),
             limit,
