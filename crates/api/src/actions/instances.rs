@@ -215,7 +215,6 @@ struct InstanceDetail {
     instance_type: i64,
     instance_status_desc: String,
     real_instance_id: String,
-    /// In the Node.js SDK's model; the Python SDK's lacks it.
     zone_list: Vec<String>,
     mongos_node_num: u64,
     mongos_memory: u64,

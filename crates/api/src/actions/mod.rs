@@ -370,3 +370,32 @@ pub(crate) const MONGODB_ACTIONS: &[&str] = &[
     "UpgradeDBInstanceKernelVersion",
     "UpgradeDbInstanceVersion",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's API reference shows each cap in its action's row.
+    #[test]
+    fn the_readme_lists_every_cap() {
+        let readme = include_str!("../../../../README.md");
+        for cap in LIST_CAPS {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", cap.action.name())))
+                .unwrap_or_else(|| panic!("no README row for {}", cap.action.name()));
+            let shown = format!("`{}` {}", cap.parameter, cap.max);
+            assert!(
+                row.ends_with(" |") && row.contains(&shown),
+                "{shown} not in {row}"
+            );
+        }
+        for action in Action::ALL {
+            assert!(
+                readme.contains(&format!("| `{}` |", action.name())),
+                "no README row for {}",
+                action.name()
+            );
+        }
+    }
+}
