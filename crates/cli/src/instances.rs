@@ -174,6 +174,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
                         "OwnerUin": i.owner_uin,
                         "ClusterType": i.cluster_type.code(),
                         "ReplicaSets": i.replica_set_ids(),
+                        "MongoVersion": i.server_version,
                     })
                 })
                 .collect();
