@@ -8,7 +8,8 @@ every field the model declares is present with the declared type (read
 from the `:rtype:` line of the property's docstring), and every field the
 model lacks is one of the extra fields documented in docs/api.md, read
 from its table. Documented extras that no answer carries fail too, so the
-table stays true.
+table stays true. And every list parameter of the SDK's request models
+has a cap in the README's API reference.
 """
 
 import json
@@ -207,6 +208,24 @@ def test_every_answer_matches_the_sdk_models(backup_server, mongo):
     finally:
         client_.close()
     assert detail["MongoVersion"] == version, detail
+
+
+def readme_caps() -> dict:
+    """{action: {capped list parameter}} from the README's API reference."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("### API reference", 1)[1].split("\n## ", 1)[0]
+    caps = {}
+    for action, capped in re.findall(r"^\| `(\w+)` \| [^|]* \| ([^|]*) \|$", section, re.M):
+        caps[action] = set(re.findall(r"`(\w+)` \d+", capped))
+    return caps
+
+
+def test_every_list_parameter_of_the_sdk_requests_has_a_cap():
+    caps = readme_caps()
+    for action in provided_actions():
+        fields = model_fields(getattr(models, f"{action}Request"))
+        lists = {name for name, declared in fields.items() if declared.startswith("list of ")}
+        assert lists <= caps.get(action, set()), f"{action}: lists without a cap: {lists - caps.get(action, set())}"
 
 
 @pytest.mark.parametrize(
