@@ -297,6 +297,7 @@ def test_other_filters(server):
     assert describe(c, Status=[2]).TotalCount == 2
     assert describe(c, Status=[1, -2]).TotalCount == 0
     assert describe(c, PayMode=0).TotalCount == 2
+    assert describe(c, PayMode=-1).TotalCount == 2  # all
     assert describe(c, PayMode=1).TotalCount == 0
     assert describe(c, ProjectIds=[0]).TotalCount == 2
     assert describe(c, ProjectIds=[1234]).TotalCount == 0
@@ -471,6 +472,12 @@ def test_unknown_region(server, sign, method):
         ({"Offset": -1}, "InvalidParameterValue.OffsetParaOutOfRange"),
         ({"ClusterType": 7}, "InvalidParameterValue.ClusterTypeError"),
         ({"ClusterType": -2}, "InvalidParameterValue.ClusterTypeError"),
+        ({"PayMode": 2}, "InvalidParameterValue"),
+        ({"PayMode": -2}, "InvalidParameterValue"),
+        # Lists over their cap (the README's API reference).
+        ({"InstanceIds": [A_REPLICA] * 101}, "InvalidParameterValue"),
+        ({"Status": [2] * 11}, "InvalidParameterValue"),
+        ({"ProjectIds": [0] * 101}, "InvalidParameterValue"),
     ],
 )
 @pytest.mark.parametrize("sign,method", [STYLES[0], STYLES[2]], ids=[STYLE_IDS[0], STYLE_IDS[2]])

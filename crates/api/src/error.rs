@@ -6,7 +6,33 @@
 //! §4 and the per-action error lists). Messages name the offending parameter
 //! and never echo secrets, SQL, paths or URIs.
 
+use std::borrow::Cow;
 use std::fmt;
+
+/// Most characters of a request value that an error message or a log line
+/// repeats; [`clip`] cuts longer ones.
+pub const CLIP_CHARS: usize = 200;
+
+/// Most characters of an error message, whatever it repeats: a bound for
+/// the answer and the log line even where a value is not clipped.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// `value` cut to [`CLIP_CHARS`] characters, with a marker saying how many
+/// were left out: request values reach error messages and log lines, and a
+/// client may send megabytes.
+pub fn clip(value: &str) -> Cow<'_, str> {
+    clip_to(value, CLIP_CHARS)
+}
+
+fn clip_to(value: &str, max: usize) -> Cow<'_, str> {
+    match value.char_indices().nth(max) {
+        None => Cow::Borrowed(value),
+        Some((cut, _)) => {
+            let left_out = value[cut..].chars().count();
+            Cow::Owned(format!("{}...[{left_out} more characters]", &value[..cut]))
+        }
+    }
+}
 
 /// An error answered to an API client, rendered into the standard envelope
 /// `{"Response": {"Error": {"Code", "Message"}, "RequestId"}}` with HTTP 200.
@@ -121,10 +147,12 @@ impl ErrorKind {
 impl ApiError {
     /// An error of `kind` with a message for the user.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ApiError {
-            kind,
-            message: message.into(),
-        }
+        let message = message.into();
+        let message = match clip_to(&message, MAX_MESSAGE_CHARS) {
+            Cow::Borrowed(_) => message,
+            Cow::Owned(clipped) => clipped,
+        };
+        ApiError { kind, message }
     }
 
     /// The error's kind.
@@ -146,7 +174,10 @@ impl ApiError {
     pub fn missing(name: &str) -> Self {
         Self::new(
             ErrorKind::MissingParameter,
-            format!("The request is missing the required parameter `{name}`."),
+            format!(
+                "The request is missing the required parameter `{}`.",
+                clip(name)
+            ),
         )
     }
 
@@ -154,7 +185,10 @@ impl ApiError {
     pub fn invalid(name: &str, expected: &str) -> Self {
         Self::new(
             ErrorKind::InvalidParameter,
-            format!("The parameter `{name}` is invalid: expected {expected}."),
+            format!(
+                "The parameter `{}` is invalid: expected {expected}.",
+                clip(name)
+            ),
         )
     }
 
@@ -162,7 +196,10 @@ impl ApiError {
     pub fn bad_value(kind: ErrorKind, name: &str, detail: impl fmt::Display) -> Self {
         Self::new(
             kind,
-            format!("The value of the parameter `{name}` is invalid: {detail}."),
+            format!(
+                "The value of the parameter `{}` is invalid: {detail}.",
+                clip(name)
+            ),
         )
     }
 
@@ -178,7 +215,7 @@ impl ApiError {
     pub fn instance_not_found(id: &str) -> Self {
         Self::new(
             ErrorKind::NotFoundInstance,
-            format!("The instance `{id}` was not found."),
+            format!("The instance `{}` was not found.", clip(id)),
         )
     }
 }
@@ -190,3 +227,29 @@ impl fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_clipped_with_a_marker() {
+        assert_eq!(clip("short"), "short");
+        let exact = "é".repeat(CLIP_CHARS);
+        assert_eq!(clip(&exact), exact.as_str());
+        let long = "é".repeat(100_000);
+        let clipped = clip(&long);
+        assert!(clipped.starts_with(&"é".repeat(CLIP_CHARS)));
+        assert!(clipped.ends_with("...[99800 more characters]"), "{clipped}");
+    }
+
+    #[test]
+    fn messages_are_bounded_whatever_they_repeat() {
+        let name = "X".repeat(1_000_000);
+        let e = ApiError::bad_value(ErrorKind::InvalidParameterValue, &name, "no");
+        assert!(e.message().chars().count() < 300, "{}", e.message().len());
+        let e = ApiError::new(ErrorKind::InvalidAction, "Y".repeat(1_000_000));
+        assert!(e.message().chars().count() < MAX_MESSAGE_CHARS + 40);
+        assert!(e.message().ends_with("more characters]"));
+    }
+}

@@ -36,7 +36,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
 pub use access::{Directory, Policy, RootAccount, SubAccount};
-pub use actions::Action;
+pub use actions::{caps, Action, ListCap, LIST_CAPS};
 pub use download_url::UrlSigner;
 pub use error::{ApiError, ErrorKind};
 pub use ratelimit::RateLimits;
@@ -230,7 +230,7 @@ impl Api {
                 ErrorKind::NoSuchVersion,
                 format!(
                     "The version {} does not exist for mongodb; use {API_VERSION}.",
-                    envelope.version
+                    error::clip(&envelope.version)
                 ),
             ));
         }
@@ -242,7 +242,7 @@ impl Api {
         if !self.config.regions.contains(&region) {
             return Err(ApiError::new(
                 ErrorKind::UnsupportedRegion,
-                format!("The region {region} is not served here."),
+                format!("The region {} is not served here.", error::clip(&region)),
             ));
         }
         caller.check_app_id()?;

@@ -136,18 +136,22 @@ impl Params {
         self.take(key).map(|v| as_bool(v, &name)).transpose()
     }
 
-    /// An optional list of strings.
-    pub fn opt_string_list(&mut self, key: &str) -> Result<Option<Vec<String>>, ApiError> {
-        self.opt_list(key, as_string)
+    /// An optional list of strings of at most `max` entries.
+    pub fn opt_string_list(
+        &mut self,
+        key: &str,
+        max: usize,
+    ) -> Result<Option<Vec<String>>, ApiError> {
+        self.opt_list(key, max, as_string)
     }
 
-    /// An optional list of integers.
-    pub fn opt_i64_list(&mut self, key: &str) -> Result<Option<Vec<i64>>, ApiError> {
-        self.opt_list(key, as_i64)
+    /// An optional list of integers of at most `max` entries.
+    pub fn opt_i64_list(&mut self, key: &str, max: usize) -> Result<Option<Vec<i64>>, ApiError> {
+        self.opt_list(key, max, as_i64)
     }
 
-    /// An optional list of objects, each parsed by `parse` from its own
-    /// [`Params`] (which must be finished by `parse`).
+    /// An optional list of at most `max` objects, each parsed by `parse`
+    /// from its own [`Params`] (which must be finished by `parse`).
     ///
     /// `shorthand` names the field that a bare string element stands for:
     /// the seed documents `BackupSets.0=<id>` meaning
@@ -155,10 +159,11 @@ impl Params {
     pub fn opt_object_list<T>(
         &mut self,
         key: &str,
+        max: usize,
         shorthand: Option<&str>,
         mut parse: impl FnMut(&mut Params) -> Result<T, ApiError>,
     ) -> Result<Option<Vec<T>>, ApiError> {
-        self.opt_list(key, |value, name| {
+        self.opt_list(key, max, |value, name| {
             let value = match (value, shorthand) {
                 (Value::String(s), Some(field)) => {
                     let mut map = Map::new();
@@ -174,15 +179,31 @@ impl Params {
         })
     }
 
+    /// Every list parameter goes through here, so none escapes its cap:
+    /// a longer list is refused before any element is read, which keeps
+    /// the SQL and the log lines a list can reach bounded.
     fn opt_list<T>(
         &mut self,
         key: &str,
+        max: usize,
         mut each: impl FnMut(Value, &str) -> Result<T, ApiError>,
     ) -> Result<Option<Vec<T>>, ApiError> {
         let name = self.name(key);
         let Some(value) = self.take(key) else {
             return Ok(None);
         };
+        let entries = match &value {
+            Value::Array(items) => items.len(),
+            Value::Object(map) => map.len(),
+            _ => 0,
+        };
+        if entries > max {
+            return Err(ApiError::bad_value(
+                crate::error::ErrorKind::InvalidParameterValue,
+                &name,
+                format_args!("at most {max} entries, not {entries}"),
+            ));
+        }
         let items = list_items(value, &name)?;
         items
             .into_iter()
@@ -225,7 +246,10 @@ impl Params {
             None => Ok(()),
             Some(first) => Err(ApiError::new(
                 crate::error::ErrorKind::UnknownParameter,
-                format!("The parameter `{first}` is not defined for this action."),
+                format!(
+                    "The parameter `{}` is not defined for this action.",
+                    crate::error::clip(&first)
+                ),
             )),
         }
     }
@@ -307,7 +331,7 @@ mod tests {
         let mut p = Params::new(tree).unwrap();
         assert_eq!(p.string("InstanceId").unwrap(), "cmgo-1");
         let sets = p
-            .opt_object_list("BackupSets", Some("ReplicaSetId"), |s| {
+            .opt_object_list("BackupSets", 10, Some("ReplicaSetId"), |s| {
                 s.string("ReplicaSetId")
             })
             .unwrap()
@@ -325,7 +349,7 @@ mod tests {
         .unwrap();
         let mut p = Params::new(tree).unwrap();
         let sets = p
-            .opt_object_list("BackupSets", Some("ReplicaSetId"), |s| {
+            .opt_object_list("BackupSets", 10, Some("ReplicaSetId"), |s| {
                 s.string("ReplicaSetId")
             })
             .unwrap()
@@ -338,7 +362,7 @@ mod tests {
         let tree = unflatten([("Ids.0", "a"), ("Ids.2", "b")]).unwrap();
         let err = Params::new(tree)
             .unwrap()
-            .opt_string_list("Ids")
+            .opt_string_list("Ids", 10)
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidParameter);
         assert!(err.message().contains("Ids"));
@@ -363,7 +387,7 @@ mod tests {
     #[test]
     fn lenient_integers_and_booleans() {
         let mut p = Params::new(json!({"Status": ["2", 3], "Limit": "5", "Flag": "True"})).unwrap();
-        assert_eq!(p.opt_i64_list("Status").unwrap(), Some(vec![2, 3]));
+        assert_eq!(p.opt_i64_list("Status", 10).unwrap(), Some(vec![2, 3]));
         assert_eq!(p.opt_i64("Limit").unwrap(), Some(5));
         assert_eq!(p.opt_bool("Flag").unwrap(), Some(true));
         p.finish().unwrap();
@@ -378,7 +402,7 @@ mod tests {
         let e = p.opt_string("Name").unwrap_err();
         assert!(e.message().contains("`Name`"));
         let e = p
-            .opt_object_list("Items", None, |i| i.string("Id"))
+            .opt_object_list("Items", 10, None, |i| i.string("Id"))
             .unwrap_err();
         assert!(e.message().contains("`Items.0.Id`"), "{e}");
     }
@@ -397,10 +421,37 @@ mod tests {
     fn missing_required_is_missing_parameter() {
         let mut p = Params::new(json!({"Sets": [{}]})).unwrap();
         let e = p
-            .opt_object_list("Sets", None, |s| s.string("ReplicaSetId"))
+            .opt_object_list("Sets", 10, None, |s| s.string("ReplicaSetId"))
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::MissingParameter);
         assert!(e.message().contains("Sets.0.ReplicaSetId"));
+    }
+
+    #[test]
+    fn lists_over_their_cap_are_refused_naming_them() {
+        let at_cap = json!({"Ids": ["a", "b", "c"], "Sets": [{"Id": "x"}]});
+        let mut p = Params::new(at_cap).unwrap();
+        assert_eq!(p.opt_string_list("Ids", 3).unwrap().unwrap().len(), 3);
+        p.opt_object_list("Sets", 1, None, |s| s.string("Id"))
+            .unwrap();
+        p.finish().unwrap();
+        let flat = unflatten([("Ids.0", "1"), ("Ids.1", "2"), ("Ids.2", "3")]).unwrap();
+        let over = [json!({"Ids": [1, 2, 3]}), flat];
+        for tree in over {
+            let e = Params::new(tree)
+                .unwrap()
+                .opt_i64_list("Ids", 2)
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidParameterValue);
+            assert!(e.message().contains("`Ids`"), "{e}");
+            assert!(e.message().contains("at most 2 entries, not 3"), "{e}");
+        }
+        let e = Params::new(json!({"Sets": [{"Id": "x"}, {"Id": "y"}]}))
+            .unwrap()
+            .opt_object_list("Sets", 1, None, |s| s.string("Id"))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidParameterValue);
+        assert!(e.message().contains("`Sets`"), "{e}");
     }
 
     #[test]

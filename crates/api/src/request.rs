@@ -323,7 +323,7 @@ impl Envelope {
                 ErrorKind::SignatureFailure,
                 format!(
                     "The credential date {} is not the UTC date of the timestamp ({expected_date}).",
-                    authorization.date
+                    crate::error::clip(&authorization.date)
                 ),
             ));
         }

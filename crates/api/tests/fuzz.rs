@@ -208,8 +208,8 @@ proptest! {
             let mut p = Params::new(tree).unwrap();
             for (key, _) in &pairs {
                 let top = key.split('.').next().unwrap_or("");
-                let _ = p.opt_i64_list(top);
-                let _ = p.opt_object_list(top, Some("Id"), |item| item.opt_string("Id"));
+                let _ = p.opt_i64_list(top, 3);
+                let _ = p.opt_object_list(top, 3, Some("Id"), |item| item.opt_string("Id"));
                 let _ = p.opt_bool(top);
             }
             let _ = p.finish();

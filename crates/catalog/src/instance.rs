@@ -80,6 +80,10 @@ pub struct Instance {
     pub source: InstanceSource,
     /// When it was first registered.
     pub created_at: Timestamp,
+    /// The server version (`buildInfo.version`) that `instance add`'s
+    /// probe or the latest successful backup saw; empty until one has
+    /// connected.
+    pub server_version: String,
 }
 
 impl Instance {

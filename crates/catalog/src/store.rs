@@ -320,6 +320,26 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records the server version a connection to the instance saw
+    /// (`buildInfo.version`); an unknown instance is left alone.
+    pub async fn set_instance_server_version(
+        &self,
+        id: &str,
+        version: &str,
+    ) -> Result<(), CatalogError> {
+        let done = sqlx::query(
+            "UPDATE instances SET server_version = $2 WHERE id = $1 AND server_version <> $2",
+        )
+        .bind(id)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() > 0 {
+            self.forget_registry();
+        }
+        Ok(())
+    }
+
     /// Forgets an instance; false when it was not registered.
     pub async fn remove_instance(&self, id: &str) -> Result<bool, CatalogError> {
         let done = sqlx::query("DELETE FROM instances WHERE id = $1")
@@ -434,12 +454,12 @@ pub(crate) fn time_column(
 }
 
 const SELECT_INSTANCE: &str = "SELECT id, name, region, owner_uin, cluster_type, replica_sets, \
-                               mongos_uri, source, created_at FROM instances";
+                               mongos_uri, source, created_at, server_version FROM instances";
 
 fn insert(instance: &Instance) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
     sqlx::query(
         "INSERT INTO instances (id, name, region, owner_uin, cluster_type, replica_sets, \
-         mongos_uri, source, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         mongos_uri, source, created_at, server_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&instance.id)
     .bind(&instance.name)
@@ -450,6 +470,7 @@ fn insert(instance: &Instance) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::A
     .bind(&instance.mongos_uri)
     .bind(instance.source.as_str())
     .bind(instance.created_at.as_second())
+    .bind(&instance.server_version)
 }
 
 fn uris_json(uris: &[String]) -> String {
@@ -477,6 +498,7 @@ fn decode_instance(row: &AnyRow) -> Result<Instance, CatalogError> {
         mongos_uri: row.try_get("mongos_uri")?,
         source: InstanceSource::parse(row.try_get::<&str, _>("source")?),
         created_at,
+        server_version: row.try_get("server_version")?,
         id,
     })
 }
@@ -497,6 +519,7 @@ mod tests {
             mongos_uri: None,
             source,
             created_at: Timestamp::from_second(1_700_000_000).unwrap(),
+            server_version: String::new(),
         }
     }
 
@@ -512,6 +535,23 @@ mod tests {
         ));
         assert_eq!(c.instances().await.unwrap(), vec![a.clone()]);
         assert_eq!(c.instance("cmgo-aaaaaaaa").await.unwrap(), Some(a.clone()));
+        c.set_instance_server_version("cmgo-aaaaaaaa", "7.0.14")
+            .await
+            .unwrap();
+        let seen = c.instance("cmgo-aaaaaaaa").await.unwrap().unwrap();
+        assert_eq!(seen.server_version, "7.0.14");
+        // A re-sync from the configuration keeps what a connection saw.
+        assert!(c.remove_instance("cmgo-aaaaaaaa").await.unwrap());
+        let configured = instance("cmgo-aaaaaaaa", InstanceSource::Config);
+        c.sync_config_instances(std::slice::from_ref(&configured))
+            .await
+            .unwrap();
+        c.set_instance_server_version("cmgo-aaaaaaaa", "6.0.1")
+            .await
+            .unwrap();
+        c.sync_config_instances(&[configured]).await.unwrap();
+        let seen = c.instance("cmgo-aaaaaaaa").await.unwrap().unwrap();
+        assert_eq!(seen.server_version, "6.0.1");
         assert!(c.remove_instance("cmgo-aaaaaaaa").await.unwrap());
         assert!(!c.remove_instance("cmgo-aaaaaaaa").await.unwrap());
     }

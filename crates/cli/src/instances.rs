@@ -129,7 +129,7 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
         mongos: args.mongos,
         sharded: args.sharded.then_some(true),
     };
-    let instance = resolve(&entry, &accounts[0].uin, InstanceSource::Cli)?;
+    let mut instance = resolve(&entry, &accounts[0].uin, InstanceSource::Cli)?;
     if catalog.instance(&instance.id).await?.is_some() {
         bail!("an instance with ID {} is already registered", instance.id);
     }
@@ -141,11 +141,16 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
                 .map(|(id, uri)| mongobak_dump::probe::probe(id, uri)),
         )
         .await?;
-        for (id, report) in ids.iter().zip(reports) {
+        for (id, report) in ids.iter().zip(&reports) {
             eprintln!(
                 "{id}: replica set {:?}, server version {}",
                 report.set_name, report.server_version
             );
+        }
+        // DescribeDBInstances shows it as MongoVersion; shards of a
+        // cluster run one version, so the first one's stands for all.
+        if let Some(first) = reports.first() {
+            instance.server_version = first.server_version.clone();
         }
     }
     catalog.add_instance(&instance).await?;
@@ -169,6 +174,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
                         "OwnerUin": i.owner_uin,
                         "ClusterType": i.cluster_type.code(),
                         "ReplicaSets": i.replica_set_ids(),
+                        "MongoVersion": i.server_version,
                     })
                 })
                 .collect();
@@ -265,6 +271,7 @@ pub fn resolve(
         mongos_uri: entry.mongos.clone(),
         source,
         created_at: Timestamp::now(),
+        server_version: String::new(),
         id,
     })
 }

@@ -62,6 +62,18 @@ async fn a_replica_set_is_checked_then_recorded() {
         serde_json::json!(["cmgo-live0001_0"])
     );
     assert_eq!(rows[0]["ClusterType"], 0);
+    // The version the check saw, which DescribeDBInstances shows.
+    let build_info = mongo
+        .client()
+        .database("admin")
+        .run_command(doc! {"buildInfo": 1})
+        .await
+        .unwrap();
+    assert_eq!(
+        rows[0]["MongoVersion"],
+        build_info.get_str("version").unwrap(),
+        "{rows}"
+    );
 
     let again = mongobak(
         dir.path(),

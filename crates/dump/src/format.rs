@@ -73,6 +73,10 @@ pub struct ReplicaSetEntry {
     /// Stored bytes of its oplog slice (part of `stored_bytes`).
     #[serde(default)]
     pub oplog_stored_bytes: u64,
+    /// The server's version, as in its manifest; empty in manifests
+    /// written before it was recorded here.
+    #[serde(default)]
+    pub server_version: String,
 }
 
 /// Everything about one replica set's part of a backup.

@@ -386,6 +386,7 @@ async fn backup(
             stored_bytes,
             raw_bytes,
             oplog_stored_bytes: manifest.oplog.stored_bytes,
+            server_version: manifest.server_version.clone(),
         });
     }
     let manifest = BackupManifest {

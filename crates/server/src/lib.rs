@@ -277,9 +277,11 @@ async fn api_endpoint(State(state): State<AppState>, request: Request) -> Respon
     let code = reply.error.as_ref().map_or("OK", ApiError::code);
     let action = reply.action.as_deref().unwrap_or("");
     state.metrics.record(action, code, elapsed);
+    // The action is as the client sent it: an unknown one may be long.
+    let action = mongobak_api::error::clip(action);
     tracing::info!(
         request_id = %reply.request_id,
-        action,
+        action = %action,
         uin = reply.caller_uin.as_deref().unwrap_or(""),
         outcome = code,
         latency_ms = elapsed.as_secs_f64() * 1000.0,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use jiff::Timestamp;
 use mongobak_server::ServerConfig;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -458,4 +459,66 @@ async fn shutdown_lets_in_flight_requests_finish() {
         .await
         .expect("the server stops after its last request")
         .unwrap();
+}
+
+#[tokio::test]
+async fn instance_details_hold_every_model_field_with_honest_values() {
+    let server = TestServer::start().await;
+    let listed = server
+        .call("DescribeDBInstances", json!({"InstanceIds": [INSTANCE]}))
+        .await;
+    let detail = &listed["InstanceDetails"][0];
+    for field in [
+        "MongosNodeNum",
+        "MongosMemory",
+        "MongosCpuNum",
+        "ConfigServerNodeNum",
+        "ConfigServerMemory",
+        "ConfigServerVolume",
+        "ConfigServerCpuNum",
+        "ReadonlyNodeNum",
+    ] {
+        assert_eq!(detail[field], 0, "{field}: {detail}");
+    }
+    assert_eq!(detail["ZoneList"], json!([detail["Zone"]]));
+    // A real date-time, far in the future: a self-hosted instance does
+    // not expire.
+    assert_eq!(detail["DeadLine"], "2099-12-31 23:59:59");
+    // Never probed (registered without a connection): unknown.
+    assert_eq!(detail["MongoVersion"], "");
+    server
+        .catalog
+        .set_instance_server_version(INSTANCE, "7.0.14")
+        .await
+        .unwrap();
+    let listed = server
+        .call("DescribeDBInstances", json!({"InstanceIds": [INSTANCE]}))
+        .await;
+    assert_eq!(listed["InstanceDetails"][0]["MongoVersion"], "7.0.14");
+}
+
+#[tokio::test]
+async fn pay_mode_minus_one_lists_every_instance() {
+    let server = TestServer::start().await;
+    for (mode, count) in [(-1, 1), (0, 1), (1, 0)] {
+        let listed = server
+            .call(
+                "DescribeDBInstances",
+                json!({"PayMode": mode, "InstanceIds": [INSTANCE]}),
+            )
+            .await;
+        assert_eq!(listed["TotalCount"], count, "PayMode {mode}: {listed}");
+    }
+    let refused = server
+        .call("DescribeDBInstances", json!({"PayMode": 2}))
+        .await;
+    assert_eq!(
+        code_of(&refused),
+        Some("InvalidParameterValue"),
+        "{refused}"
+    );
+    assert!(refused["Error"]["Message"]
+        .as_str()
+        .unwrap()
+        .contains("`PayMode`"));
 }

@@ -70,6 +70,22 @@ async fn a_backup_from_request_to_deletion() {
     assert!(!info["StartTime"].as_str().unwrap().is_empty());
     assert!(!info["EndTime"].as_str().unwrap().is_empty());
     assert_eq!(info["Progress"], 100);
+
+    // The instance shows the server version the backup saw.
+    let build_info = mongo
+        .client()
+        .database("admin")
+        .run_command(doc! {"buildInfo": 1})
+        .await
+        .unwrap();
+    let described = server
+        .call("DescribeDBInstances", json!({"InstanceIds": [INSTANCE]}))
+        .await;
+    assert_eq!(
+        described["InstanceDetails"][0]["MongoVersion"],
+        build_info.get_str("version").unwrap(),
+        "{described}"
+    );
     if code_of(&again).is_some() {
         assert_eq!(
             code_of(&again),

@@ -204,6 +204,24 @@ impl BackupRunner {
                     .await;
                 match saved {
                     Ok(()) => {
+                        // DescribeDBInstances shows the version a backup
+                        // last saw; shards of a cluster run one version.
+                        if let Some(first) = manifest
+                            .replica_sets
+                            .first()
+                            .filter(|rs| !rs.server_version.is_empty())
+                        {
+                            let recorded = self
+                                .catalog
+                                .set_instance_server_version(
+                                    &backup.instance_id,
+                                    &first.server_version,
+                                )
+                                .await;
+                            if let Err(e) = recorded {
+                                tracing::warn!(error = %e, "cannot record the server version");
+                            }
+                        }
                         metrics::counter!("mongobak_backups_total", "outcome" => "succeeded")
                             .increment(1);
                         tracing::info!(

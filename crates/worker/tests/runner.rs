@@ -38,6 +38,7 @@ async fn fixture(uri: &str) -> Fixture {
             mongos_uri: None,
             source: InstanceSource::Cli,
             created_at: Timestamp::now(),
+            server_version: String::new(),
         })
         .await
         .unwrap();

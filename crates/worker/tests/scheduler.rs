@@ -82,6 +82,7 @@ impl Fixture {
                 mongos_uri: None,
                 source: InstanceSource::Cli,
                 created_at: Timestamp::now(),
+                server_version: String::new(),
             })
             .await
             .unwrap();

@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use mongobak_catalog::{backup_name, Backup, BackupStatus, BackupType, NewBackup};
 
-use super::{authorize_instance, to_fields, CallContext, Fields};
-use crate::error::{ApiError, ErrorKind};
+use super::{authorize_instance, caps, to_fields, CallContext, Fields};
+use crate::error::{clip, ApiError, ErrorKind};
 use crate::params::Params;
 
 /// The only backup method mongobak takes: logical.
@@ -111,7 +111,7 @@ pub(super) async fn describe_async_request_info(
         ApiError::bad_value(
             ErrorKind::InvalidParameterValue,
             "AsyncRequestId",
-            format_args!("no asynchronous request {id} was found"),
+            format_args!("no asynchronous request {} was found", clip(&id)),
         )
     };
     let backup = ctx
@@ -351,7 +351,7 @@ pub(super) async fn delete_db_backups(
 
 fn required_ids(p: &mut Params) -> Result<Vec<i64>, ApiError> {
     let ids = p
-        .opt_i64_list("BackupIds")?
+        .opt_i64_list("BackupIds", caps::BACKUP_IDS)?
         .ok_or_else(|| ApiError::missing("BackupIds"))?;
     if ids.is_empty() {
         return Err(ApiError::bad_value(
@@ -360,7 +360,14 @@ fn required_ids(p: &mut Params) -> Result<Vec<i64>, ApiError> {
             "name at least one backup",
         ));
     }
-    Ok(ids)
+    // An ID given twice counts once.
+    let mut unique = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !unique.contains(&id) {
+            unique.push(id);
+        }
+    }
+    Ok(unique)
 }
 
 // ---------------------------------------------------------------- Expiry
@@ -379,7 +386,7 @@ pub(super) async fn modify_backup_expire_time(
         return Err(ApiError::bad_value(
             ErrorKind::InvalidParameterValue,
             "ExpireTime",
-            format_args!("{expire_text} is not in the future"),
+            format_args!("{} is not in the future", clip(&expire_text)),
         ));
     }
     let instance = authorize_instance(ctx, &instance_id).await?;
@@ -421,7 +428,10 @@ pub(crate) fn parse_api_time(
         ApiError::bad_value(
             ErrorKind::TimeFormatErr,
             name,
-            format_args!("`{text}` is not a time of the form YYYY-MM-DD hh:mm:ss"),
+            format_args!(
+                "`{}` is not a time of the form YYYY-MM-DD hh:mm:ss",
+                clip(text)
+            ),
         )
     };
     if text.len() != 19 {

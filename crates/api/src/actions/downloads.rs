@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use mongobak_catalog::{Backup, DownloadTask, TaskFilter, TaskOrder, TaskStatus};
 
-use super::{authorize_instance, to_fields, CallContext, Fields};
-use crate::error::{ApiError, ErrorKind};
+use super::{authorize_instance, caps, to_fields, CallContext, Fields};
+use crate::error::{clip, ApiError, ErrorKind};
 use crate::params::Params;
 
 // ---------------------------------------------------------------- Create
@@ -27,9 +27,12 @@ pub(super) async fn create_backup_download_task(
     let instance_id = p.string("InstanceId")?;
     let backup_name = p.string("BackupName")?;
     let sets = p
-        .opt_object_list("BackupSets", Some("ReplicaSetId"), |set| {
-            set.string("ReplicaSetId")
-        })?
+        .opt_object_list(
+            "BackupSets",
+            caps::BACKUP_SETS,
+            Some("ReplicaSetId"),
+            |set| set.string("ReplicaSetId"),
+        )?
         .ok_or_else(|| ApiError::missing("BackupSets"))?;
     p.finish()?;
     if sets.is_empty() {
@@ -48,7 +51,8 @@ pub(super) async fn create_backup_download_task(
             format_args!(
                 "instance {} has no replica set {unknown}; it has {}",
                 instance.id,
-                known.join(", ")
+                known.join(", "),
+                unknown = clip(unknown),
             ),
         ));
     }
@@ -101,8 +105,9 @@ async fn available_backup(
         _ => Err(ApiError::new(
             ErrorKind::BackupFileNotFound,
             format!(
-                "No finished, unexpired backup named `{name}` was found for instance {instance_id}; \
-                 DescribeDBBackups lists the available ones."
+                "No finished, unexpired backup named `{}` was found for instance {instance_id}; \
+                 DescribeDBBackups lists the available ones.",
+                clip(name)
             ),
         )),
     }
@@ -136,7 +141,7 @@ pub(super) async fn describe_backup_download_task(
     let offset = p.offset()?;
     let order_by = p.opt_string("OrderBy")?;
     let order_type = p.opt_string("OrderByType")?;
-    let statuses = p.opt_i64_list("Status")?.unwrap_or_default();
+    let statuses = p.opt_i64_list("Status", caps::STATUS)?.unwrap_or_default();
     p.finish()?;
     let order = match order_by.as_deref() {
         None | Some("createTime") => TaskOrder::CreateTime,
@@ -145,7 +150,7 @@ pub(super) async fn describe_backup_download_task(
             return Err(ApiError::bad_value(
                 ErrorKind::InvalidParameterValue,
                 "OrderBy",
-                format_args!("`{other}` is not createTime or finishTime"),
+                format_args!("`{}` is not createTime or finishTime", clip(other)),
             ))
         }
     };
@@ -156,7 +161,7 @@ pub(super) async fn describe_backup_download_task(
             return Err(ApiError::bad_value(
                 ErrorKind::InvalidParameterValue,
                 "OrderByType",
-                format_args!("`{other}` is not asc or desc"),
+                format_args!("`{}` is not asc or desc", clip(other)),
             ))
         }
     };
@@ -206,7 +211,8 @@ pub(super) async fn describe_backup_download_task(
                 return Err(ApiError::new(
                     ErrorKind::BackupFileNotFound,
                     format!(
-                        "No backup named `{name}` was found for instance {}.",
+                        "No backup named `{}` was found for instance {}.",
+                        clip(name),
                         instance.id
                     ),
                 ))

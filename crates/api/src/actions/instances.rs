@@ -4,7 +4,8 @@
 //! not manage servers, so fields about billing, sizing and networks carry the
 //! neutral values TencentDB uses for "none" (0, "", empty lists); what is
 //! known (ID, name, region, cluster type, replica sets, address, creation
-//! time) is real.
+//! time, the server version a connection saw, the mongos hosts given) is
+//! real. docs/api.md says what each field holds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,14 +15,19 @@ use serde_json::Value;
 
 use mongobak_catalog::Instance;
 
-use super::{CallContext, Fields};
-use crate::error::{ApiError, ErrorKind};
+use super::{caps, CallContext, Fields};
+use crate::error::{clip, ApiError, ErrorKind};
 use crate::params::Params;
 
 /// Status of a registered instance: 2, running.
 const STATUS_RUNNING: i64 = 2;
 /// InstanceType of a registered instance: 1, a formal instance.
 const INSTANCE_TYPE_FORMAL: i64 = 1;
+/// `DeadLine` of every instance: a self-hosted deployment is not rented and
+/// never expires, so the latest date the API's form usually shows. A real
+/// date-time, unlike TencentDB's `0000-00-00 00:00:00`, which strict
+/// parsers refuse.
+const NO_DEADLINE: &str = "2099-12-31 23:59:59";
 
 #[derive(Debug, PartialEq, Eq)]
 enum OrderBy {
@@ -66,7 +72,7 @@ impl Request {
                 "expected -1 (all), 0 (replica set) or 1 (sharded cluster)",
             ));
         }
-        let status = p.opt_i64_list("Status")?;
+        let status = p.opt_i64_list("Status", caps::STATUS)?;
         if let Some(bad) = status
             .iter()
             .flatten()
@@ -79,14 +85,14 @@ impl Request {
             ));
         }
         let pay_mode = p.opt_i64("PayMode")?;
-        if pay_mode.is_some_and(|m| !(0..=1).contains(&m)) {
+        if pay_mode.is_some_and(|m| !(-1..=1).contains(&m)) {
             return Err(ApiError::bad_value(
                 ErrorKind::InvalidParameterValue,
                 "PayMode",
-                "expected 0 (pay as you go) or 1 (monthly)",
+                "expected -1 (all), 0 (pay as you go) or 1 (monthly)",
             ));
         }
-        let tags = p.opt_object_list("Tags", None, |tag| {
+        let tags = p.opt_object_list("Tags", caps::TAGS, None, |tag| {
             tag.string("TagKey")?;
             tag.opt_string("TagValue")?;
             Ok(())
@@ -101,7 +107,10 @@ impl Request {
                 return Err(ApiError::bad_value(
                     ErrorKind::InvalidParameterValue,
                     "OrderBy",
-                    format_args!("`{other}` is not ProjectId, InstanceName or CreateTime"),
+                    format_args!(
+                        "`{}` is not ProjectId, InstanceName or CreateTime",
+                        clip(other)
+                    ),
                 ))
             }
         };
@@ -113,19 +122,19 @@ impl Request {
                 return Err(ApiError::bad_value(
                     ErrorKind::InvalidParameterValue,
                     "OrderByType",
-                    format_args!("`{other}` is not ASC or DESC"),
+                    format_args!("`{}` is not ASC or DESC", clip(other)),
                 ))
             }
         };
         let request = Request {
-            instance_ids: p.opt_string_list("InstanceIds")?,
+            instance_ids: p.opt_string_list("InstanceIds", caps::INSTANCE_IDS)?,
             instance_type,
             cluster_type,
             status,
             vpc_id: p.opt_string("VpcId")?,
             subnet_id: p.opt_string("SubnetId")?,
             pay_mode,
-            project_ids: p.opt_i64_list("ProjectIds")?,
+            project_ids: p.opt_i64_list("ProjectIds", caps::PROJECT_IDS)?,
             search_key: p.opt_string("SearchKey")?,
             has_tags: tags.is_some_and(|t| !t.is_empty()),
             limit,
@@ -148,7 +157,7 @@ impl Request {
             && listed(&self.status, &STATUS_RUNNING)
             && self.vpc_id.as_deref().is_none_or(str::is_empty)
             && self.subnet_id.as_deref().is_none_or(str::is_empty)
-            && self.pay_mode.is_none_or(|m| m == 0)
+            && self.pay_mode.is_none_or(|m| m == -1 || m == 0)
             && listed(&self.project_ids, &0)
             && self.search_key.as_deref().is_none_or(|key| {
                 instance.id.contains(key) || instance.name.contains(key) || address.host == key
@@ -206,6 +215,15 @@ struct InstanceDetail {
     instance_type: i64,
     instance_status_desc: String,
     real_instance_id: String,
+    zone_list: Vec<String>,
+    mongos_node_num: u64,
+    mongos_memory: u64,
+    mongos_cpu_num: u64,
+    config_server_node_num: u64,
+    config_server_memory: u64,
+    config_server_volume: u64,
+    config_server_cpu_num: u64,
+    readonly_node_num: u64,
 }
 
 /// `ShardInfo`: one replica set / shard.
@@ -248,6 +266,17 @@ fn address_of(uri: &str) -> Address {
             port: default_port,
         },
     }
+}
+
+/// How many servers a connection URI lists (0 for none, 1 for an SRV
+/// name, which stands for however many its DNS gives).
+fn host_count(uri: &str) -> usize {
+    let Some((_, rest)) = uri.split_once("://") else {
+        return 0;
+    };
+    let hosts = rest.split(['/', '?']).next().unwrap_or("");
+    let hosts = hosts.rsplit_once('@').map_or(hosts, |(_, h)| h);
+    hosts.split(',').filter(|h| !h.is_empty()).count()
 }
 
 pub(super) async fn describe_db_instances(
@@ -374,7 +403,7 @@ fn detail(api: &crate::Api, instance: &Instance, address: &Address) -> InstanceD
         pay_mode: 0,
         project_id: 0,
         cluster_type: instance.cluster_type.code(),
-        zone,
+        zone: zone.clone(),
         net_type: 1,
         vpc_id: String::new(),
         subnet_id: String::new(),
@@ -382,8 +411,8 @@ fn detail(api: &crate::Api, instance: &Instance, address: &Address) -> InstanceD
         vip: address.host.clone(),
         vport: address.port,
         create_time: api.format_time(instance.created_at),
-        dead_line: "0000-00-00 00:00:00".into(),
-        mongo_version: String::new(),
+        dead_line: NO_DEADLINE.into(),
+        mongo_version: instance.server_version.clone(),
         memory: 0,
         volume: 0,
         cpu_num: 0,
@@ -406,6 +435,18 @@ fn detail(api: &crate::Api, instance: &Instance, address: &Address) -> InstanceD
         instance_type: INSTANCE_TYPE_FORMAL,
         instance_status_desc: String::new(),
         real_instance_id: instance.id.clone(),
+        zone_list: vec![zone],
+        mongos_node_num: instance
+            .mongos_uri
+            .as_deref()
+            .map_or(0, |uri| host_count(uri) as u64),
+        mongos_memory: 0,
+        mongos_cpu_num: 0,
+        config_server_node_num: 0,
+        config_server_memory: 0,
+        config_server_volume: 0,
+        config_server_cpu_num: 0,
+        readonly_node_num: 0,
         instance_name: instance.name.clone(),
         region: instance.region.clone(),
         instance_id: instance.id.clone(),
@@ -434,6 +475,21 @@ mod tests {
         );
         assert_eq!(address_of("mongodb+srv://u:p@cluster.example/").port, 0);
         assert_eq!(address_of("garbage"), Address::default());
+        assert_eq!(host_count("mongodb://u:p@m1:27017,m2,m3:27019/?x=1"), 3);
+        assert_eq!(host_count("mongodb+srv://cluster.example/"), 1);
+        assert_eq!(host_count("garbage"), 0);
+    }
+
+    #[test]
+    fn pay_mode_minus_one_means_all() {
+        for mode in [-1, 0, 1] {
+            let p = Params::new(serde_json::json!({"PayMode": mode})).unwrap();
+            assert_eq!(Request::parse(p).unwrap().pay_mode, Some(mode));
+        }
+        let p = Params::new(serde_json::json!({"PayMode": -2})).unwrap();
+        let e = Request::parse(p).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidParameterValue);
+        assert!(e.message().contains("`PayMode`"), "{e}");
     }
 
     #[test]

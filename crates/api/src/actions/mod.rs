@@ -97,6 +97,7 @@ impl Action {
     /// Resolves an `Action` parameter: a provided action, or the error for
     /// an unprovided or unknown one.
     pub fn resolve(name: &str) -> Result<Action, ApiError> {
+        let shown = crate::error::clip(name);
         if let Some(action) = Action::ALL.iter().find(|a| a.name() == name) {
             return Ok(*action);
         }
@@ -104,17 +105,96 @@ impl Action {
             return Err(ApiError::new(
                 ErrorKind::UnsupportedOperation,
                 format!(
-                    "The action {name} exists in TencentDB for MongoDB but mongobak does not provide it: \
+                    "The action {shown} exists in TencentDB for MongoDB but mongobak does not provide it: \
                      mongobak backs up deployments you run yourself and does not manage their servers."
                 ),
             ));
         }
         Err(ApiError::new(
             ErrorKind::InvalidAction,
-            format!("The action {name} does not exist in the mongodb API, version 2019-07-25."),
+            format!("The action {shown} does not exist in the mongodb API, version 2019-07-25."),
         ))
     }
 }
+
+/// The most entries each list parameter takes: every list parameter of
+/// every action, read through [`Params`] with its cap from here, and listed
+/// in the README's API reference. A longer list is
+/// `InvalidParameterValue` naming the parameter. The caps are far above
+/// what a client needs (a status filter has five values to choose from)
+/// and keep every list that becomes SQL parameters far under SQLite's
+/// smallest limit on them (999).
+pub mod caps {
+    /// `DescribeDBInstances.InstanceIds` (TencentDB's own cap).
+    pub const INSTANCE_IDS: usize = 100;
+    /// `DescribeDBInstances.Status` and `DescribeBackupDownloadTask.Status`:
+    /// five values exist; each may be given twice.
+    pub const STATUS: usize = 10;
+    /// `DescribeDBInstances.ProjectIds`.
+    pub const PROJECT_IDS: usize = 100;
+    /// `DescribeDBInstances.Tags` (a resource holds at most 50 tags).
+    pub const TAGS: usize = 50;
+    /// `DeleteDBBackups.BackupIds` and `ModifyBackupExpireTime.BackupIds`.
+    pub const BACKUP_IDS: usize = 100;
+    /// `CreateBackupDownloadTask.BackupSets`: one per replica set or shard.
+    pub const BACKUP_SETS: usize = 100;
+}
+
+/// One capped list parameter: the action, the parameter, its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListCap {
+    /// The action.
+    pub action: Action,
+    /// The list parameter.
+    pub parameter: &'static str,
+    /// Most entries.
+    pub max: usize,
+}
+
+/// Every list parameter of every action with its cap, for the API
+/// reference and the tests that send each one at and over its cap.
+pub const LIST_CAPS: &[ListCap] = &[
+    ListCap {
+        action: Action::DescribeDBInstances,
+        parameter: "InstanceIds",
+        max: caps::INSTANCE_IDS,
+    },
+    ListCap {
+        action: Action::DescribeDBInstances,
+        parameter: "Status",
+        max: caps::STATUS,
+    },
+    ListCap {
+        action: Action::DescribeDBInstances,
+        parameter: "ProjectIds",
+        max: caps::PROJECT_IDS,
+    },
+    ListCap {
+        action: Action::DescribeDBInstances,
+        parameter: "Tags",
+        max: caps::TAGS,
+    },
+    ListCap {
+        action: Action::DeleteDBBackups,
+        parameter: "BackupIds",
+        max: caps::BACKUP_IDS,
+    },
+    ListCap {
+        action: Action::ModifyBackupExpireTime,
+        parameter: "BackupIds",
+        max: caps::BACKUP_IDS,
+    },
+    ListCap {
+        action: Action::CreateBackupDownloadTask,
+        parameter: "BackupSets",
+        max: caps::BACKUP_SETS,
+    },
+    ListCap {
+        action: Action::DescribeBackupDownloadTask,
+        parameter: "Status",
+        max: caps::STATUS,
+    },
+];
 
 /// Everything a handler needs about the call besides its parameters.
 pub(crate) struct CallContext<'a> {
@@ -308,3 +388,32 @@ pub(crate) const MONGODB_ACTIONS: &[&str] = &[
     "UpgradeDBInstanceKernelVersion",
     "UpgradeDbInstanceVersion",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's API reference shows each cap in its action's row.
+    #[test]
+    fn the_readme_lists_every_cap() {
+        let readme = include_str!("../../../../README.md");
+        for cap in LIST_CAPS {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", cap.action.name())))
+                .unwrap_or_else(|| panic!("no README row for {}", cap.action.name()));
+            let shown = format!("`{}` {}", cap.parameter, cap.max);
+            assert!(
+                row.ends_with(" |") && row.contains(&shown),
+                "{shown} not in {row}"
+            );
+        }
+        for action in Action::ALL {
+            assert!(
+                readme.contains(&format!("| `{}` |", action.name())),
+                "no README row for {}",
+                action.name()
+            );
+        }
+    }
+}

@@ -14,7 +14,7 @@ use mongobak_catalog::{days_csv, BackupRule, LongTermInterval};
 
 use super::backups::check_backup_method;
 use super::{authorize_instance, to_fields, CallContext, Fields};
-use crate::error::{ApiError, ErrorKind};
+use crate::error::{clip, ApiError, ErrorKind};
 use crate::params::Params;
 
 // ---------------------------------------------------------------- Describe
@@ -238,7 +238,8 @@ impl RuleChanges {
                     ErrorKind::InvalidParameterValue,
                     "ActiveWeekdays",
                     format_args!(
-                        "`{text}` is not a comma-separated list of weekdays 0 (Sunday) to 6"
+                        "`{}` is not a comma-separated list of weekdays 0 (Sunday) to 6",
+                        clip(&text)
                     ),
                 )
             })?;
@@ -248,7 +249,7 @@ impl RuleChanges {
                 ApiError::bad_value(
                     ErrorKind::InvalidParameterValue,
                     "LongTermInterval",
-                    format_args!("`{text}` is not weekly, monthly or empty (off)"),
+                    format_args!("`{}` is not weekly, monthly or empty (off)", clip(&text)),
                 )
             })?;
         }
@@ -272,7 +273,8 @@ impl RuleChanges {
                         ErrorKind::InvalidParameterValue,
                         "LongTermActiveDays",
                         format_args!(
-                            "`{text}` is not a comma-separated list of {}",
+                            "`{}` is not a comma-separated list of {}",
+                            clip(&text),
                             days_meaning(rule.long_term_interval)
                         ),
                     )

@@ -61,6 +61,7 @@ fn instance(id: &str, region: &str, owner: &str, uri: &str) -> Instance {
         mongos_uri: None,
         source: InstanceSource::Cli,
         created_at: Timestamp::now(),
+        server_version: String::new(),
     }
 }
 
