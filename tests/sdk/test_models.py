@@ -23,7 +23,7 @@ from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.mongodb.v20190725 import models, mongodb_client
 
-from mongobak_harness import BACKUP_INSTANCE, KEY_A
+from mongobak_harness import BACKUP_INSTANCE, KEY_A, resend_if_replayed
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE = 60.0
@@ -131,7 +131,7 @@ def client(server):
 
 def raw(c, action: str, **params) -> dict:
     """The `Response` object as sent; an error fails the test."""
-    response = c.call_json(action, params)["Response"]
+    response = resend_if_replayed(c.call_json, action, params)["Response"]
     assert "Error" not in response, f"{action}: {response}"
     return response
 
