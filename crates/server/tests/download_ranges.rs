@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 use mongobak_testkit::{seed, MongoServer};
 use proptest::prelude::*;
@@ -88,26 +86,7 @@ fn model(size: u64, first: Option<&Pos>, last: Option<&Pos>) -> Option<(u64, u64
 }
 
 async fn packaged_file(server: &TestServer) -> String {
-    let created = server
-        .call(
-            "CreateBackupDBInstance",
-            json!({"InstanceId": INSTANCE, "BackupMethod": 0}),
-        )
-        .await;
-    let id = created["AsyncRequestId"].as_str().expect("a request id");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let backup = loop {
-        let info = server
-            .call("DescribeAsyncRequestInfo", json!({"AsyncRequestId": id}))
-            .await;
-        match info["Status"].as_str() {
-            Some("success") => break info["BackupName"].as_str().unwrap().to_string(),
-            Some("initial" | "running") => {}
-            _ => panic!("the backup failed: {info}"),
-        }
-        assert!(Instant::now() < deadline, "the backup did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let backup = server.take_backup().await;
     let created = server
         .call(
             "CreateBackupDownloadTask",
@@ -116,32 +95,8 @@ async fn packaged_file(server: &TestServer) -> String {
         )
         .await;
     assert_eq!(code_of(&created), None, "{created}");
-    loop {
-        let listed = server
-            .call(
-                "DescribeBackupDownloadTask",
-                json!({"InstanceId": INSTANCE, "BackupName": backup}),
-            )
-            .await;
-        let task = &listed["Tasks"][0];
-        if task["Status"] == 2 {
-            return task["Url"].as_str().unwrap().to_string();
-        }
-        assert_ne!(task["Status"], 3, "packaging failed: {task}");
-        assert!(Instant::now() < deadline, "packaging did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// `GET` of the download URL's path with extra header lines.
-async fn get(server_addr: std::net::SocketAddr, url: &str, headers: &str) -> RawResponse {
-    let target = url.split_once("//").unwrap().1.split_once('/').unwrap().1;
-    send_raw(
-        server_addr,
-        &format!("GET /{target} HTTP/1.1\r\nHost: {server_addr}{headers}"),
-        b"",
-    )
-    .await
+    let task = server.wait_download(&backup).await;
+    task["Url"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +107,7 @@ async fn ranges_and_conditional_requests_on_a_packaged_file() {
     let url = packaged_file(&server).await;
     let addr = server.addr;
 
-    let whole = get(addr, &url, "").await;
+    let whole = server.get(&url, "").await;
     assert_eq!(whole.status, 200);
     let body = whole.body.clone();
     let size = body.len() as u64;
@@ -160,14 +115,14 @@ async fn ranges_and_conditional_requests_on_a_packaged_file() {
 
     // The two cases of the issue, spelled out.
     let max = u64::MAX;
-    let tail = get(addr, &url, &format!("\r\nRange: bytes=5-{max}")).await;
+    let tail = server.get(&url, &format!("\r\nRange: bytes=5-{max}")).await;
     assert_eq!(tail.status, 206);
     assert_eq!(
         tail.header("content-range"),
         Some(format!("bytes 5-{}/{size}", size - 1).as_str())
     );
     assert_eq!(tail.body, &body[5..]);
-    let all = get(addr, &url, &format!("\r\nRange: bytes=0-{max}")).await;
+    let all = server.get(&url, &format!("\r\nRange: bytes=0-{max}")).await;
     assert_eq!(all.status, 206);
     assert_eq!(
         all.header("content-range"),
@@ -183,12 +138,12 @@ async fn ranges_and_conditional_requests_on_a_packaged_file() {
         "\r\nIf-None-Match: *".to_string(),
         format!("\r\nIf-None-Match: {etag}\r\nRange: bytes=0-9"),
     ] {
-        let not_modified = get(addr, &url, &headers).await;
+        let not_modified = server.get(&url, &headers).await;
         assert_eq!(not_modified.status, 304, "{headers}");
         assert!(not_modified.body.is_empty());
         assert_eq!(not_modified.header("etag"), Some(etag.as_str()));
     }
-    let changed = get(addr, &url, "\r\nIf-None-Match: \"other\"").await;
+    let changed = server.get(&url, "\r\nIf-None-Match: \"other\"").await;
     assert_eq!(changed.status, 200);
     assert_eq!(changed.body, body);
 
@@ -207,7 +162,7 @@ async fn ranges_and_conditional_requests_on_a_packaged_file() {
                     first.as_ref().map(Pos::text).unwrap_or_default(),
                     last.as_ref().map(Pos::text).unwrap_or_default()
                 );
-                let answer = runtime.block_on(get(addr, &url, &format!("\r\nRange: {header}")));
+                let answer = runtime.block_on(get_url(addr, &url, &format!("\r\nRange: {header}")));
                 match model(size, first.as_ref(), last.as_ref()) {
                     Some((start, end)) => {
                         prop_assert_eq!(answer.status, 206, "{}", header);

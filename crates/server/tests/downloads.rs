@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use common::*;
 use mongobak_archive::{gunzip, ArchiveReader, Event};
@@ -15,67 +14,6 @@ use mongobak_testkit::{seed, MongoServer};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-async fn wait_backup(server: &TestServer) -> String {
-    let created = server
-        .call(
-            "CreateBackupDBInstance",
-            json!({"InstanceId": INSTANCE, "BackupMethod": 0}),
-        )
-        .await;
-    let id = created["AsyncRequestId"]
-        .as_str()
-        .expect("a request id")
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let info = server
-            .call("DescribeAsyncRequestInfo", json!({"AsyncRequestId": id}))
-            .await;
-        match info["Status"].as_str() {
-            Some("success") => return info["BackupName"].as_str().unwrap().to_string(),
-            Some("initial" | "running") => {}
-            _ => panic!("the backup failed: {info}"),
-        }
-        assert!(Instant::now() < deadline, "the backup did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_task(server: &TestServer, backup: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let listed = server
-            .call(
-                "DescribeBackupDownloadTask",
-                json!({"InstanceId": INSTANCE, "BackupName": backup}),
-            )
-            .await;
-        assert_eq!(code_of(&listed), None, "{listed}");
-        let task = listed["Tasks"][0].clone();
-        match task["Status"].as_i64() {
-            Some(2) => return task,
-            Some(3) => panic!("packaging failed: {task}"),
-            _ => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "packaging did not finish: {task}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// `GET` of a URL handed out by the API, with extra header lines.
-async fn get(server: &TestServer, url: &str, headers: &str) -> RawResponse {
-    let target = url.split_once("//").unwrap().1.split_once('/').unwrap().1;
-    send_raw(
-        server.addr,
-        &format!("GET /{target} HTTP/1.1\r\nHost: {}{headers}", server.host()),
-        b"",
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_downloads_as_an_archive_of_the_source() {
     let mongo = MongoServer::start().await;
@@ -83,7 +21,7 @@ async fn a_backup_downloads_as_an_archive_of_the_source() {
     seed::seed(&client).await.unwrap();
     let expected = snapshot(&client).await.unwrap();
     let server = TestServer::start_with_mongo(&mongo.uri()).await;
-    let backup = wait_backup(&server).await;
+    let backup = server.take_backup().await;
 
     let set = format!("{INSTANCE}_0");
     let created = server
@@ -99,7 +37,7 @@ async fn a_backup_downloads_as_an_archive_of_the_source() {
         "one entry per requested set"
     );
     assert_eq!(created["Tasks"][0]["ReplicaSetId"], set);
-    let task = wait_task(&server, &backup).await;
+    let task = server.wait_download(&backup).await;
     // Asking again returns the finished task instead of packaging twice.
     let again = server
         .call("CreateBackupDownloadTask", json!({"InstanceId": INSTANCE, "BackupName": backup, "BackupSets": [{"ReplicaSetId": set}]}))
@@ -129,7 +67,7 @@ async fn a_backup_downloads_as_an_archive_of_the_source() {
     );
 
     // The whole file.
-    let whole = get(&server, &url, "").await;
+    let whole = server.get(&url, "").await;
     assert_eq!(whole.status, 200);
     assert_eq!(whole.body.len() as u64, size);
     let sha = hex::encode(Sha256::digest(&whole.body));
@@ -143,24 +81,24 @@ async fn a_backup_downloads_as_an_archive_of_the_source() {
 
     // Resumed from the middle, under If-Range.
     let half = size / 2;
-    let rest = get(
-        &server,
-        &url,
-        &format!("\r\nRange: bytes={half}-\r\nIf-Range: \"{sha}\""),
-    )
-    .await;
+    let rest = server
+        .get(
+            &url,
+            &format!("\r\nRange: bytes={half}-\r\nIf-Range: \"{sha}\""),
+        )
+        .await;
     assert_eq!(rest.status, 206);
     assert_eq!(
         rest.header("content-range"),
         Some(format!("bytes {half}-{}/{size}", size - 1).as_str())
     );
     assert_eq!(&rest.body[..], &whole.body[half as usize..]);
-    let outside = get(&server, &url, &format!("\r\nRange: bytes={size}-")).await;
+    let outside = server.get(&url, &format!("\r\nRange: bytes={size}-")).await;
     assert_eq!(outside.status, 416);
 
     // The checksum alongside.
     let (path, query) = url.split_once('?').unwrap();
-    let checksum = get(&server, &format!("{path}.sha256?{query}"), "").await;
+    let checksum = server.get(&format!("{path}.sha256?{query}"), "").await;
     assert_eq!(
         String::from_utf8(checksum.body)
             .unwrap()
@@ -171,7 +109,7 @@ async fn a_backup_downloads_as_an_archive_of_the_source() {
 
     // Tampered and expired links are refused before anything is read.
     let tampered = url.replace("signature=", "signature=0");
-    assert_eq!(get(&server, &tampered, "").await.status, 403);
+    assert_eq!(server.get(&tampered, "").await.status, 403);
     let expired = {
         let (base, query) = url.split_once('?').unwrap();
         let expires: i64 = query
@@ -188,9 +126,9 @@ async fn a_backup_downloads_as_an_archive_of_the_source() {
             )
         )
     };
-    assert_eq!(get(&server, &expired, "").await.status, 403);
+    assert_eq!(server.get(&expired, "").await.status, 403);
     let other_task = url.replacen("/download/", "/download/9", 1);
-    assert_eq!(get(&server, &other_task, "").await.status, 403);
+    assert_eq!(server.get(&other_task, "").await.status, 403);
 
     // The archive holds exactly the source.
     let mut reader = ArchiveReader::new(gunzip(&whole.body[..])).unwrap();

@@ -220,6 +220,88 @@ impl TestServer {
     }
 }
 
+/// Limit of a test's wait for a backup or a download file.
+const WORK_DEADLINE: Duration = Duration::from_secs(120);
+
+impl TestServer {
+    /// Takes a backup of `INSTANCE` and waits for it; returns its name.
+    pub async fn take_backup(&self) -> String {
+        let created = self
+            .call(
+                "CreateBackupDBInstance",
+                serde_json::json!({"InstanceId": INSTANCE, "BackupMethod": 0}),
+            )
+            .await;
+        let id = created["AsyncRequestId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no backup: {created}"))
+            .to_string();
+        let deadline = std::time::Instant::now() + WORK_DEADLINE;
+        loop {
+            let info = self
+                .call(
+                    "DescribeAsyncRequestInfo",
+                    serde_json::json!({"AsyncRequestId": id}),
+                )
+                .await;
+            match info["Status"].as_str() {
+                Some("success") => return info["BackupName"].as_str().unwrap().to_string(),
+                Some("initial" | "running") => {}
+                _ => panic!("the backup failed: {info}"),
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the backup did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for the download task of `backup` (replica set `<INSTANCE>_0`)
+    /// to be done; returns it as DescribeBackupDownloadTask lists it.
+    pub async fn wait_download(&self, backup: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + WORK_DEADLINE;
+        loop {
+            let listed = self
+                .call(
+                    "DescribeBackupDownloadTask",
+                    serde_json::json!({"InstanceId": INSTANCE, "BackupName": backup}),
+                )
+                .await;
+            assert_eq!(code_of(&listed), None, "{listed}");
+            let task = listed["Tasks"][0].clone();
+            match task["Status"].as_i64() {
+                Some(2) => return task,
+                Some(3) => panic!("packaging failed: {task}"),
+                _ => {}
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "packaging did not finish: {task}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `GET` of the path of a URL handed out by the API, with extra header
+    /// lines.
+    pub async fn get(&self, url: &str, headers: &str) -> RawResponse {
+        get_url(self.addr, url, headers).await
+    }
+}
+
+/// `GET` of the path of `url` from the server at `addr`, with extra header
+/// lines.
+pub async fn get_url(addr: SocketAddr, url: &str, headers: &str) -> RawResponse {
+    let target = url.split_once("//").unwrap().1.split_once('/').unwrap().1;
+    send_raw(
+        addr,
+        &format!("GET /{target} HTTP/1.1\r\nHost: {addr}{headers}"),
+        b"",
+    )
+    .await
+}
+
 /// The error code of a `Response` object, if it is an error.
 pub fn code_of(response: &serde_json::Value) -> Option<&str> {
     response["Error"]["Code"].as_str()
