@@ -136,7 +136,7 @@ fn bare_server() -> anyhow::Result<()> {
 }
 
 /// Reads the body, as mongobak does, and answers the constant JSON.
-async fn bare_handler(_body: Bytes) -> ([(header::HeaderName, HeaderValue); 1], &'static str) {
+async fn bare_handler(_body: Bytes) -> ([(HeaderName, HeaderValue); 1], &'static str) {
     (
         [(
             header::CONTENT_TYPE,

@@ -840,7 +840,7 @@ impl CoreSplit {
     fn of_this_process() -> anyhow::Result<Option<CoreSplit>> {
         // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::cpu_set_t>();
+        let size = size_of::<libc::cpu_set_t>();
         if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
             return Err(std::io::Error::last_os_error()).context("sched_getaffinity");
         }
@@ -869,7 +869,7 @@ fn pin_to(command: &mut Command, cpus: &[usize]) {
     // and exec.
     unsafe {
         command.pre_exec(move || {
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -4,10 +4,10 @@
 //! 1. Download-task throughput of one `mongobak serve` node against
 //!    `--nodes` nodes (default 3) sharing one PostgreSQL catalog and one
 //!    storage folder: `--tasks` tasks of one backup, created through the
-//!    nodes in turn and timed until all are done ([`throughput`]).
+//!    nodes in turn and timed until all are done ([`throughput`](mod@throughput)).
 //! 2. Latency of the catalog operations a task goes through, on SQLite
 //!    against PostgreSQL, through `mongobak-catalog` directly
-//!    ([`metadata`]).
+//!    ([`metadata`](mod@metadata)).
 //!
 //! No goal ratio is set: exit status 0 when every task completed and both
 //! measurements ran, 3 when the harness failed (a task failed, a process

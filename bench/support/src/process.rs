@@ -45,6 +45,7 @@ pub fn die_with_parent(command: &mut Command) {
 pub struct ChildGuard(pub Option<Child>);
 
 impl ChildGuard {
+    /// The child's process id (0 once reaped).
     pub fn pid(&self) -> u32 {
         self.0.as_ref().map_or(0, Child::id)
     }
@@ -158,10 +159,12 @@ impl Server {
         Ok(Server { child, addr })
     }
 
+    /// The server's URI, connecting to it directly.
     pub fn uri(&self) -> String {
         format!("mongodb://{}/?directConnection=true", self.addr)
     }
 
+    /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.pid()
     }

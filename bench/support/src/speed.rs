@@ -33,6 +33,7 @@ pub struct HostSpeed {
 pub struct Speed {
     /// The 10th percentile of the samples.
     pub low: f64,
+    /// The median of the samples.
     pub median: f64,
     /// The 90th percentile of the samples.
     pub high: f64,

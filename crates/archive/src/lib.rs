@@ -64,8 +64,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#![deny(missing_docs)]
-
 mod format;
 mod gzip;
 mod hash;

@@ -16,8 +16,6 @@
 //! This crate knows nothing of HTTP or of the Tencent Cloud protocol: the
 //! `api` crate maps its errors onto wire codes.
 
-#![deny(missing_docs)]
-
 pub mod backup;
 pub mod download;
 pub mod duty;

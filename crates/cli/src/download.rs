@@ -49,7 +49,8 @@ pub struct DownloadArgs {
     /// The backup, as `mongobak backup list` names it, or `latest`.
     #[arg(long, value_name = "NAME")]
     backup: String,
-    /// A replica set or shard to download (<instance>_0, ...); repeatable
+    /// A replica set or shard to download (the instance ID and _0, _1, ...);
+    /// repeatable
     /// [default: all of them].
     #[arg(long = "replica-set", value_name = "ID")]
     replica_sets: Vec<String>,

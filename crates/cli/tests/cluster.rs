@@ -80,7 +80,7 @@ async fn sixty_requests_over_three_nodes_within_a_second_accept_twenty() {
     .await;
     let elapsed = started.elapsed();
     assert!(
-        elapsed < std::time::Duration::from_secs(1),
+        elapsed < Duration::from_secs(1),
         "the 60 requests took {elapsed:?}: not within one second"
     );
     let limited = answers

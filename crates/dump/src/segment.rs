@@ -1,9 +1,9 @@
 //! Writing and reading segments: runs of BSON documents, zstd-compressed or
 //! stored as they are ([`Compression`]).
 //!
-//! [`SegmentSink`] takes documents one at a time and streams them into blob
+//! `SegmentSink` takes documents one at a time and streams them into blob
 //! storage, starting a new segment when one reaches the configured
-//! uncompressed size. Documents are gathered into blocks of [`BLOCK_BYTES`],
+//! uncompressed size. Documents are gathered into blocks of `BLOCK_BYTES`,
 //! and each block is written whole, by a task beside the reading one:
 //! compressed into a zstd frame of its own (a segment is then a run of
 //! frames, which is a zstd stream like any other), or as it is. One call per

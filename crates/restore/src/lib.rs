@@ -51,8 +51,6 @@
 //! - `auth`: users and roles; `oplog`: replay; `filter`: namespaces;
 //! - `error`: [`RestoreError`].
 
-#![deny(missing_docs)]
-
 mod auth;
 mod error;
 mod filter;

@@ -10,16 +10,14 @@
 //! * `GET /metrics`: Prometheus text (requests by action and code, latency,
 //!   backups and downloads), without instance IDs or account identifiers.
 //! * `GET /download/<task>/<file>`: a packaged download file behind a
-//!   signed, expiring URL, with `Range` support ([`download`]).
+//!   signed, expiring URL, with `Range` support (the `download` module).
 //!
 //! [`run`] serves a bound listener until a cancellation token fires, then
 //! lets in-flight requests finish (graceful shutdown), over plain HTTP or
 //! TLS (rustls), with a header read timeout, an idle timeout and a cap on
-//! open connections ([`listener`]). [`run_admin`] serves the operator's
+//! open connections (the `listener` module). [`run_admin`] serves the operator's
 //! `/metrics`, with per-instance series, on a listener of its own. Tests
 //! bind `127.0.0.1:0` and call them in-process.
-
-#![deny(missing_docs)]
 
 mod download;
 mod listener;

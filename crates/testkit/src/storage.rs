@@ -6,9 +6,10 @@
 //! and creates the bucket for its second pass, so that every suite also
 //! runs on object storage.
 
-/// The S3 keys the suites give the servers and use themselves (moto takes
-/// any).
+/// The S3 access key ID the suites give the servers and use themselves
+/// (moto takes any).
 pub const ACCESS_KEY_ID: &str = "mongobak-test";
+/// The secret of [`ACCESS_KEY_ID`].
 pub const SECRET_ACCESS_KEY: &str = "mongobak-test-secret";
 
 /// When `MONGOBAK_TEST_STORAGE=s3`, the storage URL kept for `key` (a

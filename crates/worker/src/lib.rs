@@ -17,8 +17,6 @@
 //!
 //! Workers know no HTTP; they meet the API only through the catalog.
 
-#![deny(missing_docs)]
-
 mod backups;
 mod downloads;
 pub mod gc;

@@ -23,6 +23,7 @@ use mongobak_testkit::moto::Moto;
 
 /// A store to test, with what keeps its storage alive.
 pub struct TestStore {
+    /// The store.
     pub store: BlobStore,
     /// The S3 server and bucket, for S3 stores.
     pub s3: Option<(Arc<Moto>, String)>,

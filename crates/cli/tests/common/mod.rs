@@ -178,8 +178,8 @@ impl Mongobak {
         unsafe {
             libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
         }
-        let deadline = std::time::Instant::now() + START_TIMEOUT;
-        while std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
                 return;
             }
