@@ -10,7 +10,7 @@
 //! Coercion follows the clients: flattened values are always strings, so a
 //! string holding an integer or a boolean (`True`/`true`) is accepted where
 //! the schema says integer or boolean; an official example sends
-//! `"Status": ["2"]` in JSON too (design §5.8).
+//! `"Status": ["2"]` in JSON too.
 
 use std::collections::BTreeSet;
 
@@ -214,7 +214,7 @@ impl Params {
     }
 
     /// The paging parameter `Limit`: 1 to 100 where given
-    /// (`InvalidParameterValue.LimitParaOutOfRange` otherwise; design §5.7).
+    /// (`InvalidParameterValue.LimitParaOutOfRange` otherwise).
     pub fn opt_limit(&mut self) -> Result<Option<usize>, ApiError> {
         match self.opt_i64("Limit")? {
             Some(limit) if !(1..=100).contains(&limit) => Err(ApiError::bad_value(

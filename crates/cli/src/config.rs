@@ -1,5 +1,5 @@
-//! Configuration: the TOML file of design §2, every key optional, with
-//! `MONGOBAK_<SECTION>_<KEY>` environment overrides.
+//! Configuration: the TOML file of the README's "Configuration", every key
+//! optional, with `MONGOBAK_<SECTION>_<KEY>` environment overrides.
 //!
 //! Two stages, as in ripgrep's flags: [`ConfigFile`] is what the user wrote
 //! (all `Option`, unknown keys refused so typos surface), and [`Config`] is

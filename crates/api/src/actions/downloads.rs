@@ -1,6 +1,6 @@
 //! Backup download tasks: CreateBackupDownloadTask and
-//! DescribeBackupDownloadTask (the seed page and the backup actions
-//! reference §1-2; the product decisions of design §5.3-5.7).
+//! DescribeBackupDownloadTask (their fields: `docs/api.md`; their
+//! behaviour: the README's "Downloading a backup").
 //!
 //! Creating only queues tasks (one per replica set, reusing a task that is
 //! waiting, running, retrying or done with a valid file); the packaging
