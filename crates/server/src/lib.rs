@@ -190,12 +190,7 @@ pub async fn run(
         None => None,
         Some(files) => Some(tls_acceptor(files)?),
     };
-    let limits = listener::Limits {
-        header_read_timeout: config.header_read_timeout,
-        idle_timeout: config.idle_timeout,
-        max_connections: config.effective_max_connections(),
-        shutdown_grace: config.shutdown_grace,
-    };
+    let limits = listener::Limits::of(&config, config.effective_max_connections());
     let app = router(api, &config);
     let listener = tokio::net::TcpListener::from_std(listener)?;
     listener::serve(listener, app, tls, limits, shutdown).await;
@@ -214,12 +209,7 @@ pub async fn run_admin(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     listener.set_nonblocking(true)?;
-    let limits = listener::Limits {
-        header_read_timeout: config.header_read_timeout,
-        idle_timeout: config.idle_timeout,
-        max_connections: ADMIN_MAX_CONNECTIONS,
-        shutdown_grace: config.shutdown_grace,
-    };
+    let limits = listener::Limits::of(&config, ADMIN_MAX_CONNECTIONS);
     let app = admin_router(api);
     let listener = tokio::net::TcpListener::from_std(listener)?;
     listener::serve(listener, app, None, limits, shutdown).await;

@@ -48,6 +48,18 @@ pub(crate) struct Limits {
     pub shutdown_grace: Duration,
 }
 
+impl Limits {
+    /// The timeouts of `config`, with at most `max_connections` open.
+    pub fn of(config: &crate::ServerConfig, max_connections: usize) -> Self {
+        Limits {
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections,
+            shutdown_grace: config.shutdown_grace,
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` fires, then stops as the
 /// module describes.
 pub(crate) async fn serve(
