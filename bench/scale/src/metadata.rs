@@ -81,7 +81,7 @@ impl Engine {
             bail!("claimed backup {} instead of {}", claimed.id, backup.id);
         }
         catalog
-            .complete_backup(backup.id, now, BackupSizes::default(), 7)
+            .complete_backup(backup.id, now, BackupSizes::default(), &[], 7)
             .await?;
         Ok(Engine {
             name,

@@ -297,7 +297,13 @@ async fn register(
         bail!("claimed backup {} instead of {}", claimed.id, backup.id);
     }
     catalog
-        .complete_backup(backup.id, now, mongobak_catalog::BackupSizes::default(), 7)
+        .complete_backup(
+            backup.id,
+            now,
+            mongobak_catalog::BackupSizes::default(),
+            &[],
+            7,
+        )
         .await?;
     let tasks = catalog
         .ensure_download_tasks(backup.id, INSTANCE, &[format!("{INSTANCE}_0")], now)

@@ -20,6 +20,7 @@
 
 pub mod access;
 pub mod actions;
+pub mod download;
 pub mod download_url;
 pub mod error;
 pub mod params;
@@ -37,11 +38,12 @@ pub use access::{Directory, Policy, RootAccount, SubAccount};
 pub use actions::{caps, Action, ListCap, LIST_CAPS};
 pub use download_url::UrlSigner;
 pub use error::{ApiError, ErrorKind};
+pub use mongobak_catalog::CatalogError;
 pub use ratelimit::RateLimits;
 pub use request::RawRequest;
 
 use mongobak_blob::BlobStore;
-use mongobak_catalog::{Catalog, CatalogError};
+use mongobak_catalog::Catalog;
 
 /// The only API version of the mongodb service.
 pub const API_VERSION: &str = "2019-07-25";
@@ -160,6 +162,21 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
+impl Reply {
+    /// The envelope of `error` for a request that was never read or never
+    /// answered (a body over the size limit, a handler that panicked).
+    pub fn refusal(error: ApiError) -> Reply {
+        let request_id = new_request_id();
+        Reply {
+            body: error_envelope(&error, &request_id),
+            request_id,
+            action: None,
+            caller_uin: None,
+            error: Some(error),
+        }
+    }
+}
+
 impl Api {
     /// The API over `catalog` and `store` for the callers in `accounts`.
     pub fn new(
@@ -201,14 +218,7 @@ impl Api {
     /// Answers a request refused before it could be read (for example a
     /// body over the size limit).
     pub fn refuse(&self, error: ApiError) -> Reply {
-        let request_id = new_request_id();
-        Reply {
-            body: error_envelope(&error, &request_id),
-            request_id,
-            action: None,
-            caller_uin: None,
-            error: Some(error),
-        }
+        Reply::refusal(error)
     }
 
     async fn process(
@@ -313,6 +323,29 @@ impl Api {
     /// The metadata store behind the API.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// Whether the metadata store answers.
+    pub async fn ping_catalog(&self) -> Result<(), CatalogError> {
+        self.catalog.ping().await
+    }
+
+    /// The stored bytes of each registered instance's backups and of their
+    /// oplog slices, `(instance, all bytes, oplog bytes)`, oldest instance
+    /// first (0 for an instance without backups).
+    pub async fn stored_bytes_per_instance(&self) -> Result<Vec<(String, u64, u64)>, CatalogError> {
+        let stored = self.catalog.stored_bytes_per_instance().await?;
+        let instances = self.catalog.instances().await?;
+        Ok(instances
+            .iter()
+            .map(|instance| {
+                let (all, oplog) = stored
+                    .iter()
+                    .find(|(id, _, _)| *id == instance.id)
+                    .map_or((0, 0), |(_, all, oplog)| (*all, *oplog));
+                (instance.id.clone(), all, oplog)
+            })
+            .collect())
     }
 }
 

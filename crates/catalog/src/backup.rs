@@ -12,6 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use crate::download::RetiredFile;
 use crate::store::{time_column, Catalog, CatalogError};
 
 /// Where a backup is in its life.
@@ -94,6 +95,9 @@ pub struct Backup {
     pub long_term: bool,
     /// Why it failed.
     pub failure: Option<String>,
+    /// The replica sets it holds (`<instance>_<n>`), once it succeeded;
+    /// `None` for a backup that finished before they were recorded.
+    pub replica_set_ids: Option<Vec<String>>,
 }
 
 impl Backup {
@@ -146,7 +150,7 @@ pub struct BackupSizes {
 
 const SELECT_BACKUP: &str = "SELECT id, instance_id, name, method, backup_type, status, remark, async_request_id, \
      storage_prefix, created_at, started_at, finished_at, expires_at, retention_days, percent, raw_bytes, \
-     stored_bytes, oplog_bytes, long_term, failure FROM backups";
+     stored_bytes, oplog_bytes, long_term, failure, replica_set_ids FROM backups";
 
 impl Catalog {
     /// Queues a backup; refuses while another backup of the instance is
@@ -306,12 +310,14 @@ impl Catalog {
     /// Marks a running backup succeeded and sets its expiry. A backup
     /// that asked for the instance's rule (0) is kept the rule's retention
     /// days, one that asked for the long-term rule (-1) its long-term days
-    /// (both `default_retention_days` when the instance has no rule).
+    /// (both `default_retention_days` when the instance has no rule). It
+    /// records the replica sets the backup holds.
     pub async fn complete_backup(
         &self,
         id: i64,
         now: Timestamp,
         sizes: BackupSizes,
+        replica_set_ids: &[String],
         default_retention_days: i64,
     ) -> Result<(), CatalogError> {
         let row = sqlx::query(
@@ -333,7 +339,7 @@ impl Catalog {
         let expires_at = days.map(|d| (now + SignedDuration::from_hours(24 * d)).as_second());
         sqlx::query(
             "UPDATE backups SET status = 2, finished_at = $2, percent = 100, raw_bytes = $3, stored_bytes = $4, \
-             oplog_bytes = $5, expires_at = $6 WHERE id = $1 AND status = 1",
+             oplog_bytes = $5, expires_at = $6, replica_set_ids = $7 WHERE id = $1 AND status = 1",
         )
         .bind(id)
         .bind(now.as_second())
@@ -341,6 +347,7 @@ impl Catalog {
         .bind(sizes.stored_bytes as i64)
         .bind(sizes.oplog_bytes as i64)
         .bind(expires_at)
+        .bind(serde_json::to_string(replica_set_ids).expect("a list of strings serializes"))
         .execute(self.pool())
         .await?;
         Ok(())
@@ -385,14 +392,14 @@ impl Catalog {
 
     /// Marks a backup deleted (its data must be deleted by the caller), and
     /// ends its download files at `now` in the same transaction: their URLs
-    /// answer no more, even those handed out before. Returns those files,
-    /// `(task id, path)`, for the caller to delete now; if it cannot, the
+    /// answer no more, even those handed out before. Returns those files
+    /// for the caller to delete now; if it cannot, the
     /// janitor deletes them as expired files.
     pub async fn mark_backup_deleted(
         &self,
         id: i64,
         now: Timestamp,
-    ) -> Result<Vec<(i64, String)>, CatalogError> {
+    ) -> Result<Vec<RetiredFile>, CatalogError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE backups SET status = 4 WHERE id = $1")
             .bind(id)
@@ -427,7 +434,7 @@ impl Catalog {
         &self,
         id: i64,
         now: Timestamp,
-    ) -> Result<Option<Vec<(i64, String)>>, CatalogError> {
+    ) -> Result<Option<Vec<RetiredFile>>, CatalogError> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE backups SET status = 4 WHERE id = $1 AND status = 2 AND NOT EXISTS \
@@ -500,12 +507,12 @@ impl Catalog {
 }
 
 /// Brings the end of the backup's published download files forward to `at`
-/// (those ending later); returns them as `(task id, path)`.
+/// (those ending later); returns them.
 async fn end_download_files(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     backup_id: i64,
     at: Timestamp,
-) -> Result<Vec<(i64, String)>, CatalogError> {
+) -> Result<Vec<RetiredFile>, CatalogError> {
     sqlx::query(
         "UPDATE download_tasks SET file_expires_at = $2 \
          WHERE backup_id = $1 AND file_path IS NOT NULL AND file_expires_at > $2",
@@ -522,7 +529,7 @@ async fn end_download_files(
     .bind(at.as_second())
     .fetch_all(&mut **tx)
     .await?;
-    Ok(files)
+    Ok(crate::download::retired(files))
 }
 
 fn decode_backup(row: &AnyRow) -> Result<Backup, CatalogError> {
@@ -560,6 +567,10 @@ fn decode_backup(row: &AnyRow) -> Result<Backup, CatalogError> {
         oplog_bytes: row.try_get::<i64, _>("oplog_bytes")? as u64,
         long_term: row.try_get::<i64, _>("long_term")? != 0,
         failure: row.try_get("failure")?,
+        replica_set_ids: match row.try_get::<Option<String>, _>("replica_set_ids")? {
+            Some(ids) => Some(serde_json::from_str(&ids).map_err(|e| corrupt(&e.to_string()))?),
+            None => None,
+        },
         id,
     })
 }
@@ -608,9 +619,13 @@ mod tests {
             stored_bytes: 5,
             oplog_bytes: 1,
         };
-        c.complete_backup(b.id, t(2_000), sizes, 7).await.unwrap();
+        let sets = ["cmgo-aaaaaaaa_0".to_string()];
+        c.complete_backup(b.id, t(2_000), sizes, &sets, 7)
+            .await
+            .unwrap();
         let done = c.backup(b.id).await.unwrap().unwrap();
         assert_eq!(done.status, BackupStatus::Succeeded);
+        assert_eq!(done.replica_set_ids.as_deref(), Some(&sets[..]));
         assert_eq!(done.expires_at, Some(t(2_000 + 7 * 86_400)));
         assert!(done.is_available(t(2_001)));
         assert!(!done.is_available(t(2_000 + 7 * 86_400)));

@@ -83,6 +83,10 @@ pub struct DownloadTask {
 }
 
 /// A packaged file behind a download URL.
+///
+/// Its path is `downloads/<task>/<attempt>/<file name>` (made by
+/// [`DownloadFolder::file`]); the file name is the last part of the path
+/// and of the URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedFile {
     /// Path in blob storage.
@@ -95,6 +99,97 @@ pub struct PublishedFile {
     pub expires_at: Timestamp,
 }
 
+impl PublishedFile {
+    /// The file's name: the last part of its path and of its URL.
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+
+    /// Whether it may still be served at `now`.
+    pub fn is_valid_at(&self, now: Timestamp) -> bool {
+        self.expires_at > now
+    }
+}
+
+/// The folder one attempt of a download task writes its file into:
+/// `downloads/<task id>/<attempt>/`. Everything under it belongs to that
+/// attempt, so deleting a published file deletes its folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DownloadFolder {
+    /// The task.
+    pub task_id: i64,
+    /// Its attempt (1 for the first).
+    pub attempt: i64,
+}
+
+impl DownloadFolder {
+    /// The folder under which every download file lives.
+    pub const ROOT: &'static str = "downloads/";
+
+    /// The folder of `attempt` of task `task_id`.
+    pub fn new(task_id: i64, attempt: i64) -> Self {
+        DownloadFolder { task_id, attempt }
+    }
+
+    /// The folder's prefix in blob storage, ending in `/`.
+    pub fn prefix(&self) -> String {
+        format!("{}{}/{}/", Self::ROOT, self.task_id, self.attempt)
+    }
+
+    /// The path of the file `name` in this folder.
+    pub fn file(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix())
+    }
+
+    /// The folder a prefix or path under `downloads/<task>/<attempt>/`
+    /// names; `None` for anything of another shape.
+    pub fn parse(path: &str) -> Option<Self> {
+        let mut parts = path.strip_prefix(Self::ROOT)?.split('/');
+        let task_id = parts.next()?.parse().ok()?;
+        let attempt = parts.next()?.parse().ok()?;
+        Some(DownloadFolder { task_id, attempt })
+    }
+}
+
+/// Why [`Catalog::delete_retired_files`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RetiredFileError<E> {
+    /// Deleting a folder from storage failed.
+    #[error("cannot delete a download file: {0}")]
+    Storage(E),
+    /// Recording the deletion failed.
+    #[error(transparent)]
+    Catalog(CatalogError),
+}
+
+/// `(task id, path)` rows as retired files.
+pub(crate) fn retired(rows: Vec<(i64, String)>) -> Vec<RetiredFile> {
+    rows.into_iter()
+        .map(|(task_id, path)| RetiredFile { task_id, path })
+        .collect()
+}
+
+/// A download file that may no longer be served and is still stored: the
+/// caller deletes its folder, then tells the catalog
+/// ([`Catalog::delete_retired_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredFile {
+    /// The task that published it.
+    pub task_id: i64,
+    /// Its path in blob storage.
+    pub path: String,
+}
+
+impl RetiredFile {
+    /// The prefix of the folder to delete with it, ending in `/`.
+    pub fn folder_prefix(&self) -> String {
+        match self.path.rsplit_once('/') {
+            Some((folder, _)) => format!("{folder}/"),
+            None => format!("{}/", self.path),
+        }
+    }
+}
+
 impl DownloadTask {
     /// Whether the task stands for its (backup, replica set) at `now`: in
     /// the queue, being worked on, or done with a file still valid. A
@@ -103,9 +198,16 @@ impl DownloadTask {
     pub fn is_current(&self, now: Timestamp) -> bool {
         match self.status {
             TaskStatus::Waiting | TaskStatus::Running | TaskStatus::RetryWaiting => true,
-            TaskStatus::Done => self.file.as_ref().is_some_and(|f| f.expires_at > now),
+            TaskStatus::Done => self.servable_file(now).is_some(),
             TaskStatus::Failed => false,
         }
+    }
+
+    /// Its file, if the task is done and the file may be served at `now`.
+    pub fn servable_file(&self, now: Timestamp) -> Option<&PublishedFile> {
+        self.file
+            .as_ref()
+            .filter(|f| self.status == TaskStatus::Done && f.is_valid_at(now))
     }
 
     /// Seconds spent packaging (start to end, or to `now` while running).
@@ -462,12 +564,11 @@ impl Catalog {
         Ok((done.rows_affected() == 1).then_some(status))
     }
 
-    /// Finished tasks whose file expired at `now` and is still stored:
-    /// `(task id, file path)`.
+    /// Finished tasks whose file expired at `now` and is still stored.
     pub async fn expired_download_files(
         &self,
         now: Timestamp,
-    ) -> Result<Vec<(i64, String)>, CatalogError> {
+    ) -> Result<Vec<RetiredFile>, CatalogError> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT id, file_path FROM download_tasks \
              WHERE status = 2 AND file_path IS NOT NULL AND file_expires_at <= $1",
@@ -475,7 +576,33 @@ impl Catalog {
         .bind(now.as_second())
         .fetch_all(self.pool())
         .await?;
-        Ok(rows)
+        Ok(retired(rows))
+    }
+
+    /// Deletes retired download files: for each, `delete_folder` removes
+    /// its folder from storage, then the catalog forgets the file. Stops at
+    /// the first folder that cannot be deleted (storage down); the files
+    /// left stay expired and the janitor deletes them later. Returns how
+    /// many were deleted.
+    pub async fn delete_retired_files<F, Fut, E>(
+        &self,
+        files: &[RetiredFile],
+        delete_folder: F,
+    ) -> Result<usize, RetiredFileError<E>>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+    {
+        for file in files {
+            delete_folder(file.folder_prefix())
+                .await
+                .map_err(RetiredFileError::Storage)?;
+            self.forget_download_file(file.task_id)
+                .await
+                .map_err(RetiredFileError::Catalog)?;
+            tracing::info!(task_id = file.task_id, path = %file.path, "download file deleted");
+        }
+        Ok(files.len())
     }
 
     /// Records that a task's file was deleted: it shows no URL any more, and
@@ -548,6 +675,36 @@ fn decode_task(row: &AnyRow) -> Result<DownloadTask, CatalogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn download_paths_are_made_and_read_in_one_place() {
+        let folder = DownloadFolder::new(12, 3);
+        assert_eq!(folder.prefix(), "downloads/12/3/");
+        let path = folder.file("b_cmgo-x_0.archive.gz");
+        assert_eq!(path, "downloads/12/3/b_cmgo-x_0.archive.gz");
+        assert_eq!(DownloadFolder::parse(&path), Some(folder));
+        assert_eq!(DownloadFolder::parse(&folder.prefix()), Some(folder));
+        for other in [
+            "downloads/x/3/",
+            "downloads/12/",
+            "backups/12/3/f",
+            "downloads/12/3",
+        ] {
+            let expected = (other == "downloads/12/3").then_some(folder);
+            assert_eq!(DownloadFolder::parse(other), expected, "{other}");
+        }
+        let file = PublishedFile {
+            path: path.clone(),
+            size: 1,
+            sha256: String::new(),
+            expires_at: Timestamp::from_second(100).unwrap(),
+        };
+        assert_eq!(file.name(), "b_cmgo-x_0.archive.gz");
+        assert!(file.is_valid_at(Timestamp::from_second(99).unwrap()));
+        assert!(!file.is_valid_at(Timestamp::from_second(100).unwrap()));
+        let retired = RetiredFile { task_id: 12, path };
+        assert_eq!(retired.folder_prefix(), folder.prefix());
+    }
     use crate::backup::{BackupType, NewBackup};
     use crate::testing::TestCatalog;
 
@@ -608,7 +765,9 @@ mod tests {
             stored_bytes: 1,
             oplog_bytes: 0,
         };
-        c.complete_backup(backup, t(200), sizes, 7).await.unwrap();
+        c.complete_backup(backup, t(200), sizes, &[], 7)
+            .await
+            .unwrap();
         c.set_backup_expiry(backup, Some(t(1_500))).await.unwrap();
         let sets = vec!["cmgo-aaaaaaaa_0".to_string(), "cmgo-aaaaaaaa_1".to_string()];
         let tasks = c
@@ -648,7 +807,10 @@ mod tests {
         let files = c.retire_backup(backup, t(1_100)).await.unwrap().unwrap();
         assert_eq!(
             files,
-            vec![(claimed.id, "downloads/1/f.archive.gz".to_string())]
+            vec![RetiredFile {
+                task_id: claimed.id,
+                path: "downloads/1/f.archive.gz".to_string()
+            }]
         );
         let ended = c.download_task(claimed.id).await.unwrap().unwrap();
         assert_eq!(expiry(ended), Some(t(1_100)));
@@ -680,7 +842,10 @@ mod tests {
         let expired = c.expired_download_files(t(2_000)).await.unwrap();
         assert_eq!(
             expired,
-            vec![(task.id, "downloads/1/f.archive.gz".to_string())]
+            vec![RetiredFile {
+                task_id: task.id,
+                path: "downloads/1/f.archive.gz".to_string()
+            }]
         );
         assert_eq!(
             c.purge_old_download_tasks(t(9_999)).await.unwrap(),

@@ -28,7 +28,10 @@ pub mod store;
 mod testing;
 
 pub use backup::{backup_name, Backup, BackupSizes, BackupStatus, BackupType, NewBackup};
-pub use download::{DownloadTask, PublishedFile, RetryPolicy, TaskFilter, TaskOrder, TaskStatus};
+pub use download::{
+    DownloadFolder, DownloadTask, PublishedFile, RetiredFile, RetiredFileError, RetryPolicy,
+    TaskFilter, TaskOrder, TaskStatus,
+};
 pub use instance::{ClusterType, Instance, InstanceSource};
 pub use rule::{days_csv, BackupRule, LongTermInterval};
 pub use signatures::SignatureUse;

@@ -18,7 +18,8 @@ use axum::response::{IntoResponse, Response};
 use futures::stream;
 use serde::Deserialize;
 
-use mongobak_catalog::TaskStatus;
+use jiff::Timestamp;
+use mongobak_api::download::{DownloadRequest, Refusal};
 
 use crate::AppState;
 
@@ -37,52 +38,20 @@ pub(crate) async fn download(
     Query(signed): Query<Signed>,
     headers: HeaderMap,
 ) -> Response {
-    let (file_name, checksum_only) = match name.strip_suffix(".sha256") {
-        Some(base) => (base.to_string(), true),
-        None => (name.clone(), false),
+    let request = DownloadRequest {
+        task_id,
+        name: &name,
+        expires: signed.expires,
+        signature: signed.signature.as_deref(),
     };
-    let settings = state.api.download_settings();
-    let now = jiff::Timestamp::now().as_second();
-    let valid = match (signed.expires, signed.signature.as_deref()) {
-        (Some(expires), Some(signature)) => {
-            expires >= now
-                && settings
-                    .signer
-                    .verify(task_id, &file_name, expires, signature)
-        }
-        _ => false,
+    let opened = match state.api.open_download(&request, Timestamp::now()).await {
+        Ok(opened) => opened,
+        Err(refusal) => return refused(refusal),
     };
-    if !valid {
-        return plain(
-            StatusCode::FORBIDDEN,
-            "the download link is invalid or has expired\n",
-        );
+    if opened.checksum_only {
+        return plain(StatusCode::OK, &opened.checksum_line());
     }
-    let task = match state.api.catalog().download_task(task_id).await {
-        Ok(Some(task)) => task,
-        Ok(None) => return plain(StatusCode::NOT_FOUND, "no such download\n"),
-        Err(e) => {
-            tracing::error!(task_id, error = %e, "cannot read a download task");
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "try again later\n");
-        }
-    };
-    let file = match (&task.status, &task.file) {
-        (TaskStatus::Done, Some(file))
-            if file.path.rsplit('/').next() == Some(file_name.as_str()) =>
-        {
-            file.clone()
-        }
-        _ => return plain(StatusCode::NOT_FOUND, "no such download\n"),
-    };
-    if file.expires_at.as_second() <= now {
-        return plain(
-            StatusCode::GONE,
-            "the file has expired; create the download task again\n",
-        );
-    }
-    if checksum_only {
-        return plain(StatusCode::OK, &format!("{}  {file_name}\n", file.sha256));
-    }
+    let file = opened.file;
     let etag = format!("\"{}\"", file.sha256);
     // If-None-Match comes before Range (RFC 9110 §13.2.2): a client that
     // holds the current file gets 304 and nothing else.
@@ -139,7 +108,7 @@ pub(crate) async fn download(
     insert(
         &mut response,
         header::CONTENT_DISPOSITION,
-        &format!("attachment; filename=\"{file_name}\""),
+        &format!("attachment; filename=\"{}\"", file.name()),
     );
     if status == StatusCode::PARTIAL_CONTENT {
         insert(
@@ -150,6 +119,22 @@ pub(crate) async fn download(
     }
     metrics::counter!("mongobak_download_bytes_total").increment(end - start);
     response
+}
+
+/// The answer to a URL that is not served.
+fn refused(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::BadLink => plain(
+            StatusCode::FORBIDDEN,
+            "the download link is invalid or has expired\n",
+        ),
+        Refusal::NotFound => plain(StatusCode::NOT_FOUND, "no such download\n"),
+        Refusal::Gone => plain(
+            StatusCode::GONE,
+            "the file has expired; create the download task again\n",
+        ),
+        Refusal::Unavailable => plain(StatusCode::SERVICE_UNAVAILABLE, "try again later\n"),
+    }
 }
 
 /// The byte range `[start, end)` a request asks for: `None` for the whole

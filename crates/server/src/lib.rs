@@ -361,19 +361,7 @@ fn json_response(reply: Reply) -> Response {
 /// A handler that panicked still answers with the standard envelope.
 fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let body = serde_json::json!({
-        "Response": {
-            "Error": {"Code": "InternalError", "Message": "An internal error occurred; the server log has the details."},
-            "RequestId": request_id,
-        }
-    });
-    let mut response = Response::new(Body::from(body.to_string()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    json_response(Reply::refusal(ApiError::internal()))
 }
 
 /// How long `/readyz` waits for each backend to answer.
@@ -384,7 +372,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// asked for; otherwise 503 with what is missing.
 async fn readyz(State(state): State<AppState>) -> Response {
     let (catalog, store, disk) = tokio::join!(
-        tokio::time::timeout(READY_TIMEOUT, state.api.catalog().ping()),
+        tokio::time::timeout(READY_TIMEOUT, state.api.ping_catalog()),
         tokio::time::timeout(READY_TIMEOUT, state.api.store().check()),
         free_space_problem(state.free_space.clone()),
     );
@@ -481,7 +469,7 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
 /// the time of the scrape, the stored bytes of each instance's backups.
 async fn render_admin_metrics(State(api): State<Arc<Api>>) -> Response {
     let mut text = metrics::Metrics::get().render();
-    match metrics::per_instance(api.catalog()).await {
+    match metrics::per_instance(&api).await {
         Ok(series) => text.push_str(&series),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the per-instance storage for /metrics");

@@ -14,8 +14,7 @@ use std::time::Duration;
 use metrics::{Counter, Histogram};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use mongobak_api::Action;
-use mongobak_catalog::{Catalog, CatalogError};
+use mongobak_api::{Action, Api, CatalogError};
 
 /// Buckets of the latency histogram, in seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -96,31 +95,20 @@ impl Metrics {
 /// oplog slices, as Prometheus text: `mongobak_backup_stored_bytes{instance}`
 /// and `mongobak_backup_oplog_bytes{instance}` (0 for an instance without
 /// backups).
-pub(crate) async fn per_instance(catalog: &Catalog) -> Result<String, CatalogError> {
+pub(crate) async fn per_instance(api: &Api) -> Result<String, CatalogError> {
     use std::fmt::Write;
-    let stored = catalog.stored_bytes_per_instance().await?;
-    let instances = catalog.instances().await?;
-    let sizes: Vec<(&str, u64, u64)> = instances
-        .iter()
-        .map(|instance| {
-            let (all, oplog) = stored
-                .iter()
-                .find(|(id, _, _)| *id == instance.id)
-                .map_or((0, 0), |(_, all, oplog)| (*all, *oplog));
-            (instance.id.as_str(), all, oplog)
-        })
-        .collect();
+    let sizes = api.stored_bytes_per_instance().await?;
     let mut text = String::new();
     for (name, help, pick) in [
         (
             "mongobak_backup_stored_bytes",
             "Stored bytes of the instance's backups.",
-            (|s: &(&str, u64, u64)| s.1) as fn(&(&str, u64, u64)) -> u64,
+            (|s: &(String, u64, u64)| s.1) as fn(&(String, u64, u64)) -> u64,
         ),
         (
             "mongobak_backup_oplog_bytes",
             "Stored bytes of the oplog slices of the instance's backups.",
-            |s: &(&str, u64, u64)| s.2,
+            |s: &(String, u64, u64)| s.2,
         ),
     ] {
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -128,7 +116,7 @@ pub(crate) async fn per_instance(catalog: &Catalog) -> Result<String, CatalogErr
             let _ = writeln!(
                 text,
                 "{name}{{instance=\"{}\"}} {}",
-                label_value(size.0),
+                label_value(&size.0),
                 pick(size)
             );
         }

@@ -24,6 +24,17 @@ async fn a_backup_downloads_as_an_archive_of_the_source() {
     let backup = server.take_backup().await;
 
     let set = format!("{INSTANCE}_0");
+    let recorded = server
+        .catalog
+        .backup_by_name(INSTANCE, &backup)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        recorded.replica_set_ids,
+        Some(vec![set.clone()]),
+        "the backup records the replica sets it holds"
+    );
     let created = server
         .call(
             "CreateBackupDownloadTask",
@@ -391,6 +402,7 @@ async fn bad_parameters_get_the_right_codes() {
                 stored_bytes: 10,
                 oplog_bytes: 0,
             },
+            &[format!("{SHANGHAI_INSTANCE}_0")],
             7,
         )
         .await
@@ -427,4 +439,72 @@ async fn bad_parameters_get_the_right_codes() {
         .await;
     assert_eq!(code_of(&listed), None, "{listed}");
     assert_eq!(listed["TotalCount"], 0);
+}
+
+/// A download request names the replica sets the backup holds, whatever
+/// the instance has now: a set the instance no longer has is still
+/// downloadable from an older backup, and a set the backup does not hold is
+/// refused with the sets it does hold.
+#[tokio::test]
+async fn requests_are_checked_against_the_sets_the_backup_holds() {
+    let server = TestServer::start().await;
+    let now = jiff::Timestamp::now();
+    let backup = server
+        .catalog
+        .create_backup(
+            &mongobak_catalog::NewBackup {
+                instance_id: INSTANCE.into(),
+                method: 0,
+                backup_type: mongobak_catalog::BackupType::Manual,
+                remark: String::new(),
+                retention_days: 0,
+                name: format!("{INSTANCE}_2026-11-28 10:44"),
+                long_term: false,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let claimed = server.catalog.claim_queued_backup(now).await.unwrap();
+    assert_eq!(claimed.map(|b| b.id), Some(backup.id));
+    // Taken when the instance had two replica sets; it has one now.
+    let held = [format!("{INSTANCE}_0"), format!("{INSTANCE}_1")];
+    server
+        .catalog
+        .complete_backup(
+            backup.id,
+            now,
+            mongobak_catalog::BackupSizes::default(),
+            &held,
+            7,
+        )
+        .await
+        .unwrap();
+    let queued = server
+        .call(
+            "CreateBackupDownloadTask",
+            json!({"InstanceId": INSTANCE, "BackupName": backup.name, "BackupSets": [{"ReplicaSetId": held[1]}]}),
+        )
+        .await;
+    assert_eq!(
+        queued["Tasks"],
+        json!([{"ReplicaSetId": held[1], "Status": 0}]),
+        "{queued}"
+    );
+    let refused = server
+        .call(
+            "CreateBackupDownloadTask",
+            json!({"InstanceId": INSTANCE, "BackupName": backup.name, "BackupSets": [{"ReplicaSetId": format!("{INSTANCE}_2")}]}),
+        )
+        .await;
+    assert_eq!(
+        code_of(&refused),
+        Some("InvalidParameterValue.ReplicaNotFound"),
+        "{refused}"
+    );
+    let message = refused["Error"]["Message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("{INSTANCE}_2")) && message.contains(&held.join(", ")),
+        "{message}"
+    );
 }

@@ -35,7 +35,13 @@ async fn succeeded_backup(server: &TestServer) -> Backup {
     assert_eq!(claimed.map(|b| b.id), Some(queued.id));
     server
         .catalog
-        .complete_backup(queued.id, now, BackupSizes::default(), 7)
+        .complete_backup(
+            queued.id,
+            now,
+            BackupSizes::default(),
+            &[format!("{INSTANCE}_0")],
+            7,
+        )
         .await
         .unwrap();
     server.catalog.backup(queued.id).await.unwrap().unwrap()

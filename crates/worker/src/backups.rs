@@ -193,12 +193,18 @@ impl BackupRunner {
                     stored_bytes: stored,
                     oplog_bytes: manifest.oplog_stored_bytes(),
                 };
+                let replica_set_ids: Vec<String> = manifest
+                    .replica_sets
+                    .iter()
+                    .map(|rs| rs.replica_set_id.clone())
+                    .collect();
                 let saved = self
                     .catalog
                     .complete_backup(
                         backup.id,
                         Timestamp::now(),
                         sizes,
+                        &replica_set_ids,
                         self.config.default_retention_days,
                     )
                     .await;

@@ -27,7 +27,9 @@ use mongobak_archive::{
     NamespaceMeta, DEFAULT_LEVEL,
 };
 use mongobak_blob::{BlobStore, BlobWriter};
-use mongobak_catalog::{Backup, Catalog, DownloadTask, PublishedFile, RetryPolicy, TaskStatus};
+use mongobak_catalog::{
+    Backup, Catalog, DownloadFolder, DownloadTask, PublishedFile, RetryPolicy, TaskStatus,
+};
 use mongobak_dump::format::{CollectionEntry, CollectionKind, ReplicaSetManifest};
 use mongobak_dump::{read_manifests, DumpError, SegmentReader};
 use tokio::runtime::Handle;
@@ -375,7 +377,7 @@ impl DownloadRunner {
                 ))
             })?;
         let name = file_name(&backup, &task.replica_set_id);
-        let path = format!("downloads/{}/{}/{name}", task.id, task.attempts);
+        let path = DownloadFolder::new(task.id, task.attempts).file(&name);
         let writer = self.store.writer(&path).await?;
         let store = self.store.clone();
         let config = self.config.clone();
@@ -644,6 +646,7 @@ mod tests {
             oplog_bytes: 0,
             long_term: false,
             failure: None,
+            replica_set_ids: None,
         };
         assert_eq!(
             file_name(&backup, "cmgo-abcd1234_0"),

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 use mongobak_blob::{BlobError, BlobStore, ListedBlob};
-use mongobak_catalog::{BackupStatus, Catalog, CatalogError, TaskStatus};
+use mongobak_catalog::{BackupStatus, Catalog, CatalogError, DownloadFolder, TaskStatus};
 
 /// A folder of stored data that nothing refers to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +78,7 @@ pub async fn find_garbage(
     // listing is not considered, and a row created after the catalog read
     // belongs to a folder younger than the grace period.
     let backup_folders = group(store.list("backups/").await?, 3);
-    let download_folders = group(store.list("downloads/").await?, 3);
+    let download_folders = group(store.list(DownloadFolder::ROOT).await?, 3);
     let backups = catalog.backup_statuses().await?;
     let tasks = catalog.download_task_files().await?;
 
@@ -114,16 +114,15 @@ pub async fn find_garbage(
     }
 
     for (prefix, folder) in &download_folders {
-        let mut parts = prefix.trim_end_matches('/').split('/').skip(1);
-        let (Some(Ok(task_id)), Some(Ok(attempt))) = (
-            parts.next().map(str::parse::<i64>),
-            parts.next().map(str::parse::<i64>),
-        ) else {
+        let Some(found_folder) = DownloadFolder::parse(prefix) else {
             continue;
         };
+        let DownloadFolder { task_id, attempt } = found_folder;
         let reason = match tasks.get(&task_id) {
             None => "no download task has this ID".to_string(),
-            Some((_, _, Some(path))) if path.starts_with(prefix.as_str()) => continue,
+            Some((_, _, Some(path))) if DownloadFolder::parse(path) == Some(found_folder) => {
+                continue
+            }
             Some((TaskStatus::Running, attempts, _)) if *attempts == attempt => continue,
             Some(_) => {
                 format!("attempt {attempt} of download task {task_id} is not its published file")

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use mongobak_blob::BlobStore;
-use mongobak_catalog::Catalog;
+use mongobak_blob::{BlobError, BlobStore};
+use mongobak_catalog::{Catalog, RetiredFile, RetiredFileError};
 use tokio_util::sync::CancellationToken;
 
 /// The name of the duty in the catalog.
@@ -130,19 +130,17 @@ impl Janitor {
     }
 }
 
-/// Deletes the published download files `(task id, path)`, each with its
-/// attempt's folder `downloads/<task>/<attempt>/`, and records that each
-/// is gone. Returns how many were deleted.
+/// Deletes retired download files, each with its attempt's folder, and
+/// records that each is gone. Returns how many were deleted.
 pub(crate) async fn delete_download_files(
     catalog: &Catalog,
     store: &BlobStore,
-    files: &[(i64, String)],
-) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
-    for (task_id, path) in files {
-        let folder = path.rsplit_once('/').map_or(path.as_str(), |(dir, _)| dir);
-        store.delete_prefix(&format!("{folder}/")).await?;
-        catalog.forget_download_file(*task_id).await?;
-        tracing::info!(task_id, path, "download file deleted");
-    }
-    Ok(files.len())
+    files: &[RetiredFile],
+) -> Result<usize, RetiredFileError<BlobError>> {
+    catalog
+        .delete_retired_files(
+            files,
+            |folder| async move { store.delete_prefix(&folder).await },
+        )
+        .await
 }

@@ -128,7 +128,7 @@ impl Fixture {
                 oplog_bytes: 4,
             };
             self.catalog
-                .complete_backup(backup.id, now, sizes, 7)
+                .complete_backup(backup.id, now, sizes, &[], 7)
                 .await
                 .unwrap();
         }
@@ -429,7 +429,13 @@ async fn a_slot_waits_while_another_backup_of_the_instance_runs(on: On) {
         .started
         .is_empty());
     f.catalog
-        .complete_backup(manual.id, at("2026-11-29 03:20"), BackupSizes::default(), 7)
+        .complete_backup(
+            manual.id,
+            at("2026-11-29 03:20"),
+            BackupSizes::default(),
+            &[],
+            7,
+        )
         .await
         .unwrap();
     // Once it ended, the slot runs: one automatic backup.

@@ -9,7 +9,9 @@ use jiff::civil::DateTime;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use mongobak_catalog::{backup_name, Backup, BackupStatus, BackupType, NewBackup};
+use mongobak_catalog::{
+    backup_name, Backup, BackupStatus, BackupType, NewBackup, RetiredFileError,
+};
 
 use super::{authorize_instance, caps, to_fields, CallContext, Fields};
 use crate::error::{clip, ApiError, ErrorKind};
@@ -330,18 +332,19 @@ pub(super) async fn delete_db_backups(
         // Its download files go with it, so that no URL, not even one
         // presigned by the store, leads to them. Any left (storage down)
         // are expired files the janitor deletes.
-        for (task_id, path) in download_files {
-            let folder = path.rsplit_once('/').map_or(path.as_str(), |(dir, _)| dir);
-            match ctx.api.store.delete_prefix(&format!("{folder}/")).await {
-                Ok(()) => ctx
-                    .api
-                    .catalog
-                    .forget_download_file(task_id)
-                    .await
-                    .map_err(crate::catalog_error)?,
-                Err(e) => {
-                    tracing::warn!(task_id, error = %e, "cannot delete a deleted backup's download file; the janitor will")
-                }
+        let store = &ctx.api.store;
+        match ctx
+            .api
+            .catalog
+            .delete_retired_files(&download_files, |folder| async move {
+                store.delete_prefix(&folder).await
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(RetiredFileError::Catalog(e)) => return Err(crate::catalog_error(e)),
+            Err(e @ RetiredFileError::Storage(_)) => {
+                tracing::warn!(backup_id = backup.id, error = %e, "cannot delete a deleted backup's download files; the janitor will")
             }
         }
         tracing::info!(backup_id = backup.id, name = %backup.name, "backup deleted");

@@ -43,21 +43,34 @@ pub(super) async fn create_backup_download_task(
         ));
     }
     let instance = authorize_instance(ctx, &instance_id).await?;
-    let known = instance.replica_set_ids();
-    if let Some(unknown) = sets.iter().find(|s| !known.contains(s)) {
+    let now = Timestamp::now();
+    let backup = ctx
+        .api
+        .catalog
+        .backup_by_name(&instance.id, &backup_name)
+        .await
+        .map_err(crate::catalog_error)?;
+    // The replica sets the backup holds, whatever the instance has now;
+    // the instance's for a backup from before they were recorded, or
+    // none by that name.
+    let held = backup
+        .as_ref()
+        .and_then(|b| b.replica_set_ids.clone())
+        .unwrap_or_else(|| instance.replica_set_ids());
+    if let Some(unknown) = sets.iter().find(|s| !held.contains(s)) {
         return Err(ApiError::bad_value(
             ErrorKind::ReplicaNotFound,
             "BackupSets.ReplicaSetId",
             format_args!(
-                "instance {} has no replica set {unknown}; it has {}",
+                "backup {} of instance {} holds no replica set {unknown}; it holds {}",
+                clip(&backup_name),
                 instance.id,
-                known.join(", "),
+                held.join(", "),
                 unknown = clip(unknown),
             ),
         ));
     }
-    let now = Timestamp::now();
-    let backup = available_backup(ctx, &instance.id, &backup_name, now).await?;
+    let backup = available(backup, &instance.id, &backup_name, now)?;
     // Duplicates count once; the answer still lists every entry.
     let mut unique: Vec<String> = Vec::with_capacity(sets.len());
     for set in &sets {
@@ -88,18 +101,12 @@ pub(super) async fn create_backup_download_task(
 /// The backup named `name` of the instance, if it can be downloaded now:
 /// succeeded, not deleted, not expired. Anything else is
 /// `BackupFileNotFound`.
-async fn available_backup(
-    ctx: &CallContext<'_>,
+fn available(
+    backup: Option<Backup>,
     instance_id: &str,
     name: &str,
     now: Timestamp,
 ) -> Result<Backup, ApiError> {
-    let backup = ctx
-        .api
-        .catalog
-        .backup_by_name(instance_id, name)
-        .await
-        .map_err(crate::catalog_error)?;
     match backup {
         Some(b) if b.is_available(now) => Ok(b),
         _ => Err(ApiError::new(
@@ -241,18 +248,15 @@ pub(super) async fn describe_backup_download_task(
     let now = Timestamp::now();
     let mut described = Vec::with_capacity(tasks.len());
     for task in tasks {
-        let presigned = presigned_url(ctx, &task, now).await?;
-        let mut out = describe(
+        let url = download_url(ctx, &task, now).await?;
+        described.push(describe(
             ctx,
             &instance.region,
             backups.get(&task.backup_id),
             task,
+            url,
             now,
-        );
-        if let Some(url) = presigned {
-            out.url = url;
-        }
-        described.push(out);
+        ));
     }
     to_fields(DescribeResponse {
         total_count,
@@ -260,33 +264,41 @@ pub(super) async fn describe_backup_download_task(
     })
 }
 
-/// A URL of `task`'s file presigned by the object store, when presigned
-/// URLs are configured, the store makes them and the file is valid.
-async fn presigned_url(
+/// The URL of `task`'s file while it may be served, `""` otherwise:
+/// presigned by the object store when so configured and the store makes
+/// such URLs, else the node's own signed `/download/...` URL. Either is valid for the configured time,
+/// and never past the file's end.
+async fn download_url(
     ctx: &CallContext<'_>,
     task: &DownloadTask,
     now: Timestamp,
-) -> Result<Option<String>, ApiError> {
+) -> Result<String, ApiError> {
     let settings = &ctx.api.config.downloads;
-    let Some(file) = task
-        .file
-        .as_ref()
-        .filter(|f| settings.presigned && task.status == TaskStatus::Done && f.expires_at > now)
-    else {
-        return Ok(None);
+    let Some(file) = task.servable_file(now) else {
+        return Ok(String::new());
     };
-    let ttl = settings
-        .url_ttl
-        .min(file.expires_at.duration_since(now))
-        .unsigned_abs();
-    ctx.api
-        .store
-        .presign_read(&file.path, ttl)
-        .await
-        .map_err(|e| {
-            tracing::error!(task_id = task.id, error = %e, "cannot presign a download URL");
-            ApiError::internal()
-        })
+    if settings.presigned {
+        let ttl = settings
+            .url_ttl
+            .min(file.expires_at.duration_since(now))
+            .unsigned_abs();
+        let presigned = ctx
+            .api
+            .store
+            .presign_read(&file.path, ttl)
+            .await
+            .map_err(|e| {
+                tracing::error!(task_id = task.id, error = %e, "cannot presign a download URL");
+                ApiError::internal()
+            })?;
+        if let Some(url) = presigned {
+            return Ok(url);
+        }
+    }
+    let expires = (now + settings.url_ttl).min(file.expires_at).as_second();
+    Ok(settings
+        .signer
+        .url(&settings.public_url, task.id, file.name(), expires))
 }
 
 fn describe(
@@ -294,25 +306,18 @@ fn describe(
     region: &str,
     backup: Option<&Backup>,
     task: DownloadTask,
+    url: String,
     now: Timestamp,
 ) -> TaskOut {
     let settings = &ctx.api.config.downloads;
-    let valid_file = task
-        .file
-        .as_ref()
-        .filter(|f| task.status == TaskStatus::Done && f.expires_at > now);
-    let url = valid_file.map_or_else(String::new, |file| {
-        let name = file.path.rsplit('/').next().unwrap_or(&file.path);
-        let expires = (now + settings.url_ttl).min(file.expires_at).as_second();
-        settings
-            .signer
-            .url(&settings.public_url, task.id, name, expires)
-    });
+    let (backup_size, sha256) = task
+        .servable_file(now)
+        .map_or((0, String::new()), |f| (f.size, f.sha256.clone()));
     TaskOut {
         create_time: ctx.api.format_time(task.created_at),
         backup_name: backup.map(|b| b.name.clone()).unwrap_or_default(),
         replica_set_id: task.replica_set_id.clone(),
-        backup_size: valid_file.map_or(0, |f| f.size),
+        backup_size,
         status: task.status.code(),
         percent: task.percent,
         time_spend: task.seconds_spent(now),
@@ -325,7 +330,7 @@ fn describe(
             TaskStatus::Failed | TaskStatus::RetryWaiting => task.failure.unwrap_or_default(),
             _ => String::new(),
         },
-        sha256: valid_file.map(|f| f.sha256.clone()).unwrap_or_default(),
+        sha256,
     }
 }
 
