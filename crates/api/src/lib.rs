@@ -13,7 +13,8 @@
 //!    and that the signature is not a replay ([`access`], [`ratelimit`],
 //!    [`replay`]);
 //! 5. parse the business parameters into the action's typed request
-//!    ([`params`]) and run the handler ([`actions`]).
+//!    ([`params`]) and run the handler ([`actions`]), which answers with
+//!    the action's response type ([`model`], shared with the client).
 //!
 //! Every failure is an [`ApiError`] rendered with HTTP 200, as the official
 //! clients expect. This crate knows no HTTP server; `server` wires it to axum.
@@ -23,6 +24,7 @@ pub mod actions;
 pub mod download;
 pub mod download_url;
 pub mod error;
+pub mod model;
 pub mod params;
 pub mod ratelimit;
 pub mod replay;

@@ -12,7 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::download::RetiredFile;
+use crate::download::{RetiredFile, TaskStatus};
 use crate::store::{time_column, Catalog, CatalogError};
 
 /// Where a backup is in its life.
@@ -31,6 +31,12 @@ pub enum BackupStatus {
 }
 
 impl BackupStatus {
+    /// The number stored in the `status` column.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// The status stored as `code`.
     fn from_code(code: i64) -> Option<Self> {
         Some(match code {
             0 => BackupStatus::Queued,
@@ -178,9 +184,11 @@ impl Catalog {
         now: Timestamp,
     ) -> Result<i64, CatalogError> {
         let busy: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM backups WHERE instance_id = $1 AND status IN (0, 1)",
+            "SELECT COUNT(*) FROM backups WHERE instance_id = $1 AND status IN ($2, $3)",
         )
         .bind(&new.instance_id)
+        .bind(BackupStatus::Queued.code())
+        .bind(BackupStatus::Running.code())
         .fetch_one(&mut **tx)
         .await?;
         if busy > 0 {
@@ -204,13 +212,14 @@ impl Catalog {
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO backups (instance_id, name, method, backup_type, status, remark, async_request_id, \
-             storage_prefix, created_at, retention_days, long_term) VALUES ($1, $2, $3, $4, 0, $5, $6, '', $7, $8, $9) \
+             storage_prefix, created_at, retention_days, long_term) VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, $9, $10) \
              RETURNING id",
         )
         .bind(&new.instance_id)
         .bind(&name)
         .bind(new.method)
         .bind(new.backup_type as i64)
+        .bind(BackupStatus::Queued.code())
         .bind(&new.remark)
         .bind(format!("pending-{}-{}", new.instance_id, now.as_nanosecond()))
         .bind(now.as_second())
@@ -284,11 +293,13 @@ impl Catalog {
         now: Timestamp,
     ) -> Result<Option<Backup>, CatalogError> {
         let id: Option<i64> = sqlx::query_scalar(&format!(
-            "UPDATE backups SET status = 1, started_at = $1, percent = 0 \
-             WHERE id = (SELECT id FROM backups WHERE status = 0 ORDER BY id LIMIT 1{}) AND status = 0 RETURNING id",
+            "UPDATE backups SET status = $2, started_at = $1, percent = 0 \
+             WHERE id = (SELECT id FROM backups WHERE status = $3 ORDER BY id LIMIT 1{}) AND status = $3 RETURNING id",
             self.skip_locked()
         ))
         .bind(now.as_second())
+        .bind(BackupStatus::Running.code())
+        .bind(BackupStatus::Queued.code())
         .fetch_optional(self.pool())
         .await?;
         match id {
@@ -299,9 +310,10 @@ impl Catalog {
 
     /// Records a running backup's progress.
     pub async fn set_backup_percent(&self, id: i64, percent: i64) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE backups SET percent = $2 WHERE id = $1 AND status = 1")
+        sqlx::query("UPDATE backups SET percent = $2 WHERE id = $1 AND status = $3")
             .bind(id)
             .bind(percent.clamp(0, 100))
+            .bind(BackupStatus::Running.code())
             .execute(self.pool())
             .await?;
         Ok(())
@@ -338,8 +350,8 @@ impl Catalog {
         };
         let expires_at = days.map(|d| (now + SignedDuration::from_hours(24 * d)).as_second());
         sqlx::query(
-            "UPDATE backups SET status = 2, finished_at = $2, percent = 100, raw_bytes = $3, stored_bytes = $4, \
-             oplog_bytes = $5, expires_at = $6, replica_set_ids = $7 WHERE id = $1 AND status = 1",
+            "UPDATE backups SET status = $7, finished_at = $2, percent = 100, raw_bytes = $3, stored_bytes = $4, \
+             oplog_bytes = $5, expires_at = $6, replica_set_ids = $9 WHERE id = $1 AND status = $8",
         )
         .bind(id)
         .bind(now.as_second())
@@ -347,6 +359,8 @@ impl Catalog {
         .bind(sizes.stored_bytes as i64)
         .bind(sizes.oplog_bytes as i64)
         .bind(expires_at)
+        .bind(BackupStatus::Succeeded.code())
+        .bind(BackupStatus::Running.code())
         .bind(serde_json::to_string(replica_set_ids).expect("a list of strings serializes"))
         .execute(self.pool())
         .await?;
@@ -360,10 +374,15 @@ impl Catalog {
         now: Timestamp,
         reason: &str,
     ) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE backups SET status = 3, finished_at = $2, failure = $3 WHERE id = $1 AND status IN (0, 1)")
-            .bind(id)
-            .bind(now.as_second())
-            .bind(reason)
+        sqlx::query(
+            "UPDATE backups SET status = $4, finished_at = $2, failure = $3 WHERE id = $1 AND status IN ($5, $6)",
+        )
+        .bind(id)
+        .bind(now.as_second())
+        .bind(reason)
+        .bind(BackupStatus::Failed.code())
+        .bind(BackupStatus::Queued.code())
+        .bind(BackupStatus::Running.code())
             .execute(self.pool())
             .await?;
         Ok(())
@@ -375,7 +394,8 @@ impl Catalog {
         &self,
         now: Timestamp,
     ) -> Result<Vec<Backup>, CatalogError> {
-        let rows = sqlx::query(&format!("{SELECT_BACKUP} WHERE status = 1"))
+        let rows = sqlx::query(&format!("{SELECT_BACKUP} WHERE status = $1"))
+            .bind(BackupStatus::Running.code())
             .fetch_all(self.pool())
             .await?;
         let interrupted: Vec<Backup> = rows.iter().map(decode_backup).collect::<Result<_, _>>()?;
@@ -401,8 +421,9 @@ impl Catalog {
         now: Timestamp,
     ) -> Result<Vec<RetiredFile>, CatalogError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE backups SET status = 4 WHERE id = $1")
+        sqlx::query("UPDATE backups SET status = $2 WHERE id = $1")
             .bind(id)
+            .bind(BackupStatus::Deleted.code())
             .execute(&mut *tx)
             .await?;
         let files = end_download_files(&mut tx, id, now).await?;
@@ -414,9 +435,10 @@ impl Catalog {
     /// expiry first.
     pub async fn expired_backups(&self, now: Timestamp) -> Result<Vec<Backup>, CatalogError> {
         let rows = sqlx::query(&format!(
-            "{SELECT_BACKUP} WHERE status = 2 AND expires_at <= $1 ORDER BY expires_at, id"
+            "{SELECT_BACKUP} WHERE status = $2 AND expires_at <= $1 ORDER BY expires_at, id"
         ))
         .bind(now.as_second())
+        .bind(BackupStatus::Succeeded.code())
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(decode_backup).collect()
@@ -437,10 +459,15 @@ impl Catalog {
     ) -> Result<Option<Vec<RetiredFile>>, CatalogError> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
-            "UPDATE backups SET status = 4 WHERE id = $1 AND status = 2 AND NOT EXISTS \
-             (SELECT 1 FROM download_tasks WHERE backup_id = $1 AND status IN (0, 1, 4))",
+            "UPDATE backups SET status = $2 WHERE id = $1 AND status = $3 AND NOT EXISTS \
+             (SELECT 1 FROM download_tasks WHERE backup_id = $1 AND status IN ($4, $5, $6))",
         )
         .bind(id)
+        .bind(BackupStatus::Deleted.code())
+        .bind(BackupStatus::Succeeded.code())
+        .bind(TaskStatus::Waiting.code())
+        .bind(TaskStatus::Running.code())
+        .bind(TaskStatus::RetryWaiting.code())
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -456,8 +483,9 @@ impl Catalog {
     pub async fn stored_bytes_per_instance(&self) -> Result<Vec<(String, u64, u64)>, CatalogError> {
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT instance_id, CAST(SUM(stored_bytes) AS BIGINT), CAST(SUM(oplog_bytes) AS BIGINT) FROM backups \
-             WHERE status = 2 GROUP BY instance_id ORDER BY instance_id",
+             WHERE status = $1 GROUP BY instance_id ORDER BY instance_id",
         )
+        .bind(BackupStatus::Succeeded.code())
         .fetch_all(self.pool())
         .await?;
         Ok(rows

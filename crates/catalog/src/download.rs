@@ -33,7 +33,7 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    /// The API number.
+    /// The API number, also the one stored in the `status` column.
     pub fn code(self) -> i64 {
         self as i64
     }
@@ -298,11 +298,12 @@ impl Catalog {
                 None => {
                     let id: i64 = sqlx::query_scalar(
                         "INSERT INTO download_tasks (backup_id, instance_id, replica_set_id, status, \
-                         next_attempt_at, created_at) VALUES ($1, $2, $3, 0, $4, $4) RETURNING id",
+                         next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
                     )
                     .bind(backup_id)
                     .bind(instance_id)
                     .bind(rs)
+                    .bind(TaskStatus::Waiting.code())
                     .bind(now.as_second())
                     .fetch_one(&mut *tx)
                     .await?;
@@ -410,9 +411,12 @@ impl Catalog {
     /// Whether a task of the backup is waiting, running or retrying.
     pub async fn backup_has_active_downloads(&self, backup_id: i64) -> Result<bool, CatalogError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM download_tasks WHERE backup_id = $1 AND status IN (0, 1, 4)",
+            "SELECT COUNT(*) FROM download_tasks WHERE backup_id = $1 AND status IN ($2, $3, $4)",
         )
         .bind(backup_id)
+        .bind(TaskStatus::Waiting.code())
+        .bind(TaskStatus::Running.code())
+        .bind(TaskStatus::RetryWaiting.code())
         .fetch_one(self.pool())
         .await?;
         Ok(n > 0)
@@ -449,18 +453,21 @@ impl Catalog {
         lease_until: Timestamp,
     ) -> Result<Option<DownloadTask>, CatalogError> {
         let id: Option<i64> = sqlx::query_scalar(&format!(
-            "UPDATE download_tasks SET status = 1, lease_owner = $1, lease_expires_at = $3, \
+            "UPDATE download_tasks SET status = $4, lease_owner = $1, lease_expires_at = $3, \
              attempts = attempts + 1, started_at = COALESCE(started_at, $2), percent = 0 \
              WHERE id = (SELECT id FROM download_tasks \
-                 WHERE (status IN (0, 4) AND next_attempt_at <= $2) OR (status = 1 AND lease_expires_at < $2) \
+                 WHERE (status IN ($5, $6) AND next_attempt_at <= $2) OR (status = $4 AND lease_expires_at < $2) \
                  ORDER BY id LIMIT 1{}) \
-             AND ((status IN (0, 4) AND next_attempt_at <= $2) OR (status = 1 AND lease_expires_at < $2)) \
+             AND ((status IN ($5, $6) AND next_attempt_at <= $2) OR (status = $4 AND lease_expires_at < $2)) \
              RETURNING id",
             self.skip_locked()
         ))
         .bind(worker)
         .bind(now.as_second())
         .bind(lease_until.as_second())
+        .bind(TaskStatus::Running.code())
+        .bind(TaskStatus::Waiting.code())
+        .bind(TaskStatus::RetryWaiting.code())
         .fetch_optional(self.pool())
         .await?;
         match id {
@@ -480,12 +487,13 @@ impl Catalog {
     ) -> Result<bool, CatalogError> {
         let done = sqlx::query(
             "UPDATE download_tasks SET percent = $3, lease_expires_at = $4 \
-             WHERE id = $1 AND status = 1 AND lease_owner = $2",
+             WHERE id = $1 AND status = $5 AND lease_owner = $2",
         )
         .bind(id)
         .bind(worker)
         .bind(percent.clamp(0, 99))
         .bind(lease_until.as_second())
+        .bind(TaskStatus::Running.code())
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -502,11 +510,11 @@ impl Catalog {
         file: &PublishedFile,
     ) -> Result<bool, CatalogError> {
         let done = sqlx::query(
-            "UPDATE download_tasks SET status = 2, percent = 100, finished_at = $3, lease_owner = NULL, \
+            "UPDATE download_tasks SET status = $8, percent = 100, finished_at = $3, lease_owner = NULL, \
              lease_expires_at = NULL, file_path = $4, file_size = $5, file_sha256 = $6, \
              file_expires_at = COALESCE((SELECT CASE WHEN b.expires_at < $7 THEN b.expires_at END \
              FROM backups b WHERE b.id = download_tasks.backup_id), $7), \
-             failure = NULL WHERE id = $1 AND status = 1 AND lease_owner = $2",
+             failure = NULL WHERE id = $1 AND status = $9 AND lease_owner = $2",
         )
         .bind(id)
         .bind(worker)
@@ -515,6 +523,8 @@ impl Catalog {
         .bind(file.size as i64)
         .bind(&file.sha256)
         .bind(file.expires_at.as_second())
+        .bind(TaskStatus::Done.code())
+        .bind(TaskStatus::Running.code())
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -533,10 +543,11 @@ impl Catalog {
         policy: &RetryPolicy,
     ) -> Result<Option<TaskStatus>, CatalogError> {
         let attempts: Option<i64> = sqlx::query_scalar(
-            "SELECT attempts FROM download_tasks WHERE id = $1 AND status = 1 AND lease_owner = $2",
+            "SELECT attempts FROM download_tasks WHERE id = $1 AND status = $3 AND lease_owner = $2",
         )
         .bind(id)
         .bind(worker)
+        .bind(TaskStatus::Running.code())
         .fetch_optional(self.pool())
         .await?;
         let Some(attempts) = attempts else {
@@ -551,7 +562,7 @@ impl Catalog {
         let finished = (status == TaskStatus::Failed).then_some(now.as_second());
         let done = sqlx::query(
             "UPDATE download_tasks SET status = $3, next_attempt_at = $4, failure = $5, finished_at = $6, \
-             lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND status = 1 AND lease_owner = $2",
+             lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND status = $7 AND lease_owner = $2",
         )
         .bind(id)
         .bind(worker)
@@ -559,6 +570,7 @@ impl Catalog {
         .bind(next.as_second())
         .bind(reason)
         .bind(finished)
+        .bind(TaskStatus::Running.code())
         .execute(self.pool())
         .await?;
         Ok((done.rows_affected() == 1).then_some(status))
@@ -571,9 +583,10 @@ impl Catalog {
     ) -> Result<Vec<RetiredFile>, CatalogError> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT id, file_path FROM download_tasks \
-             WHERE status = 2 AND file_path IS NOT NULL AND file_expires_at <= $1",
+             WHERE status = $2 AND file_path IS NOT NULL AND file_expires_at <= $1",
         )
         .bind(now.as_second())
+        .bind(TaskStatus::Done.code())
         .fetch_all(self.pool())
         .await?;
         Ok(retired(rows))
@@ -622,9 +635,11 @@ impl Catalog {
     /// a while after their file is gone). Returns how many went.
     pub async fn purge_old_download_tasks(&self, before: Timestamp) -> Result<u64, CatalogError> {
         let done = sqlx::query(
-            "DELETE FROM download_tasks WHERE created_at < $1 AND status IN (2, 3) AND file_path IS NULL",
+            "DELETE FROM download_tasks WHERE created_at < $1 AND status IN ($2, $3) AND file_path IS NULL",
         )
         .bind(before.as_second())
+        .bind(TaskStatus::Done.code())
+        .bind(TaskStatus::Failed.code())
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected())

@@ -9,7 +9,12 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde::Serialize;
+
+use mongobak_api::model::{
+    backup_method, AsyncRequestStatus, BackupInfo, BackupState, CreateBackupDBInstanceRequest,
+    DescribeAsyncRequestInfoRequest, DescribeDBBackupsRequest, DescribeDBBackupsResponse,
+};
 
 use crate::client::{ApiClient, ClientArgs};
 use crate::failure::Failure;
@@ -70,7 +75,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             match output {
                 Output::Json => print_json(&backups),
                 Output::Table => {
-                    print_backups(backups["BackupList"].as_array().map_or(&[], Vec::as_slice));
+                    print_backups(backups.backup_list.iter().map(Listed::Info));
                     Ok(())
                 }
             }
@@ -79,15 +84,18 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
 }
 
 async fn create(client: &ApiClient, output: Output, args: CreateArgs) -> anyhow::Result<()> {
-    let mut params = json!({"InstanceId": args.instance, "BackupMethod": 0});
-    if let Some(remark) = &args.remark {
-        params["BackupRemark"] = json!(remark);
-    }
-    let created = client.call("CreateBackupDBInstance", params).await?;
-    let request_id = created["AsyncRequestId"].as_str().unwrap_or_default();
+    let created = client
+        .call(&CreateBackupDBInstanceRequest {
+            instance_id: args.instance.clone(),
+            backup_method: backup_method::LOGICAL,
+            backup_remark: args.remark.clone(),
+            backup_retention_days: None,
+        })
+        .await?;
+    let request_id = created.async_request_id.as_str();
     if !args.wait {
         return match output {
-            Output::Json => print_json(&json!({"AsyncRequestId": request_id})),
+            Output::Json => print_json(&created),
             Output::Table => {
                 print_table(&["ASYNC REQUEST ID"], [vec![request_id.to_string()]]);
                 Ok(())
@@ -98,22 +106,22 @@ async fn create(client: &ApiClient, output: Output, args: CreateArgs) -> anyhow:
     let meter = progress.percent("backing up", &args.instance);
     let info = loop {
         let info = client
-            .call(
-                "DescribeAsyncRequestInfo",
-                json!({"AsyncRequestId": request_id}),
-            )
+            .call(&DescribeAsyncRequestInfoRequest {
+                async_request_id: request_id.to_string(),
+            })
             .await?;
-        meter.set_position(info["Progress"].as_u64().unwrap_or(0).min(100));
-        match info["Status"].as_str() {
-            Some("success") => break info,
-            Some("initial" | "running") => tokio::time::sleep(POLL).await,
-            other => {
+        meter.set_position(info.progress.clamp(0, 100) as u64);
+        match info.status {
+            AsyncRequestStatus::Success => break info,
+            AsyncRequestStatus::Initial | AsyncRequestStatus::Running => {
+                tokio::time::sleep(POLL).await
+            }
+            AsyncRequestStatus::Failed => {
                 meter.finish();
-                let reason = info["FailureReason"].as_str().unwrap_or_default();
+                let reason = info.failure_reason.as_str();
                 return Err(Failure::ServerSide(format!(
-                    "the backup of {} failed ({}): {}",
+                    "the backup of {} failed (failed): {}",
                     args.instance,
-                    other.unwrap_or("no status"),
                     if reason.is_empty() {
                         "no reason given"
                     } else {
@@ -126,61 +134,84 @@ async fn create(client: &ApiClient, output: Output, args: CreateArgs) -> anyhow:
     };
     meter.set_position(100);
     meter.finish();
-    let name = info["BackupName"].as_str().unwrap_or_default();
+    let name = info.backup_name.as_str();
     let listed = backups_of(client, &args.instance).await?;
-    let backup = listed["BackupList"]
-        .as_array()
-        .and_then(|list| list.iter().find(|b| b["BackupName"] == name))
-        .cloned()
-        .unwrap_or_else(|| json!({"BackupName": name}));
+    let backup = listed
+        .backup_list
+        .iter()
+        .find(|b| b.backup_name == name)
+        .map_or(Listed::Name { backup_name: name }, Listed::Info);
     match output {
-        Output::Json => {
-            let mut out = backup;
-            out["AsyncRequestId"] = json!(request_id);
-            print_json(&out)
-        }
+        Output::Json => print_json(&Created {
+            backup,
+            async_request_id: request_id,
+        }),
         Output::Table => {
-            print_backups(std::slice::from_ref(&backup));
+            print_backups([backup]);
             Ok(())
         }
     }
 }
 
+/// A backup just taken, as `backup create --wait --output json` prints it.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Created<'a> {
+    #[serde(flatten)]
+    backup: Listed<'a>,
+    async_request_id: &'a str,
+}
+
+/// A backup as DescribeDBBackups lists it, or only its name when the list
+/// no longer shows it.
+#[derive(Clone, Copy, Serialize)]
+#[serde(untagged)]
+enum Listed<'a> {
+    Info(&'a BackupInfo),
+    #[serde(rename_all = "PascalCase")]
+    Name {
+        backup_name: &'a str,
+    },
+}
+
 /// `DescribeDBBackups` of an instance.
-pub async fn backups_of(client: &ApiClient, instance: &str) -> anyhow::Result<Value> {
-    let mut listed = client
-        .call("DescribeDBBackups", json!({"InstanceId": instance}))
-        .await?;
-    if let Some(fields) = listed.as_object_mut() {
-        fields.remove("RequestId");
-    }
-    Ok(listed)
+pub async fn backups_of(
+    client: &ApiClient,
+    instance: &str,
+) -> anyhow::Result<DescribeDBBackupsResponse> {
+    client
+        .call(&DescribeDBBackupsRequest {
+            instance_id: instance.to_string(),
+            ..Default::default()
+        })
+        .await
 }
 
 /// The columns of `BackupInfo` rows.
-fn print_backups(backups: &[Value]) {
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+fn print_backups<'a>(backups: impl IntoIterator<Item = Listed<'a>>) {
     print_table(
         &[
             "NAME", "STATUS", "SIZE", "START", "END", "EXPIRES", "REMARK",
         ],
-        backups.iter().map(|b| {
-            vec![
-                text(&b["BackupName"]),
-                match b["Status"].as_i64() {
-                    Some(2) => "done".to_string(),
-                    Some(1) => "running".to_string(),
-                    _ => String::new(),
-                },
-                b["BackupSize"]
-                    .as_u64()
-                    .map(|kb| human_bytes(kb * 1024))
-                    .unwrap_or_default(),
-                text(&b["StartTime"]),
-                text(&b["EndTime"]),
-                text(&b["DeleteTime"]),
-                text(&b["BackupDesc"]),
-            ]
+        backups.into_iter().map(|listed| match listed {
+            Listed::Info(b) => vec![
+                b.backup_name.clone(),
+                match b.status {
+                    BackupState::Succeeded => "done",
+                    BackupState::Running => "running",
+                }
+                .to_string(),
+                human_bytes(b.backup_size * 1024),
+                b.start_time.clone(),
+                b.end_time.clone(),
+                b.delete_time.clone(),
+                b.backup_desc.clone(),
+            ],
+            Listed::Name { backup_name } => {
+                let mut row = vec![String::new(); 7];
+                row[0] = backup_name.to_string();
+                row
+            }
         }),
     );
 }

@@ -14,6 +14,9 @@
 //!   HTTP, so a stock profile's Tencent Cloud host is never taken), then
 //!   `http://127.0.0.1:9000`.
 //!
+//! Calls are typed: [`ApiClient::call`] sends one of the API's request
+//! types (`mongobak_api::model`) and returns its response type.
+//!
 //! Errors become [`Failure`]s: no answer is `Unreachable`, an `Error` in
 //! the answer is classified by its code and keeps code, message and
 //! RequestId.
@@ -27,6 +30,7 @@ use reqwest::Url;
 use serde::Deserialize;
 use serde_json::Value;
 
+use mongobak_api::model::ActionRequest;
 use mongobak_api::signature::sign_json_post_traced;
 use mongobak_api::API_VERSION;
 
@@ -153,6 +157,32 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// An answer of the API: `{"Response": {...}}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Envelope {
+    response: Option<Value>,
+}
+
+/// What a `Response` holds when the call was refused.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Refusal {
+    error: Option<RefusalError>,
+    #[serde(default)]
+    request_id: String,
+}
+
+/// A refusal's `Error`: `{"Code", "Message"}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RefusalError {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
 /// A client of one mongobak API.
 pub struct ApiClient {
     http: reqwest::Client,
@@ -269,9 +299,23 @@ impl ApiClient {
         &self.http
     }
 
-    /// Calls `action` with `params`; returns the `Response` object.
-    pub async fn call(&self, action: &str, params: Value) -> anyhow::Result<Value> {
-        let body = params.to_string();
+    /// Calls the action of `request`; returns its answer.
+    pub async fn call<R: ActionRequest>(&self, request: &R) -> anyhow::Result<R::Response> {
+        let action = R::ACTION.name();
+        let body = serde_json::to_string(request)
+            .with_context(|| format!("cannot write the parameters of {action}"))?;
+        let response = self.send(action, body).await?;
+        serde_json::from_value(response).with_context(|| {
+            format!(
+                "{} answered {action} with fields that are not its answer's: is it a mongobak API endpoint?",
+                self.endpoint()
+            )
+        })
+    }
+
+    /// Sends `body` as the parameters of `action`; returns the `Response`
+    /// object of a successful answer.
+    async fn send(&self, action: &str, body: String) -> anyhow::Result<Value> {
         let timestamp = jiff::Timestamp::now().as_second();
         let trace_id = uuid::Uuid::new_v4().to_string();
         let authorization = sign_json_post_traced(
@@ -314,22 +358,24 @@ impl ApiClient {
                 self.endpoint()
             );
         }
-        let mut answer: Value = serde_json::from_slice(&bytes).with_context(|| {
+        let envelope: Envelope = serde_json::from_slice(&bytes).with_context(|| {
             format!(
                 "{} answered {action} with something that is not JSON: is it a mongobak API endpoint?",
                 self.endpoint()
             )
         })?;
-        let response = answer
-            .get_mut("Response")
-            .map(Value::take)
+        let response = envelope
+            .response
             .with_context(|| format!("the answer to {action} has no Response object"))?;
-        if let Some(error) = response.get("Error") {
-            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        if let Ok(Refusal {
+            error: Some(error),
+            request_id,
+        }) = Refusal::deserialize(&response)
+        {
             return Err(Failure::from_api(ApiRefusal {
-                code: text(&error["Code"]),
-                message: text(&error["Message"]),
-                request_id: text(&response["RequestId"]),
+                code: error.code,
+                message: error.message,
+                request_id,
             })
             .into());
         }

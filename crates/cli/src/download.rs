@@ -24,9 +24,15 @@ use anyhow::{bail, Context};
 use clap::Args;
 use reqwest::header::{CONTENT_RANGE, IF_RANGE, RANGE};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+
+use mongobak_api::model::{
+    BackupDownloadTask, BackupState, CreateBackupDownloadTaskRequest,
+    DescribeBackupDownloadTaskRequest, DescribeDBInstancesRequest, DownloadTaskStatus,
+    ReplicaSetInfo,
+};
 
 use crate::client::{cause, ApiClient, ClientArgs};
 use crate::failure::Failure;
@@ -91,12 +97,17 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     tokio::fs::create_dir_all(&args.out)
         .await
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let backup_sets: Vec<Value> = sets.iter().map(|s| json!({"ReplicaSetId": s})).collect();
     client
-        .call(
-            "CreateBackupDownloadTask",
-            json!({"InstanceId": args.instance, "BackupName": backup, "BackupSets": backup_sets}),
-        )
+        .call(&CreateBackupDownloadTaskRequest {
+            instance_id: args.instance.clone(),
+            backup_name: backup.clone(),
+            backup_sets: sets
+                .iter()
+                .map(|s| ReplicaSetInfo {
+                    replica_set_id: s.clone(),
+                })
+                .collect(),
+        })
         .await?;
 
     let progress = Progress::new(args.quiet);
@@ -108,23 +119,25 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
     let mut done = Vec::with_capacity(sets.len());
     while !pending.is_empty() {
         let listed = client
-            .call(
-                "DescribeBackupDownloadTask",
-                json!({"InstanceId": args.instance, "BackupName": backup, "Limit": 100}),
-            )
+            .call(&DescribeBackupDownloadTaskRequest {
+                instance_id: args.instance.clone(),
+                backup_name: Some(backup.clone()),
+                limit: Some(100),
+                ..Default::default()
+            })
             .await?;
-        let tasks = listed["Tasks"].as_array().map_or(&[][..], Vec::as_slice);
         for set in pending.clone() {
             // Newest first: the current task of each replica set comes first.
-            let task = tasks
+            let task = listed
+                .tasks
                 .iter()
-                .find(|t| t["ReplicaSetId"] == set)
+                .find(|t| t.replica_set_id == set)
                 .with_context(|| format!("the server lists no download task for {set}"))?;
             let meter = &packaging[set];
-            meter.set_position(task["Percent"].as_u64().unwrap_or(0).min(100));
-            let reason = task["FailureReason"].as_str().unwrap_or_default();
-            match task["Status"].as_i64() {
-                Some(2) => {
+            meter.set_position(task.percent.clamp(0, 100) as u64);
+            let reason = task.failure_reason.as_str();
+            match task.status {
+                DownloadTaskStatus::Done => {
                     meter.set_message(String::new());
                     meter.set_position(100);
                     meter.finish();
@@ -140,7 +153,7 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
                     done.push(file);
                     pending.retain(|s| *s != set);
                 }
-                Some(3) => {
+                DownloadTaskStatus::Failed => {
                     meter.finish();
                     return Err(Failure::ServerSide(format!(
                         "packaging {set} of backup {backup:?} failed: {}",
@@ -152,8 +165,8 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<()> {
                     ))
                     .into());
                 }
-                Some(4) => meter.set_message(format!("retrying: {reason}")),
-                _ => {}
+                DownloadTaskStatus::Retrying => meter.set_message(format!("retrying: {reason}")),
+                DownloadTaskStatus::Waiting | DownloadTaskStatus::Running => {}
             }
         }
         if !pending.is_empty() {
@@ -195,14 +208,12 @@ async fn backup_name(client: &ApiClient, instance: &str, name: &str) -> anyhow::
         return Ok(name.to_string());
     }
     let listed = crate::backup::backups_of(client, instance).await?;
-    listed["BackupList"]
-        .as_array()
+    listed
+        .backup_list
         .into_iter()
-        .flatten()
-        .filter(|b| b["Status"] == 2)
-        .max_by_key(|b| b["BackId"].as_i64())
-        .and_then(|b| b["BackupName"].as_str())
-        .map(str::to_string)
+        .filter(|b| b.status == BackupState::Succeeded)
+        .max_by_key(|b| b.back_id)
+        .map(|b| b.backup_name)
         .ok_or_else(|| {
             Failure::Missing(format!(
                 "instance {instance} has no finished backup; take one with `mongobak backup create --instance {instance} --wait`"
@@ -214,11 +225,15 @@ async fn backup_name(client: &ApiClient, instance: &str, name: &str) -> anyhow::
 /// Every replica set (or shard) of the instance.
 async fn replica_sets_of(client: &ApiClient, instance: &str) -> anyhow::Result<Vec<String>> {
     let listed = client
-        .call("DescribeDBInstances", json!({"InstanceIds": [instance]}))
+        .call(&DescribeDBInstancesRequest {
+            instance_ids: Some(vec![instance.to_string()]),
+            ..Default::default()
+        })
         .await?;
-    let detail = listed["InstanceDetails"]
-        .as_array()
-        .and_then(|list| list.iter().find(|i| i["InstanceId"] == instance))
+    let detail = listed
+        .instance_details
+        .into_iter()
+        .find(|i| i.instance_id == instance)
         .ok_or_else(|| {
             Failure::Missing(format!(
                 "no instance {instance} was found in region {} for these credentials \
@@ -226,11 +241,10 @@ async fn replica_sets_of(client: &ApiClient, instance: &str) -> anyhow::Result<V
                 client.region()
             ))
         })?;
-    let sets: Vec<String> = detail["ReplicaSets"]
-        .as_array()
+    let sets: Vec<String> = detail
+        .replica_sets
         .into_iter()
-        .flatten()
-        .filter_map(|s| s["ReplicaSetId"].as_str().map(str::to_string))
+        .map(|s| s.replica_set_id)
         .collect();
     if sets.is_empty() {
         bail!("instance {instance} lists no replica sets");
@@ -248,23 +262,23 @@ struct Fetch<'a> {
 }
 
 impl Fetch<'_> {
-    async fn run(&self, task: &Value) -> anyhow::Result<Downloaded> {
+    async fn run(&self, task: &BackupDownloadTask) -> anyhow::Result<Downloaded> {
         let set = self.replica_set;
-        let url = task["Url"]
-            .as_str()
-            .filter(|u| !u.is_empty())
-            .with_context(|| format!("the finished task of {set} has no download URL"))?;
+        let url = task.url.as_str();
+        if url.is_empty() {
+            bail!("the finished task of {set} has no download URL");
+        }
         let url = reqwest::Url::parse(url)
             .with_context(|| format!("the download URL of {set} is not a URL: {url:?}"))?;
         let name = file_name(&url)
             .with_context(|| format!("the download URL of {set} names no file: {url}"))?;
-        let size = task["BackupSize"]
-            .as_u64()
-            .filter(|s| *s > 0)
-            .with_context(|| format!("the finished task of {set} gives no file size"))?;
-        let expected = match task["SHA256"].as_str().filter(|s| s.len() == 64) {
-            Some(sha) => sha.to_ascii_lowercase(),
-            None => self.published_sha256(&url).await?,
+        let size = task.backup_size;
+        if size == 0 {
+            bail!("the finished task of {set} gives no file size");
+        }
+        let expected = match task.sha256.len() {
+            64 => task.sha256.to_ascii_lowercase(),
+            _ => self.published_sha256(&url).await?,
         };
         let file = self.out.join(&name);
         let part = self.out.join(format!("{name}.part"));

@@ -5,7 +5,7 @@
 
 use clap::ValueEnum;
 use comfy_table::{presets, Table};
-use serde_json::Value;
+use serde::Serialize;
 
 /// `--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -17,7 +17,7 @@ pub enum Output {
 }
 
 /// Prints `value` as indented JSON.
-pub fn print_json(value: &Value) -> anyhow::Result<()> {
+pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

@@ -7,7 +7,6 @@
 
 use jiff::civil::DateTime;
 use jiff::Timestamp;
-use serde::Serialize;
 
 use mongobak_catalog::{
     backup_name, Backup, BackupStatus, BackupType, NewBackup, RetiredFileError,
@@ -15,10 +14,13 @@ use mongobak_catalog::{
 
 use super::{authorize_instance, caps, to_fields, CallContext, Fields};
 use crate::error::{clip, ApiError, ErrorKind};
+use crate::model::{
+    backup_method, AsyncRequestStatus, BackupInfo, BackupState, CreateBackupDBInstanceResponse,
+    DeleteDBBackupsResponse, DescribeAsyncRequestInfoResponse, DescribeDBBackupsResponse,
+    ModifyBackupExpireTimeResponse,
+};
 use crate::params::Params;
 
-/// The only backup method mongobak takes: logical.
-const LOGICAL: i64 = 0;
 /// Longest `BackupRemark` accepted, in characters.
 const MAX_REMARK_CHARS: usize = 256;
 
@@ -70,27 +72,25 @@ pub(super) async fn create_backup_db_instance(
         )
         .await
         .map_err(crate::catalog_error)?;
-    to_fields(CreateResponse {
+    to_fields(CreateBackupDBInstanceResponse {
         async_request_id: backup.async_request_id,
     })
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct CreateResponse {
-    async_request_id: String,
 }
 
 /// Refuses every backup method but logical (0), saying why.
 pub(super) fn check_backup_method(method: i64) -> Result<(), ApiError> {
     match method {
-        LOGICAL => Ok(()),
-        1 | 3 => Err(ApiError::bad_value(
+        backup_method::LOGICAL => Ok(()),
+        backup_method::PHYSICAL | backup_method::SNAPSHOT => Err(ApiError::bad_value(
             ErrorKind::InvalidParameterValue,
             "BackupMethod",
             format_args!(
                 "{method} ({}) needs access to the database server's files; mongobak takes logical backups (0)",
-                if method == 1 { "physical" } else { "snapshot" }
+                if method == backup_method::PHYSICAL {
+                    "physical"
+                } else {
+                    "snapshot"
+                }
             ),
         )),
         other => Err(ApiError::bad_value(
@@ -131,12 +131,12 @@ pub(super) async fn describe_async_request_info(
             _ => e,
         })?;
     let status = match backup.status {
-        BackupStatus::Queued => "initial",
-        BackupStatus::Running => "running",
-        BackupStatus::Succeeded | BackupStatus::Deleted => "success",
-        BackupStatus::Failed => "failed",
+        BackupStatus::Queued => AsyncRequestStatus::Initial,
+        BackupStatus::Running => AsyncRequestStatus::Running,
+        BackupStatus::Succeeded | BackupStatus::Deleted => AsyncRequestStatus::Success,
+        BackupStatus::Failed => AsyncRequestStatus::Failed,
     };
-    to_fields(AsyncResponse {
+    to_fields(DescribeAsyncRequestInfoResponse {
         status,
         start_time: ctx.api.format_optional_time(backup.started_at),
         end_time: ctx.api.format_optional_time(backup.finished_at),
@@ -150,20 +150,6 @@ pub(super) async fn describe_async_request_info(
     })
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct AsyncResponse {
-    status: &'static str,
-    start_time: String,
-    end_time: String,
-    /// Extra field (the SDK models ignore it): percent done.
-    progress: i64,
-    /// Extra field: why a failed request failed.
-    failure_reason: String,
-    /// Extra field: the backup the request made.
-    backup_name: String,
-}
-
 // ---------------------------------------------------------------- Describe
 
 pub(super) async fn describe_db_backups(
@@ -175,7 +161,7 @@ pub(super) async fn describe_db_backups(
     let limit = p.opt_limit()?;
     let offset = p.offset()?;
     p.finish()?;
-    if method.is_some_and(|m| ![0, 1, 2, 3].contains(&m)) {
+    if method.is_some_and(|m| !(backup_method::LOGICAL..=backup_method::SNAPSHOT).contains(&m)) {
         return Err(ApiError::bad_value(
             ErrorKind::InvalidParameterValue,
             "BackupMethod",
@@ -195,7 +181,7 @@ pub(super) async fn describe_db_backups(
             matches!(b.status, BackupStatus::Queued | BackupStatus::Running) || b.is_available(now)
         })
         .filter(|b| match method {
-            None | Some(2) => true,
+            None | Some(backup_method::ALL) => true,
             Some(m) => b.method == m,
         })
         .collect();
@@ -215,9 +201,9 @@ pub(super) async fn describe_db_backups(
                 .format_optional_time(b.started_at.or(Some(b.created_at))),
             end_time: ctx.api.format_optional_time(b.finished_at),
             status: if b.status == BackupStatus::Succeeded {
-                2
+                BackupState::Succeeded
             } else {
-                1
+                BackupState::Running
             },
             backup_method: b.method,
             back_id: b.id,
@@ -226,36 +212,10 @@ pub(super) async fn describe_db_backups(
             restore_time: String::new(),
         })
         .collect();
-    to_fields(DescribeResponse {
+    to_fields(DescribeDBBackupsResponse {
         backup_list,
-        total_count,
+        total_count: total_count as u64,
     })
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct DescribeResponse {
-    backup_list: Vec<BackupInfo>,
-    total_count: usize,
-}
-
-/// `BackupInfo`; BackupSize in KB as documented.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct BackupInfo {
-    instance_id: String,
-    backup_type: i64,
-    backup_name: String,
-    backup_desc: String,
-    backup_size: u64,
-    start_time: String,
-    end_time: String,
-    status: i64,
-    backup_method: i64,
-    back_id: i64,
-    delete_time: String,
-    backup_region: String,
-    restore_time: String,
 }
 
 // ---------------------------------------------------------------- Delete
@@ -349,7 +309,7 @@ pub(super) async fn delete_db_backups(
         }
         tracing::info!(backup_id = backup.id, name = %backup.name, "backup deleted");
     }
-    Ok(Fields::empty())
+    to_fields(DeleteDBBackupsResponse {})
 }
 
 fn required_ids(p: &mut Params) -> Result<Vec<i64>, ApiError> {
@@ -412,13 +372,7 @@ pub(super) async fn modify_backup_expire_time(
             _ => failed_backups.push(id),
         }
     }
-    to_fields(ExpireResponse { failed_backups })
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ExpireResponse {
-    failed_backups: Vec<i64>,
+    to_fields(ModifyBackupExpireTimeResponse { failed_backups })
 }
 
 /// Parses `YYYY-MM-DD hh:mm:ss` in the API's time zone.

@@ -10,12 +10,15 @@
 use std::collections::HashMap;
 
 use jiff::Timestamp;
-use serde::Serialize;
 
 use mongobak_catalog::{Backup, DownloadTask, TaskFilter, TaskOrder, TaskStatus};
 
 use super::{authorize_instance, caps, to_fields, CallContext, Fields};
 use crate::error::{clip, ApiError, ErrorKind};
+use crate::model::{
+    BackupDownloadTask as TaskOut, BackupDownloadTaskStatus, CreateBackupDownloadTaskResponse,
+    DescribeBackupDownloadTaskResponse, DownloadTaskStatus,
+};
 use crate::params::Params;
 
 // ---------------------------------------------------------------- Create
@@ -84,18 +87,18 @@ pub(super) async fn create_backup_download_task(
         .ensure_download_tasks(backup.id, &instance.id, &unique, now)
         .await
         .map_err(crate::catalog_error)?;
-    let status_of: HashMap<&str, i64> = tasks
+    let status_of: HashMap<&str, DownloadTaskStatus> = tasks
         .iter()
-        .map(|t| (t.replica_set_id.as_str(), t.status.code()))
+        .map(|t| (t.replica_set_id.as_str(), wire_status(t.status)))
         .collect();
     let tasks = sets
         .iter()
-        .map(|set| TaskStatusOut {
+        .map(|set| BackupDownloadTaskStatus {
             replica_set_id: set.clone(),
             status: status_of[set.as_str()],
         })
         .collect();
-    to_fields(CreateResponse { tasks })
+    to_fields(CreateBackupDownloadTaskResponse { tasks })
 }
 
 /// The backup named `name` of the instance, if it can be downloaded now:
@@ -120,18 +123,15 @@ fn available(
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct CreateResponse {
-    tasks: Vec<TaskStatusOut>,
-}
-
-/// `BackupDownloadTaskStatus`.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct TaskStatusOut {
-    replica_set_id: String,
-    status: i64,
+/// A task's status as the API shows it.
+fn wire_status(status: TaskStatus) -> DownloadTaskStatus {
+    match status {
+        TaskStatus::Waiting => DownloadTaskStatus::Waiting,
+        TaskStatus::Running => DownloadTaskStatus::Running,
+        TaskStatus::Done => DownloadTaskStatus::Done,
+        TaskStatus::Failed => DownloadTaskStatus::Failed,
+        TaskStatus::RetryWaiting => DownloadTaskStatus::Retrying,
+    }
 }
 
 // ---------------------------------------------------------------- Describe
@@ -258,7 +258,7 @@ pub(super) async fn describe_backup_download_task(
             now,
         ));
     }
-    to_fields(DescribeResponse {
+    to_fields(DescribeBackupDownloadTaskResponse {
         total_count,
         tasks: described,
     })
@@ -318,7 +318,7 @@ fn describe(
         backup_name: backup.map(|b| b.name.clone()).unwrap_or_default(),
         replica_set_id: task.replica_set_id.clone(),
         backup_size,
-        status: task.status.code(),
+        status: wire_status(task.status),
         percent: task.percent,
         time_spend: task.seconds_spent(now),
         url,
@@ -332,34 +332,4 @@ fn describe(
         },
         sha256,
     }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct DescribeResponse {
-    total_count: u64,
-    tasks: Vec<TaskOut>,
-}
-
-/// `BackupDownloadTask`; BackupSize is the file's exact size in bytes.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct TaskOut {
-    create_time: String,
-    backup_name: String,
-    replica_set_id: String,
-    backup_size: u64,
-    status: i64,
-    percent: i64,
-    time_spend: i64,
-    url: String,
-    backup_method: i64,
-    backup_desc: String,
-    region: String,
-    bucket: String,
-    /// Extra field (SDK models ignore it): why the task failed or is retrying.
-    failure_reason: String,
-    /// Extra field: SHA-256 of the file, hex.
-    #[serde(rename = "SHA256")]
-    sha256: String,
 }

@@ -10,17 +10,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-use serde_json::Value;
-
 use mongobak_catalog::Instance;
 
 use super::{caps, CallContext, Fields};
 use crate::error::{clip, ApiError, ErrorKind};
+use crate::model::{InstanceDetail, InstanceStatus, RelatedInstanceInfo, ShardInfo};
 use crate::params::Params;
 
-/// Status of a registered instance: 2, running.
-const STATUS_RUNNING: i64 = 2;
 /// InstanceType of a registered instance: 1, a formal instance.
 const INSTANCE_TYPE_FORMAL: i64 = 1;
 /// `DeadLine` of every instance: a self-hosted deployment is not rented and
@@ -76,7 +72,7 @@ impl Request {
         if let Some(bad) = status
             .iter()
             .flatten()
-            .find(|s| ![0, 1, 2, -2, -3].contains(*s))
+            .find(|s| InstanceStatus::from_code(**s).is_none())
         {
             return Err(ApiError::bad_value(
                 ErrorKind::IllegalInstanceStatus,
@@ -154,7 +150,7 @@ impl Request {
             && self
                 .cluster_type
                 .is_none_or(|t| t == -1 || t == instance.cluster_type.code())
-            && listed(&self.status, &STATUS_RUNNING)
+            && listed(&self.status, &InstanceStatus::Running.code())
             && self.vpc_id.as_deref().is_none_or(str::is_empty)
             && self.subnet_id.as_deref().is_none_or(str::is_empty)
             && self.pay_mode.is_none_or(|m| m == -1 || m == 0)
@@ -171,73 +167,6 @@ fn listed<T: PartialEq>(filter: &Option<Vec<T>>, value: &T) -> bool {
     filter
         .as_ref()
         .is_none_or(|list| list.is_empty() || list.contains(value))
-}
-
-/// `InstanceDetail`; field names are the SDK model's.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct InstanceDetail {
-    instance_id: String,
-    instance_name: String,
-    pay_mode: i64,
-    project_id: i64,
-    cluster_type: i64,
-    region: String,
-    zone: String,
-    net_type: i64,
-    vpc_id: String,
-    subnet_id: String,
-    status: i64,
-    vip: String,
-    vport: u64,
-    create_time: String,
-    dead_line: String,
-    mongo_version: String,
-    memory: u64,
-    volume: u64,
-    cpu_num: u64,
-    machine_type: String,
-    secondary_num: u64,
-    replication_set_num: u64,
-    auto_renew_flag: i64,
-    used_volume: u64,
-    maintenance_start: String,
-    maintenance_end: String,
-    replica_sets: Vec<ShardInfo>,
-    readonly_instances: Vec<Value>,
-    standby_instances: Vec<Value>,
-    clone_instances: Vec<Value>,
-    related_instance: Value,
-    tags: Vec<Value>,
-    instance_ver: u64,
-    cluster_ver: u64,
-    protocol: i64,
-    instance_type: i64,
-    instance_status_desc: String,
-    real_instance_id: String,
-    zone_list: Vec<String>,
-    mongos_node_num: u64,
-    mongos_memory: u64,
-    mongos_cpu_num: u64,
-    config_server_node_num: u64,
-    config_server_memory: u64,
-    config_server_volume: u64,
-    config_server_cpu_num: u64,
-    readonly_node_num: u64,
-}
-
-/// `ShardInfo`: one replica set / shard.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ShardInfo {
-    used_volume: f64,
-    replica_set_id: String,
-    replica_set_name: String,
-    memory: u64,
-    volume: u64,
-    oplog_size: u64,
-    secondary_num: u64,
-    real_replica_set_id: String,
 }
 
 /// Host and port of the first server of a connection URI, without the
@@ -315,16 +244,23 @@ pub(super) async fn describe_db_instances(
     if request.descending {
         selected.reverse();
     }
-    let mut out = format!("{{\"TotalCount\":{},\"InstanceDetails\":[", selected.len()).into_bytes();
     let page = selected.iter().skip(request.offset).take(request.limit);
-    for (n, rendered) in page.enumerate() {
+    Ok(instance_list(selected.len(), page.map(|r| &*r.json)))
+}
+
+/// A `DescribeDBInstancesResponse` from its total and its page of
+/// serialized details, spliced as serde writes it: serializing every
+/// detail again was most of the action's time.
+fn instance_list<'a>(total_count: usize, details: impl Iterator<Item = &'a [u8]>) -> Fields {
+    let mut out = format!("{{\"TotalCount\":{total_count},\"InstanceDetails\":[").into_bytes();
+    for (n, json) in details.enumerate() {
         if n > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(&rendered.json);
+        out.extend_from_slice(json);
     }
     out.extend_from_slice(b"]}");
-    Ok(Fields(out))
+    Fields(out)
 }
 
 /// An instance with what DescribeDBInstances shows of it: its address and
@@ -407,7 +343,7 @@ fn detail(api: &crate::Api, instance: &Instance, address: &Address) -> InstanceD
         net_type: 1,
         vpc_id: String::new(),
         subnet_id: String::new(),
-        status: STATUS_RUNNING,
+        status: InstanceStatus::Running,
         vip: address.host.clone(),
         vport: address.port,
         create_time: api.format_time(instance.created_at),
@@ -427,7 +363,7 @@ fn detail(api: &crate::Api, instance: &Instance, address: &Address) -> InstanceD
         readonly_instances: Vec::new(),
         standby_instances: Vec::new(),
         clone_instances: Vec::new(),
-        related_instance: serde_json::json!({"InstanceId": "", "Region": ""}),
+        related_instance: RelatedInstanceInfo::default(),
         tags: Vec::new(),
         instance_ver: 0,
         cluster_ver: 0,
@@ -478,6 +414,56 @@ mod tests {
         assert_eq!(host_count("mongodb://u:p@m1:27017,m2,m3:27019/?x=1"), 3);
         assert_eq!(host_count("mongodb+srv://cluster.example/"), 1);
         assert_eq!(host_count("garbage"), 0);
+    }
+
+    #[test]
+    fn the_spliced_list_is_the_response_serialized() {
+        let shard = |n: u32| ShardInfo {
+            used_volume: 0.0,
+            replica_set_id: format!("cmgo-a_{n}"),
+            replica_set_name: format!("cmgo-a_{n}"),
+            memory: 0,
+            volume: 0,
+            oplog_size: 0,
+            secondary_num: 0,
+            real_replica_set_id: format!("cmgo-a_{n}"),
+        };
+        let mut detail: InstanceDetail = serde_json::from_str(
+            r#"{
+            "InstanceId": "cmgo-a", "InstanceName": "a", "PayMode": 0, "ProjectId": 0,
+            "ClusterType": 1, "Region": "ap-guangzhou", "Zone": "ap-guangzhou-1", "NetType": 1,
+            "VpcId": "", "SubnetId": "", "Status": 2, "Vip": "db", "Vport": 27017,
+            "CreateTime": "2026-01-01 00:00:00", "DeadLine": "2099-12-31 23:59:59",
+            "MongoVersion": "8.0.0", "Memory": 0, "Volume": 0, "CpuNum": 0, "MachineType": "",
+            "SecondaryNum": 0, "ReplicationSetNum": 2, "AutoRenewFlag": 0, "UsedVolume": 0,
+            "MaintenanceStart": "00:00:00", "MaintenanceEnd": "00:00:00", "ReplicaSets": [],
+            "ReadonlyInstances": [], "StandbyInstances": [], "CloneInstances": [],
+            "RelatedInstance": {"InstanceId": "", "Region": ""}, "Tags": [], "InstanceVer": 0,
+            "ClusterVer": 0, "Protocol": 1, "InstanceType": 1, "InstanceStatusDesc": "",
+            "RealInstanceId": "cmgo-a", "ZoneList": ["ap-guangzhou-1"], "MongosNodeNum": 2,
+            "MongosMemory": 0, "MongosCpuNum": 0, "ConfigServerNodeNum": 0,
+            "ConfigServerMemory": 0, "ConfigServerVolume": 0, "ConfigServerCpuNum": 0,
+            "ReadonlyNodeNum": 0
+            }"#,
+        )
+        .unwrap();
+        detail.replica_sets = vec![shard(0), shard(1)];
+        let details = vec![detail.clone(), detail];
+        let rendered: Vec<Vec<u8>> = details
+            .iter()
+            .map(|d| serde_json::to_vec(d).unwrap())
+            .collect();
+        let spliced = instance_list(7, rendered.iter().map(Vec::as_slice));
+        let typed = crate::model::DescribeDBInstancesResponse {
+            total_count: 7,
+            instance_details: details,
+        };
+        assert_eq!(spliced.as_bytes(), serde_json::to_vec(&typed).unwrap());
+        let empty = instance_list(0, std::iter::empty());
+        assert_eq!(
+            empty.as_bytes(),
+            br#"{"TotalCount":0,"InstanceDetails":[]}"#
+        );
     }
 
     #[test]

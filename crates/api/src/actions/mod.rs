@@ -1,10 +1,14 @@
 //! The mongodb actions: which exist, which mongobak provides, and dispatch.
 //!
-//! Each provided action lives in a module of its area with a typed request
-//! (`parse` from [`Params`]), a handler and a serde response. An action that
-//! exists in the TencentDB for MongoDB API but that mongobak does not provide
-//! (creating instances, billing, ...) answers `UnsupportedOperation`; a name
-//! that is no mongodb action at all answers `InvalidAction`.
+//! Each provided action is one request type and one response type in
+//! [`crate::model`], the types the `mongobak` client sends and reads, and
+//! a handler in a module of its area here. The handler reads its
+//! parameters from [`Params`] (which names the parameter in every error
+//! and caps every list) and answers with the response type, serialized
+//! once into [`Fields`]. An action that exists in the TencentDB for
+//! MongoDB API but that mongobak does not provide (creating instances,
+//! billing, ...) answers `UnsupportedOperation`; a name that is no mongodb
+//! action at all answers `InvalidAction`.
 
 mod backups;
 mod downloads;

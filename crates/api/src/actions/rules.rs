@@ -7,7 +7,6 @@
 //! is checked too (long-term days must suit the long-term interval).
 
 use jiff::Timestamp;
-use serde::Serialize;
 
 use mongobak_catalog::rule::parse_days_csv;
 use mongobak_catalog::{days_csv, BackupRule, LongTermInterval};
@@ -15,6 +14,7 @@ use mongobak_catalog::{days_csv, BackupRule, LongTermInterval};
 use super::backups::check_backup_method;
 use super::{authorize_instance, to_fields, CallContext, Fields};
 use crate::error::{clip, ApiError, ErrorKind};
+use crate::model::{BackupTotalSize, DescribeBackupRulesResponse, SetBackupRulesResponse};
 use crate::params::Params;
 
 // ---------------------------------------------------------------- Describe
@@ -36,13 +36,13 @@ pub(super) async fn describe_backup_rules(
         .into_iter()
         .find(|(id, _, _)| *id == instance.id)
         .map_or((0, 0), |(_, all, oplog)| (all, oplog));
-    to_fields(DescribeResponse {
+    to_fields(DescribeBackupRulesResponse {
         backup_save_time: rule.retention_days,
         backup_time: rule.backup_hour.into(),
         backup_method: rule.backup_method,
         backup_frequency: rule.frequency_hours.into(),
         active_weekdays: days_csv(&rule.active_weekdays),
-        long_term_interval: rule.long_term_interval.as_str(),
+        long_term_interval: rule.long_term_interval.as_str().to_string(),
         long_term_active_days: days_csv(&rule.long_term_active_days),
         long_term_expired_days: rule.long_term_expired_days,
         oplog_expired_days: rule.oplog_expired_days,
@@ -68,35 +68,6 @@ async fn current_rule(ctx: &CallContext<'_>, instance_id: &str) -> Result<Backup
         .unwrap_or_else(|| {
             BackupRule::defaults(instance_id, ctx.api.config.default_retention_days)
         }))
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct DescribeResponse {
-    backup_save_time: i64,
-    backup_time: i64,
-    backup_method: i64,
-    backup_frequency: i64,
-    active_weekdays: String,
-    long_term_interval: &'static str,
-    long_term_active_days: String,
-    long_term_expired_days: i64,
-    oplog_expired_days: i64,
-    backup_version: i64,
-    alert_threshold: i64,
-    backup_total_size: BackupTotalSize,
-    /// Extra field (the SDK models ignore it): whether failures are
-    /// reported.
-    notify: bool,
-}
-
-/// `BackupTotalSize`, bytes. A self-hosted install has no free quota.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct BackupTotalSize {
-    snapshot_size: u64,
-    oplog_size: u64,
-    free_quota: u64,
 }
 
 // ---------------------------------------------------------------- Set
@@ -348,5 +319,5 @@ pub(super) async fn set_backup_rules(
         retention_days = rule.retention_days,
         "backup rule set"
     );
-    Ok(Fields::empty())
+    to_fields(SetBackupRulesResponse {})
 }
