@@ -1,6 +1,6 @@
 """A strict reader of mongodump archives, independent of mongobak's own.
 
-It applies the reader rules of mongorestore (the archive format reference,
+It applies the reader rules of mongorestore (docs/archive-format.md
 §1) to the form current mongodump writes (collection metadata with its
 `type` field): the magic number, the header document, the prelude of
 collection metadata, blocks of a namespace header, data documents and a

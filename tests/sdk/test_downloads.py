@@ -121,7 +121,7 @@ def create_tasks(c, instance_id: str, backup_name: str, sets):
 
 
 def v1_get(server, key: Key, action: str, params: dict, region="ap-guangzhou") -> dict:
-    """A GET signed by hand with HmacSHA256 (protocol reference §1.2), for
+    """A GET signed by hand with HmacSHA256 (docs/protocol.md §1.2), for
     spellings the SDK never sends. Returns the `Response` object."""
     signed = {
         "Action": action,

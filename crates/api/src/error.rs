@@ -2,8 +2,8 @@
 //!
 //! Every failure a client can see is one variant of [`ApiError`]; its wire
 //! code (`code()`) is what the official SDKs put into their exception, so the
-//! spelling of each code is part of our promise (see the protocol reference
-//! §4 and the per-action error lists). Messages name the offending parameter
+//! spelling of each code is part of our promise (see `docs/protocol.md`
+//! §4 and the README's Errors section). Messages name the offending parameter
 //! and never echo secrets, SQL, paths or URIs.
 
 use std::borrow::Cow;

@@ -2,7 +2,7 @@
 //!
 //! [`Api::handle`] takes a request as it came off the wire ([`RawRequest`])
 //! and returns the JSON envelope to send back ([`Reply`]), after these steps,
-//! in this order (protocol reference §1.4):
+//! in this order (`docs/protocol.md` §1.4):
 //!
 //! 1. [`request`]: find the style (TC3 header or v1 `Signature`) and the
 //!    common parameters (`MissingParameter` when one is absent);
@@ -50,7 +50,7 @@ use mongobak_catalog::Catalog;
 /// The only API version of the mongodb service.
 pub const API_VERSION: &str = "2019-07-25";
 
-/// Regions served when the configuration names none (protocol reference §5).
+/// Regions served when the configuration names none (`docs/protocol.md` §5).
 pub const DEFAULT_REGIONS: &[&str] = &[
     "ap-guangzhou",
     "ap-shanghai",

@@ -2,7 +2,7 @@
 //!
 //! JSON bodies arrive as a tree; GET queries and form bodies arrive
 //! flattened with 0-based dotted paths (`BackupSets.0.ReplicaSetId=x`,
-//! protocol reference §1.3). [`unflatten`] turns the flat form into the same
+//! `docs/protocol.md` §1.3). [`unflatten`] turns the flat form into the same
 //! tree, and [`Params`] reads typed values out of it for an action's request
 //! struct, naming the parameter in every error and refusing parameters the
 //! action does not define (`UnknownParameter`).

@@ -1,6 +1,6 @@
 //! From raw HTTP request to an authenticated call.
 //!
-//! The clients send three styles (protocol reference §1): POST JSON or
+//! The clients send three styles (`docs/protocol.md` §1): POST JSON or
 //! GET/POST form with a TC3-HMAC-SHA256 Authorization header and `X-TC-*`
 //! headers, or GET/POST form with the legacy v1 signature where everything,
 //! `Signature` included, is a parameter. [`Envelope::parse`] finds the style
@@ -10,7 +10,7 @@
 //!
 //! Signatures are verified over the bytes as received: the raw body, the raw
 //! query string, and the Host header the client used (with its port, and
-//! without it, since Node.js signs the bare hostname; reference §1.1).
+//! without it, since Node.js signs the bare hostname; `docs/protocol.md` §1.1).
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
@@ -442,7 +442,7 @@ fn verify_v1(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     // The Python SDK signs keys with `_` rewritten to `.` but sends them
-    // unchanged (reference §1.2), so try that spelling too when it differs.
+    // unchanged (`docs/protocol.md` §1.2), so try that spelling too when it differs.
     let dotted: Vec<(String, &str)> = pairs
         .iter()
         .map(|(k, v)| (k.replace('_', "."), v.as_str()))

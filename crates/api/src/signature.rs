@@ -1,6 +1,6 @@
 //! The two request signatures of Tencent Cloud API 3.0, both directions.
 //!
-//! * TC3-HMAC-SHA256 (protocol reference §1.1): an Authorization header over
+//! * TC3-HMAC-SHA256 (`docs/protocol.md` §1.1): an Authorization header over
 //!   a canonical request, with a key derived from the secret, the UTC date
 //!   and the service named in the credential scope.
 //! * The legacy v1 signature (§1.2): HMAC-SHA1 or HMAC-SHA256 over the
@@ -238,7 +238,7 @@ impl Tc3Request<'_> {
 }
 
 /// The Authorization header of a JSON `POST /` signed as the official SDKs
-/// and tccli sign it (§1.1): SignedHeaders `content-type;host`, the body's
+/// and tccli sign it (`docs/protocol.md` §1.1): SignedHeaders `content-type;host`, the body's
 /// hash, the credential scope's date the UTC day of `timestamp`.
 pub fn sign_json_post(
     host: &str,

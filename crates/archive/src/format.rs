@@ -2,7 +2,7 @@
 //! constants, the header and namespace types, name rules, the server
 //! version and the timeseries mapping, and the BSON of the header docs.
 //!
-//! Section numbers refer to `shared/reference/mongodump-archive-format.md`.
+//! Section numbers refer to `docs/archive-format.md`.
 
 use std::fmt;
 use std::str::FromStr;

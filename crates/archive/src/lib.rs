@@ -1,8 +1,8 @@
 //! mongodump archives: the single-stream format of `mongodump --archive`
 //! (format "0.1"), which `mongorestore --archive[=FILE] [--gzip]` reads.
 //!
-//! The rules come from `shared/reference/mongodump-archive-format.md`;
-//! section numbers in the docs refer to it.
+//! The rules are those of `docs/archive-format.md`; the section numbers in
+//! parentheses in these docs refer to it.
 //!
 //! # What it does
 //! - [`ArchiveWriter`] writes an archive: MAGIC, header, prelude of

@@ -1,5 +1,5 @@
-//! The `.metadata.json` text of a namespace (section 3 of the format
-//! reference), as mongodump writes it and mongorestore parses it.
+//! The `.metadata.json` text of a namespace (`docs/archive-format.md` §3),
+//! as mongodump writes it and mongorestore parses it.
 
 use serde_json::{Map, Value};
 

@@ -1,5 +1,5 @@
 //! [`ArchiveReader`]: reads a mongodump archive and checks every rule
-//! mongorestore enforces (sections 1 and 1.5 of the format reference).
+//! mongorestore enforces (`docs/archive-format.md` §1 and §1.5).
 //!
 //! The reader is an iterator of [`Event`]s; the first error ends it. It
 //! reads the stream once, keeps one document in memory at a time, and

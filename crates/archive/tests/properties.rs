@@ -20,8 +20,8 @@ fn read_all(bytes: &[u8]) -> bool {
 fn seeds() -> Vec<Vec<u8>> {
     vec![
         testdata("synthetic/worked-example.archive"),
-        testdata("archives/mongo-tools/dump-w-oplog.archive"),
-        testdata("archives/mongo-tools/timeseries-dump.archive"),
+        testdata("mongo-tools/dump-w-oplog.archive"),
+        testdata("mongo-tools/timeseries-dump.archive"),
     ]
 }
 

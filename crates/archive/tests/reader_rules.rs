@@ -1,4 +1,4 @@
-//! Each reader rule of the format reference, on hand-built archives.
+//! Each reader rule of `docs/archive-format.md` §1, on hand-built archives.
 
 use mongobak_archive::{ArchiveReader, Namespace, ReadError, ReadErrorKind, MAGIC, TERMINATOR};
 use mongodb::bson::rawdoc;

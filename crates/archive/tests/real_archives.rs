@@ -1,4 +1,5 @@
-//! The archives mongodump wrote, from `shared/testdata/mongodump/archives`
+//! The test vectors of `testdata/mongodump`: the archives mongodump wrote
+//! (from mongo-tools) and the synthetic ones built to the same rules
 //! (expectations from its README).
 
 use mongobak_archive::{
@@ -31,7 +32,7 @@ fn prelude(summary: &ArchiveSummary) -> Vec<(String, NamespaceKind)> {
 
 #[test]
 fn test_bar_archive() {
-    let s = verify("archives/mongo-tools/test.bar.archive");
+    let s = verify("mongo-tools/test.bar.archive");
     assert_eq!(s.archive_bytes, 896);
     assert_eq!(s.header.tool_version, "r3.4.3");
     assert_eq!(s.header.server_version, "3.4.3");
@@ -55,7 +56,7 @@ fn test_bar_archive() {
 
 #[test]
 fn dump_with_oplog() {
-    let s = verify("archives/mongo-tools/dump-w-oplog.archive");
+    let s = verify("mongo-tools/dump-w-oplog.archive");
     assert_eq!(s.archive_bytes, 4506);
     assert_eq!(s.header.server_version, "4.0.2");
     assert_eq!(s.header.tool_version, "r4.1.3-4-gd9eefb54");
@@ -77,7 +78,7 @@ fn dump_with_oplog() {
 
 #[test]
 fn bad_format_fails_on_its_metadata_json() {
-    let bytes = testdata("archives/mongo-tools/bad-format.archive");
+    let bytes = testdata("mongo-tools/bad-format.archive");
     assert_eq!(bytes.len(), 571);
     let err = ArchiveReader::new(&bytes[..]).err().expect("must fail");
     assert!(
@@ -95,7 +96,7 @@ fn bad_format_fails_on_its_metadata_json() {
 
 #[test]
 fn timeseries_dump() {
-    let s = verify("archives/mongo-tools/timeseries-dump.archive");
+    let s = verify("mongo-tools/timeseries-dump.archive");
     assert_eq!(s.archive_bytes, 39_725);
     assert_eq!(s.header.server_version, "5.0.0-rc0");
     assert_eq!(
@@ -121,12 +122,18 @@ fn timeseries_dump() {
     );
 }
 
+/// The form current mongodump writes: prelude entries with `type`, users,
+/// roles and system.version before the data.
 #[test]
-fn mongodump_parser_test_dump() {
-    let s = verify("archives/mongodump-parser/test.dump");
-    assert_eq!(s.archive_bytes, 50_481);
-    assert_eq!(s.header.tool_version, "100.7.1");
-    assert_eq!(s.header.server_version, "8.0.3-120-gbc35ab4");
+fn users_and_roles_archive() {
+    let s = verify("synthetic/users-and-roles.archive");
+    assert_eq!(s.archive_bytes, 48_879);
+    assert_eq!(s.header.tool_version, "generate.py");
+    assert_eq!(s.header.server_version, "8.0.4");
+    assert!(s
+        .prelude
+        .iter()
+        .all(|m| m.kind == NamespaceKind::Collection));
     let body = body(&s);
     let names: Vec<&str> = body.iter().map(|b| b.0.as_str()).collect();
     assert_eq!(
@@ -140,17 +147,20 @@ fn mongodump_parser_test_dump() {
     );
     let counts: Vec<u64> = body.iter().map(|b| b.1).collect();
     assert_eq!(counts, [4, 4, 2, 1500]);
-    assert_eq!(body[0].2, 6_631_235_880_845_488_483);
-    assert_eq!(body[1].2, 7_955_243_537_262_684_229);
-    // The two CRCs the README calls negative as int64.
+    // Three of the four CRCs are negative as the int64 the EOF header stores.
+    assert_eq!(body[0].2, 1_143_733_726_269_728_682);
+    assert_eq!(body[1].2, -3_334_346_040_425_581_838);
     assert_eq!(body[2].2, -3_666_772_444_020_471_117);
-    assert!(body[3].2 < 0);
+    assert_eq!(body[3].2, -4_782_047_450_342_995_613);
 }
 
+/// `--archive --gzip`: one gzip member over the whole stream, with the
+/// header Go's compress/gzip writes, around an archive of an older tool
+/// (no `type` in the prelude) whose one namespace is a single segment of
+/// 1.5 MB.
 #[test]
-fn payment_company_gzip_archive() {
-    let gz = testdata("archives/payment-company/transaction.agz");
-    assert_eq!(gz.len(), 306_388);
+fn whole_stream_gzip_archive() {
+    let gz = testdata("synthetic/whole-stream-gzip.agz");
     assert_eq!(&gz[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
 
     // Read as is, it is not an archive, and the error says why.
@@ -163,15 +173,19 @@ fn payment_company_gzip_archive() {
     );
 
     let s = ArchiveReader::verify(gunzip(&gz[..])).unwrap();
-    assert_eq!(s.archive_bytes, 1_682_950);
-    assert_eq!(s.header.tool_version, "r4.2.14");
-    assert_eq!(s.header.server_version, "4.2.22");
+    assert_eq!(s.archive_bytes, 1_540_476);
+    assert_eq!(s.header.tool_version, "generate.py");
+    assert_eq!(s.header.server_version, "4.2.25");
+    assert_eq!(
+        prelude(&s),
+        [("shop.payments".into(), NamespaceKind::Unspecified)]
+    );
     assert_eq!(s.namespaces.len(), 1);
     let ns = &s.namespaces[0];
-    assert_eq!(ns.namespace.to_string(), "zibal_db.transaction");
-    assert_eq!(ns.documents, 21_850);
+    assert_eq!(ns.namespace.to_string(), "shop.payments");
+    assert_eq!(ns.documents, 20_000);
     assert_eq!(ns.segments, 1);
-    assert_eq!(ns.crc, 4_315_425_972_707_995_354);
+    assert_eq!(ns.crc, 5_612_915_214_740_835_578);
 }
 
 /// mongo-tools cuts test.bar.archive at 10% steps to check that restore
@@ -179,8 +193,8 @@ fn payment_company_gzip_archive() {
 #[test]
 fn every_truncation_fails() {
     for path in [
-        "archives/mongo-tools/test.bar.archive",
-        "archives/mongo-tools/dump-w-oplog.archive",
+        "mongo-tools/test.bar.archive",
+        "mongo-tools/dump-w-oplog.archive",
         "synthetic/worked-example.archive",
     ] {
         let bytes = testdata(path);
@@ -195,7 +209,7 @@ fn every_truncation_fails() {
 
 #[test]
 fn trailing_bytes_and_padding_fail() {
-    let bytes = testdata("archives/mongo-tools/test.bar.archive");
+    let bytes = testdata("mongo-tools/test.bar.archive");
     for extra in [
         &[0_u8][..],
         &[0, 0],
@@ -219,8 +233,8 @@ fn trailing_bytes_and_padding_fail() {
 #[test]
 fn rewriting_modern_archives_is_byte_identical() {
     for path in [
-        "archives/mongodump-parser/test.dump",
-        "archives/mongo-tools/timeseries-dump.archive",
+        "synthetic/users-and-roles.archive",
+        "mongo-tools/timeseries-dump.archive",
     ] {
         let original = testdata(path);
         assert_eq!(rewrite(&original), original, "{path}");
@@ -256,7 +270,7 @@ fn rewrite(original: &[u8]) -> Vec<u8> {
 
 #[test]
 fn reading_events_yields_every_document() {
-    let bytes = testdata("archives/mongo-tools/dump-w-oplog.archive");
+    let bytes = testdata("mongo-tools/dump-w-oplog.archive");
     let mut documents = 0;
     let mut bytes_seen = 0;
     for event in ArchiveReader::new(&bytes[..]).unwrap() {

@@ -1,28 +1,16 @@
-//! Test helpers: the shared test data, BSON documents, hand-built archives.
+//! Test helpers: the test vectors of `testdata/mongodump`, BSON documents,
+//! hand-built archives.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use mongobak_archive::{ArchiveHeader, NamespaceKind, NamespaceMeta, MAGIC, TERMINATOR};
 use mongodb::bson::{rawdoc, RawDocumentBuf};
 
-/// `shared/`: `$MONGOBAK_SHARED`, else the `shared` folder beside the
-/// checkout (`$CARGO_MANIFEST_DIR/../../../shared`).
-pub fn shared_dir() -> PathBuf {
-    let dir = match std::env::var_os("MONGOBAK_SHARED") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
-    assert!(
-        dir.join("testdata/mongodump").is_dir(),
-        "shared test data not found at {}: set MONGOBAK_SHARED to the folder holding testdata/mongodump",
-        dir.display()
-    );
-    dir
-}
-
-/// Bytes of a file under `shared/testdata/mongodump/`.
+/// Bytes of a file under `testdata/mongodump/` at the top of the repository.
 pub fn testdata(path: &str) -> Vec<u8> {
-    let path = shared_dir().join("testdata/mongodump").join(path);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/mongodump")
+        .join(path);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 

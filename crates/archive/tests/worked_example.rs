@@ -1,4 +1,4 @@
-//! Section 5 of the format reference, byte for byte.
+//! The worked example of `docs/archive-format.md` §5, byte for byte.
 
 use mongobak_archive::{
     metadata_json, ArchiveHeader, ArchiveReader, ArchiveWriter, NamespaceKind, NamespaceMeta,

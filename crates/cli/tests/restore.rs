@@ -1,5 +1,5 @@
-//! `mongobak verify` and `mongobak restore` on the real mongodump archives
-//! of the test data, and into real SecantusDB servers.
+//! `mongobak verify` and `mongobak restore` on the mongodump archives of
+//! `testdata/mongodump`, and into real SecantusDB servers.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -8,17 +8,11 @@ use mongobak_testkit::snapshot::{archive_documents, documents};
 use mongobak_testkit::MongoServer;
 use mongodb::bson::{doc, Document, RawDocumentBuf};
 
+/// A file under `testdata/mongodump/` at the top of the repository.
 fn testdata(name: &str) -> PathBuf {
-    let shared = std::env::var_os("MONGOBAK_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    let path = shared.join("testdata/mongodump/archives").join(name);
-    assert!(
-        path.exists(),
-        "test data not found at {}; set MONGOBAK_SHARED",
-        path.display()
-    );
-    path
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/mongodump")
+        .join(name)
 }
 
 fn mongobak(args: &[&str]) -> Output {
@@ -39,8 +33,8 @@ fn text(output: &Output) -> String {
 #[test]
 fn verify_counts_the_real_archives() {
     for (name, expected) in [
-        ("mongodump-parser/test.dump", "1500 documents"),
-        ("payment-company/transaction.agz", "21850 documents"),
+        ("synthetic/users-and-roles.archive", "1500 documents"),
+        ("synthetic/whole-stream-gzip.agz", "20000 documents"),
         ("mongo-tools/dump-w-oplog.archive", "25 documents"),
     ] {
         let path = testdata(name);
@@ -81,7 +75,7 @@ fn verify_checks_the_sha256_beside_the_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_puts_the_documents_back() {
     let target = MongoServer::start().await;
-    let archive = testdata("mongodump-parser/test.dump");
+    let archive = testdata("synthetic/users-and-roles.archive");
     let out = mongobak(&[
         "restore",
         "--file",
@@ -98,7 +92,7 @@ async fn restore_puts_the_documents_back() {
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1500);
 
     // Filters and --drop.
-    let gz = testdata("payment-company/transaction.agz");
+    let gz = testdata("synthetic/whole-stream-gzip.agz");
     let out = mongobak(&[
         "restore",
         "--file",
@@ -106,7 +100,7 @@ async fn restore_puts_the_documents_back() {
         "--uri",
         &target.uri(),
         "--ns-exclude",
-        "zibal_db.*",
+        "shop.*",
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!target
@@ -114,7 +108,7 @@ async fn restore_puts_the_documents_back() {
         .list_database_names()
         .await
         .unwrap()
-        .contains(&"zibal_db".to_string()));
+        .contains(&"shop".to_string()));
     let out = mongobak(&[
         "restore",
         "--file",
@@ -177,8 +171,8 @@ async fn each_real_archive_restores_to_the_documents_it_holds() {
         "mongo-tools/test.bar.archive",
         "mongo-tools/dump-w-oplog.archive",
         "mongo-tools/timeseries-dump.archive",
-        "mongodump-parser/test.dump",
-        "payment-company/transaction.agz",
+        "synthetic/users-and-roles.archive",
+        "synthetic/whole-stream-gzip.agz",
     ] {
         let path = testdata(name);
         let bytes = std::fs::read(&path).unwrap();

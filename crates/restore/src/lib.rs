@@ -2,7 +2,7 @@
 //! mongobak download hands out) into a MongoDB deployment through the
 //! official driver: what `mongorestore --archive [--gzip] [--drop]
 //! [--oplogReplay] [--nsInclude/--nsExclude]` does, with the same rules
-//! (section 1.5 and 3 of `shared/reference/mongodump-archive-format.md`).
+//! (`docs/archive-format.md` §1.5 and §3).
 //!
 //! # What it does
 //! [`restore_archive`] reads the archive once, verifying it as it goes

@@ -1,4 +1,4 @@
-//! From a namespace's metadata JSON (section 3 of the format reference) to
+//! From a namespace's metadata JSON (`docs/archive-format.md` §3) to
 //! the commands that recreate it: the `create` command with its options and
 //! `idIndex`, and the `createIndexes` specifications.
 //!

@@ -1,5 +1,5 @@
-//! Oplog replay (design 5.11): the `"".oplog` entries of an archive applied
-//! in order after the data and indexes.
+//! Oplog replay (`docs/archive-format.md` §2): the `"".oplog` entries of an
+//! archive applied in order after the data and indexes.
 //!
 //! Where the server has `applyOps` each insert, update and delete goes
 //! through it, as mongorestore does (without `ui`: the restored collections

@@ -1,14 +1,15 @@
 //! Time series documents: buckets back to measurements.
 //!
 //! A MongoDB time series collection `X` (source before 8.3) keeps its data
-//! in `system.buckets.X`, one bucket per group of measurements:
-//! `{_id, control: {version, min, max}, meta, data: {<field>: {"0": v,
-//! "1": v, ...}}}`. A target that has a buckets collection takes the
-//! buckets as they are. A target without one (SecantusDB stores a time
-//! series as plain measurement documents in `X`, design 5.12) needs the
-//! measurements back: measurement `i` is every column's entry `"i"`, plus
-//! the bucket's `meta` under the `metaField`. Fields come out as `_id`,
-//! the time field, the meta field, then the other columns in bucket order.
+//! in `system.buckets.X` (`docs/archive-format.md` §1.5), one bucket per
+//! group of measurements: `{_id, control: {version, min, max}, meta, data:
+//! {<field>: {"0": v, "1": v, ...}}}`. A target that has a buckets
+//! collection takes the buckets as they are. A target without one
+//! (SecantusDB stores a time series as plain measurement documents in `X`)
+//! needs the measurements back: measurement `i` is every column's entry
+//! `"i"`, plus the bucket's `meta` under the `metaField`. Fields come out
+//! as `_id`, the time field, the meta field, then the other columns in
+//! bucket order.
 //!
 //! Buckets of `control.version` 2 and later hold BSON column-compressed
 //! data (BinData subtype 7); they are reported, not decoded.

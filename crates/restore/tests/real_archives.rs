@@ -1,5 +1,6 @@
-//! The real mongodump archives of `shared/testdata/mongodump/archives`
-//! restored into fresh SecantusDB servers.
+//! The test vectors of `testdata/mongodump` (mongodump's archives and the
+//! synthetic ones built to the same rules) restored into fresh SecantusDB
+//! servers.
 
 use mongobak_restore::{NamespaceKind, OplogMethod, Progress, RestoreError, RestoreOptions};
 use mongobak_testkit::MongoServer;
@@ -16,7 +17,7 @@ fn sorted(mut docs: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 async fn test_bar_archive_of_mongodb_3_4() {
     let server = MongoServer::start().await;
     let client = server.client();
-    let bytes = testdata("archives/mongo-tools/test.bar.archive");
+    let bytes = testdata("mongo-tools/test.bar.archive");
     let expected = archive_documents(&bytes);
     let report = restore(bytes, &client, &RestoreOptions::default())
         .await
@@ -36,7 +37,7 @@ async fn test_bar_archive_of_mongodb_3_4() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dump_with_oplog_replays_its_oplog() {
-    let bytes = testdata("archives/mongo-tools/dump-w-oplog.archive");
+    let bytes = testdata("mongo-tools/dump-w-oplog.archive");
     let expected = archive_documents(&bytes);
     assert_eq!(expected["test.foo"].len(), 25);
     assert_eq!(expected[".oplog"].len(), 18);
@@ -119,7 +120,7 @@ async fn dump_with_oplog_replays_its_oplog() {
 async fn timeseries_buckets_become_measurements() {
     let server = MongoServer::start().await;
     let client = server.client();
-    let bytes = testdata("archives/mongo-tools/timeseries-dump.archive");
+    let bytes = testdata("mongo-tools/timeseries-dump.archive");
     let expected = archive_documents(&bytes);
     let buckets = &expected["timeseries_test.system.buckets.foo_ts"];
     assert_eq!(buckets.len(), 10);
@@ -219,7 +220,7 @@ async fn timeseries_buckets_become_measurements() {
 async fn modern_dump_with_users_and_roles() {
     let server = MongoServer::start().await;
     let client = server.client();
-    let bytes = testdata("archives/mongodump-parser/test.dump");
+    let bytes = testdata("synthetic/users-and-roles.archive");
     let expected = archive_documents(&bytes);
     let report = restore(bytes, &client, &RestoreOptions::default())
         .await
@@ -277,24 +278,24 @@ async fn modern_dump_with_users_and_roles() {
 async fn gzipped_archive() {
     let server = MongoServer::start().await;
     let client = server.client();
-    let bytes = testdata("archives/payment-company/transaction.agz");
+    let bytes = testdata("synthetic/whole-stream-gzip.agz");
     let expected = archive_documents(&bytes);
     let options = RestoreOptions {
         batch_documents: 500,
         ..RestoreOptions::default()
     };
     let report = restore(bytes, &client, &options).await.unwrap();
-    let restored = documents(&client, "zibal_db", "transaction").await;
-    assert_eq!(restored.len(), 21_850);
-    assert_eq!(restored, sorted(expected["zibal_db.transaction"].clone()));
-    assert_eq!(report.inserted(), 21_850);
+    let restored = documents(&client, "shop", "payments").await;
+    assert_eq!(restored.len(), 20_000);
+    assert_eq!(restored, sorted(expected["shop.payments"].clone()));
+    assert_eq!(report.inserted(), 20_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_format_archive_fails_cleanly() {
     let server = MongoServer::start().await;
     let client = server.client();
-    let bytes = testdata("archives/mongo-tools/bad-format.archive");
+    let bytes = testdata("mongo-tools/bad-format.archive");
     let error = restore(bytes, &client, &RestoreOptions::default())
         .await
         .unwrap_err();
@@ -304,7 +305,7 @@ async fn bad_format_archive_fails_cleanly() {
     assert!(collection_names(&client, "test").await.is_empty());
 
     // A truncated archive fails too, naming what is missing.
-    let mut cut = testdata("archives/mongo-tools/dump-w-oplog.archive");
+    let mut cut = testdata("mongo-tools/dump-w-oplog.archive");
     cut.truncate(cut.len() - 100);
     let other = MongoServer::start().await;
     let error = restore(cut, &other.client(), &RestoreOptions::default())

@@ -3,7 +3,7 @@
 //! Routes:
 //! * `GET|POST /`: Tencent Cloud API 3.0. Every answer, errors included, is
 //!   HTTP 200 with `Content-Type: application/json` exactly: the Python SDK
-//!   only looks for an `Error` under that exact type (protocol reference §3).
+//!   only looks for an `Error` under that exact type (`docs/protocol.md` §3).
 //! * `GET /healthz`: the process is up.
 //! * `GET /readyz`: the metadata store and the blob storage answer, and
 //!   the data folder's file system has the configured free space.

@@ -1,6 +1,7 @@
 //! The backup catalog: CreateBackupDBInstance, DescribeAsyncRequestInfo,
 //! DescribeDBBackups, DeleteDBBackups and ModifyBackupExpireTime
-//! (fields and codes per the backup actions reference §3-7).
+//! (fields per the SDK's models, parameters per the README's API
+//! reference, codes per `docs/protocol.md` §4 and `crate::error`).
 //!
 //! Backups are taken asynchronously by the backup runner; these handlers
 //! only queue, read and change catalog rows, and delete stored data.

@@ -1,8 +1,9 @@
 //! DescribeDBInstances: the registered deployments, as TencentDB lists them.
 //!
-//! Fields and filters follow the backup actions reference §10. mongobak does
-//! not manage servers, so fields about billing, sizing and networks carry the
-//! neutral values TencentDB uses for "none" (0, "", empty lists); what is
+//! Fields and filters follow the SDK's `InstanceDetail` model and the
+//! README's API reference. mongobak does not manage servers, so fields
+//! about billing, sizing and networks carry the neutral values TencentDB
+//! uses for "none" (0, "", empty lists); what is
 //! known (ID, name, region, cluster type, replica sets, address, creation
 //! time, the server version a connection saw, the mongos hosts given) is
 //! real. docs/api.md says what each field holds.

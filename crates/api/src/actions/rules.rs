@@ -1,5 +1,6 @@
-//! Automatic backup rules: DescribeBackupRules and SetBackupRules (fields,
-//! ranges and codes per the backup actions reference §8-9).
+//! Automatic backup rules: DescribeBackupRules and SetBackupRules (fields
+//! per the SDK's models, parameters per the README's API reference; the
+//! ranges are checked below).
 //!
 //! SetBackupRules changes only the parameters it is given; the others keep
 //! their current value (the defaults for an instance never configured).
