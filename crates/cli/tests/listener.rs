@@ -84,10 +84,10 @@ async fn slow_and_idle_clients_are_closed_while_others_are_served() {
         ),
     );
     let addr = server.addr;
-    let http = Http::default();
+    let http = root_http();
     let backup = take_backup(&http, addr, INSTANCE).await;
     create_task(&http, addr, INSTANCE, &backup).await;
-    let url = wait_for("the packaged file", Duration::from_secs(120), || async {
+    let url = eventually(Duration::from_secs(120), "the packaged file", || async {
         let task = tasks(&http, addr, INSTANCE).await.pop()?;
         assert_ne!(task["Status"], 3, "packaging failed: {task}");
         (task["Status"] == 2).then(|| task["Url"].as_str().unwrap().to_string())
@@ -185,7 +185,7 @@ async fn connections_past_the_cap_wait_and_readiness_names_a_full_disk() {
         "header_read_timeout_secs = 10\nidle_timeout_secs = 10\nmax_connections = 4",
     );
     let addr = server.addr;
-    let http = Http::default();
+    let http = root_http();
     let health = format!("http://{addr}/healthz");
     assert_eq!(http.get(&health).await.unwrap().status, 200);
     assert_eq!(

@@ -20,7 +20,7 @@ const INSTANCE: &str = "cmgo-gone0001";
 /// A finished download of `backup`: its task ID and URL.
 async fn downloaded(http: &Http, addr: SocketAddr, backup: &str) -> (u64, String) {
     create_task(http, addr, INSTANCE, backup).await;
-    let task = wait_for("the download file", Duration::from_secs(120), || async {
+    let task = eventually(Duration::from_secs(120), "the download file", || async {
         tasks(http, addr, INSTANCE)
             .await
             .into_iter()
@@ -73,7 +73,7 @@ async fn deleted_and_expired_backups_retire_their_downloads() {
     std::fs::write(&config_path, config(&data, INSTANCE, &mongo.uri(), "")).unwrap();
     let store = store_of(dir.path(), &data);
     let mut server = Mongobak::start(&config_path, &dir.path().join("serve.log"));
-    let http = Http::default();
+    let http = root_http();
     let addr = server.addr;
 
     let deleted = take_backup(&http, addr, INSTANCE).await;
@@ -140,9 +140,9 @@ async fn deleted_and_expired_backups_retire_their_downloads() {
     let server = Mongobak::start(&config_path, &dir.path().join("again.log"));
     let addr = server.addr;
     let prefix = format!("downloads/{expiring_task}/");
-    wait_for(
-        "the expired file deleted",
+    eventually(
         Duration::from_secs(60),
+        "the expired file deleted",
         || async {
             objects_under(&store, &prefix)
                 .await
