@@ -216,6 +216,7 @@ async fn packaging_survives_kill_9_at_random_moments() {
         let logs: Vec<PathBuf> = (0..=generation).map(log).collect();
         let window = typical_run(&logs) * 6 / 5;
         let delay = rand::rng().random_range(Duration::ZERO..window);
+        // The pause is the point: the kill lands at a random moment.
         tokio::time::sleep(delay).await;
         let tasks = tasks(&http, server.addr, INSTANCE).await;
         seen.record(&http, generation, &tasks).await;

@@ -128,6 +128,8 @@ async fn deleted_and_expired_backups_retire_their_downloads() {
         .await;
     assert_eq!(code_of(&answer), None, "{answer}");
     assert_eq!(answer["FailedBackups"], json!([]), "{answer}");
+    // Waiting out the clock is the point: the URL must fail the moment the
+    // expiry passes, not whenever something cleans up.
     let wait = expire_at.duration_since(jiff::Timestamp::now());
     tokio::time::sleep(Duration::try_from(wait).unwrap_or_default() + Duration::from_secs(1)).await;
     assert_gone(&http, &expiring_url).await;

@@ -91,6 +91,7 @@ async fn an_s3_outage_of_twenty_seconds_during_packaging_is_retried() {
         }
         assert_ne!(status, 3, "failed for good during the outage: {task}");
         assert_ne!(status, 2, "done while the storage was down: {task}");
+        // A look every 200 ms through the whole outage.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     moto.resume();
