@@ -36,6 +36,8 @@ pub struct Api {
 impl Api {
     /// A client with a time limit per exchange.
     pub fn new() -> anyhow::Result<Api> {
+        // TLS through rustls with ring, as mongobak itself.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build()?;
         Ok(Api { http })
     }

@@ -269,6 +269,9 @@ impl ApiClient {
             Some(port) => format!("{}:{port}", parsed.host_str().unwrap_or_default()),
             None => parsed.host_str().unwrap_or_default().to_string(),
         };
+        // TLS through rustls with ring, as the rest of mongobak; the
+        // provider is process-wide, and one installed earlier is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)

@@ -318,7 +318,7 @@ async fn an_interrupted_download_resumes_and_a_damaged_file_is_kept_aside() {
     insert_random(&mongo.client(), "big", "docs", 3000, 1024).await;
     let expected = snapshot(&mongo.client()).await.unwrap();
     let (server, dir) = serve(&mongo.uri());
-    let http = Http::default();
+    let http = root_http();
     let backup = take_backup(&http, server.addr, INSTANCE).await;
     let home = dir.path();
     let addr = Some(server.addr);
@@ -331,7 +331,7 @@ async fn an_interrupted_download_resumes_and_a_damaged_file_is_kept_aside() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let part = wait_for("a partial file", Duration::from_secs(120), || async {
+    let part = eventually(Duration::from_secs(120), "a partial file", || async {
         files_under(&out_dir).into_iter().find(|f| {
             f.to_string_lossy().ends_with(".part")
                 && std::fs::metadata(f).is_ok_and(|m| m.len() >= 256 * 1024)

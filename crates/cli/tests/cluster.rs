@@ -54,7 +54,7 @@ impl Cluster {
 async fn sixty_requests_over_three_nodes_within_a_second_accept_twenty() {
     let cluster = Cluster::start("mongodb://127.0.0.1:1/", "").await;
     let addrs = cluster.addrs();
-    let http = Http::default();
+    let http = root_http();
     // Warm the connections' first use out of the timed second.
     for addr in &addrs {
         let listed = http.call(*addr, "DescribeDBInstances", json!({})).await;
@@ -110,9 +110,9 @@ async fn sixty_requests_over_three_nodes_within_a_second_accept_twenty() {
 async fn a_signature_used_on_one_node_is_refused_by_the_others() {
     let cluster = Cluster::start("mongodb://127.0.0.1:1/", "").await;
     let addrs = cluster.addrs();
-    let http = Http::default();
+    let http = root_http();
 
-    let poll = SignedCall::as_sdk(addrs[0], json!({"InstanceId": INSTANCE, "BackupMethod": 0}));
+    let poll = http.sign_as_sdk(addrs[0], json!({"InstanceId": INSTANCE, "BackupMethod": 0}));
     for addr in &addrs {
         let listed = http.send_call(*addr, "DescribeDBBackups", &poll).await;
         assert_eq!(code_of(&listed), None, "{listed}");
@@ -129,7 +129,7 @@ async fn a_signature_used_on_one_node_is_refused_by_the_others() {
             .contains("replayed"));
     }
 
-    let create = SignedCall::as_sdk(
+    let create = http.sign_as_sdk(
         addrs[0],
         json!({"InstanceId": INSTANCE, "BackupMethod": 0, "BackupRemark": "once"}),
     );
@@ -214,7 +214,7 @@ async fn thirty_tasks_over_three_nodes_survive_a_node_killed_half_way() {
     );
     let mut cluster = Cluster::start(&uri, &extra).await;
     let addrs = cluster.addrs();
-    let http = Http::default();
+    let http = root_http();
 
     // 30 backups, 6 of each instance, asked of the nodes in turn; the
     // instances' backups run at once on whichever nodes claim them.

@@ -168,7 +168,7 @@ async fn packaging_survives_kill_9_at_random_moments() {
     )
     .unwrap();
     let log = |generation: usize| dir.path().join(format!("serve-{generation}.log"));
-    let http = Http::default();
+    let http = root_http();
     let mut generation = 0;
     let mut server = Mongobak::start(&config_path, &log(generation));
     let mut seen = Seen::default();
@@ -176,7 +176,7 @@ async fn packaging_survives_kill_9_at_random_moments() {
     // One uninterrupted task first: how long packaging takes here.
     let first = take_backup(&http, server.addr, INSTANCE).await;
     create_task(&http, server.addr, INSTANCE, &first).await;
-    wait_for("the first task", Duration::from_secs(60), || async {
+    eventually(Duration::from_secs(60), "the first task", || async {
         let tasks = tasks(&http, server.addr, INSTANCE).await;
         (tasks[0]["Status"] == 2).then_some(())
     })
@@ -216,6 +216,7 @@ async fn packaging_survives_kill_9_at_random_moments() {
         let logs: Vec<PathBuf> = (0..=generation).map(log).collect();
         let window = typical_run(&logs) * 6 / 5;
         let delay = rand::rng().random_range(Duration::ZERO..window);
+        // The pause is the point: the kill lands at a random moment.
         tokio::time::sleep(delay).await;
         let tasks = tasks(&http, server.addr, INSTANCE).await;
         seen.record(&http, generation, &tasks).await;

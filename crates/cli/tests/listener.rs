@@ -64,6 +64,7 @@ async fn trickle(addr: SocketAddr) -> Duration {
             if write.write_all(&[byte]).await.is_err() {
                 return;
             }
+            // The pause is the point: a trickling client.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
@@ -84,10 +85,10 @@ async fn slow_and_idle_clients_are_closed_while_others_are_served() {
         ),
     );
     let addr = server.addr;
-    let http = Http::default();
+    let http = root_http();
     let backup = take_backup(&http, addr, INSTANCE).await;
     create_task(&http, addr, INSTANCE, &backup).await;
-    let url = wait_for("the packaged file", Duration::from_secs(120), || async {
+    let url = eventually(Duration::from_secs(120), "the packaged file", || async {
         let task = tasks(&http, addr, INSTANCE).await.pop()?;
         assert_ne!(task["Status"], 3, "packaging failed: {task}");
         (task["Status"] == 2).then(|| task["Url"].as_str().unwrap().to_string())
@@ -108,6 +109,7 @@ async fn slow_and_idle_clients_are_closed_while_others_are_served() {
         assert_eq!(again.status, 200);
         assert_eq!(again.body, file.body);
         served += 1;
+        // A round every 200 ms for as long as the tricklers hold on.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(served >= 3, "only {served} rounds served");
@@ -185,7 +187,7 @@ async fn connections_past_the_cap_wait_and_readiness_names_a_full_disk() {
         "header_read_timeout_secs = 10\nidle_timeout_secs = 10\nmax_connections = 4",
     );
     let addr = server.addr;
-    let http = Http::default();
+    let http = root_http();
     let health = format!("http://{addr}/healthz");
     assert_eq!(http.get(&health).await.unwrap().status, 200);
     assert_eq!(
@@ -202,12 +204,15 @@ async fn connections_past_the_cap_wait_and_readiness_names_a_full_disk() {
     for _ in 0..4 {
         holders.push(TcpStream::connect(addr).await.unwrap());
     }
+    // The listener gives no sign of having taken them, so there is nothing
+    // to poll: leave it time to.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let waiting = tokio::spawn({
         let http = http.clone();
         let health = health.clone();
         async move { (http.get(&health).await, Instant::now()) }
     });
+    // The pause is the point: the fifth is still waiting after it.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         !waiting.is_finished(),

@@ -84,10 +84,10 @@ async fn every_file_the_server_writes_is_its_owners_whatever_the_umask() {
     std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let server = start_with_umask(&config_path, &dir.path().join("serve.log"), 0o000);
-    let http = Http::default();
+    let http = root_http();
     let backup = take_backup(&http, server.addr, "cmgo-priv0001").await;
     create_task(&http, server.addr, "cmgo-priv0001", &backup).await;
-    let task = wait_for("the download file", Duration::from_secs(120), || async {
+    let task = eventually(Duration::from_secs(120), "the download file", || async {
         tasks(&http, server.addr, "cmgo-priv0001")
             .await
             .into_iter()

@@ -20,7 +20,7 @@ const INSTANCE: &str = "cmgo-gone0001";
 /// A finished download of `backup`: its task ID and URL.
 async fn downloaded(http: &Http, addr: SocketAddr, backup: &str) -> (u64, String) {
     create_task(http, addr, INSTANCE, backup).await;
-    let task = wait_for("the download file", Duration::from_secs(120), || async {
+    let task = eventually(Duration::from_secs(120), "the download file", || async {
         tasks(http, addr, INSTANCE)
             .await
             .into_iter()
@@ -73,7 +73,7 @@ async fn deleted_and_expired_backups_retire_their_downloads() {
     std::fs::write(&config_path, config(&data, INSTANCE, &mongo.uri(), "")).unwrap();
     let store = store_of(dir.path(), &data);
     let mut server = Mongobak::start(&config_path, &dir.path().join("serve.log"));
-    let http = Http::default();
+    let http = root_http();
     let addr = server.addr;
 
     let deleted = take_backup(&http, addr, INSTANCE).await;
@@ -128,6 +128,8 @@ async fn deleted_and_expired_backups_retire_their_downloads() {
         .await;
     assert_eq!(code_of(&answer), None, "{answer}");
     assert_eq!(answer["FailedBackups"], json!([]), "{answer}");
+    // Waiting out the clock is the point: the URL must fail the moment the
+    // expiry passes, not whenever something cleans up.
     let wait = expire_at.duration_since(jiff::Timestamp::now());
     tokio::time::sleep(Duration::try_from(wait).unwrap_or_default() + Duration::from_secs(1)).await;
     assert_gone(&http, &expiring_url).await;
@@ -140,9 +142,9 @@ async fn deleted_and_expired_backups_retire_their_downloads() {
     let server = Mongobak::start(&config_path, &dir.path().join("again.log"));
     let addr = server.addr;
     let prefix = format!("downloads/{expiring_task}/");
-    wait_for(
-        "the expired file deleted",
+    eventually(
         Duration::from_secs(60),
+        "the expired file deleted",
         || async {
             objects_under(&store, &prefix)
                 .await

@@ -63,7 +63,7 @@ async fn an_s3_outage_of_twenty_seconds_during_packaging_is_retried() {
     )
     .unwrap();
     let server = Mongobak::start(&config_path, &dir.path().join("serve.log"));
-    let http_client = Http::default();
+    let http_client = root_http();
 
     // The backup goes to the bucket.
     let backup = take_backup(&http_client, server.addr, INSTANCE).await;
@@ -75,7 +75,7 @@ async fn an_s3_outage_of_twenty_seconds_during_packaging_is_retried() {
 
     // The S3 server stops answering while the task is being packaged.
     create_task(&http_client, server.addr, INSTANCE, &backup).await;
-    wait_for("packaging to start", Duration::from_secs(60), || async {
+    eventually(Duration::from_secs(60), "packaging to start", || async {
         let tasks = tasks(&http_client, server.addr, INSTANCE).await;
         (tasks[0]["Status"] == 1).then_some(())
     })
@@ -91,6 +91,7 @@ async fn an_s3_outage_of_twenty_seconds_during_packaging_is_retried() {
         }
         assert_ne!(status, 3, "failed for good during the outage: {task}");
         assert_ne!(status, 2, "done while the storage was down: {task}");
+        // A look every 200 ms through the whole outage.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     moto.resume();
@@ -101,7 +102,7 @@ async fn an_s3_outage_of_twenty_seconds_during_packaging_is_retried() {
     );
 
     // Then it completes, and its file is whole.
-    let task = wait_for("the task to end", Duration::from_secs(180), || async {
+    let task = eventually(Duration::from_secs(180), "the task to end", || async {
         let task = tasks(&http_client, server.addr, INSTANCE).await.remove(0);
         match task["Status"].as_i64() {
             Some(2) => Some(task),
@@ -168,10 +169,10 @@ async fn presigned_urls_lead_to_the_store_itself() {
     )
     .unwrap();
     let server = Mongobak::start(&config_path, &dir.path().join("serve.log"));
-    let http_client = Http::default();
+    let http_client = root_http();
     let backup = take_backup(&http_client, server.addr, INSTANCE).await;
     create_task(&http_client, server.addr, INSTANCE, &backup).await;
-    let task = wait_for("the task to end", Duration::from_secs(120), || async {
+    let task = eventually(Duration::from_secs(120), "the task to end", || async {
         let task = tasks(&http_client, server.addr, INSTANCE).await.remove(0);
         (task["Status"] == 2).then_some(task)
     })
@@ -200,7 +201,7 @@ async fn presigned_urls_lead_to_the_store_itself() {
 /// `/readyz`: its status and text, once it is `status` (within 30 s).
 async fn readiness(http: &Http, server: &Mongobak, status: u16) -> String {
     let url = format!("http://{}/readyz", server.addr);
-    wait_for("/readyz", Duration::from_secs(30), || async {
+    eventually(Duration::from_secs(30), "/readyz", || async {
         let got = http.get(&url).await.ok()?;
         (got.status == status).then(|| String::from_utf8_lossy(&got.body).into_owned())
     })
@@ -232,7 +233,7 @@ async fn readiness_follows_the_storage_and_the_metadata_store() {
     )
     .unwrap();
     let server = Mongobak::start(&config_path, &dir.path().join("serve.log"));
-    let http = Http::default();
+    let http = root_http();
     assert_eq!(readiness(&http, &server, 200).await, "ready\n");
 
     // The storage hangs: not ready, and ready again once it answers.

@@ -65,7 +65,7 @@ impl Setup {
             server,
             _mongo: mongo,
             expected,
-            http: Http::default(),
+            http: root_http(),
             data,
         }
     }
@@ -89,7 +89,7 @@ impl Setup {
     /// Waits until the backup's newest task has `status`; returns it.
     async fn wait_status(&self, backup: &str, status: i64) -> Value {
         let what = format!("a task of {backup} at Status {status}");
-        wait_for(&what, WAIT, || async {
+        eventually(WAIT, &what, || async {
             let task = self.tasks_of(backup).await.first()?.clone();
             assert_ne!(
                 (task["Status"].as_i64(), status),

@@ -13,6 +13,7 @@ use mongobak_dump::{
     DumpOptions, Progress, SegmentReader,
 };
 use mongobak_testkit::snapshot::{snapshot, NamespaceState};
+use mongobak_testkit::wait::eventually_every;
 use mongobak_testkit::{seed, MongoServer};
 use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use tokio_util::sync::CancellationToken;
@@ -410,14 +411,14 @@ async fn load_rows(client: &mongodb::Client) {
 
 /// Waits until the backup has read 1000 documents (or ended).
 async fn wait_for_documents(progress: &Progress, backup: &tokio::task::JoinHandle<impl Sized>) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while progress.documents() < 1000 && !backup.is_finished() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup never started reading"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    // Looked at often: the backup is to be caught in the middle.
+    eventually_every(
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(5),
+        "the backup reading",
+        async || (progress.documents() >= 1000 || backup.is_finished()).then_some(()),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -445,7 +445,8 @@ async fn shutdown_lets_in_flight_requests_finish() {
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&req.body[..1]).await.unwrap();
-    // The server gives no signal that it has read the head; leave it time to.
+    // The server gives no signal that it has read the head, so there is
+    // nothing to poll: leave it time to.
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.shutdown.cancel();
     let task = server.task.take().unwrap();

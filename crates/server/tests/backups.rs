@@ -3,17 +3,16 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
+use mongobak_testkit::api::WORK_LIMIT;
+use mongobak_testkit::wait::eventually;
 use mongobak_testkit::MongoServer;
 use mongodb::bson::{doc, Document};
 use serde_json::{json, Value};
 
 /// Polls DescribeAsyncRequestInfo until the request ends.
 async fn wait_for(server: &TestServer, async_request_id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    eventually(WORK_LIMIT, "the backup to end", async || {
         let info = server
             .call(
                 "DescribeAsyncRequestInfo",
@@ -22,15 +21,11 @@ async fn wait_for(server: &TestServer, async_request_id: &str) -> Value {
             .await;
         assert_eq!(code_of(&info), None, "{info}");
         match info["Status"].as_str().unwrap() {
-            "initial" | "running" => {}
-            _ => return info,
+            "initial" | "running" => None,
+            _ => Some(info),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the backup did not finish: {info}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

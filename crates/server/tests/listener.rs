@@ -64,7 +64,8 @@ async fn the_next_head_on_a_kept_alive_connection_has_the_header_timeout() {
         answer.extend_from_slice(&buf[..n]);
     }
     // The next head, a byte every 300 ms: bytes keep moving, so only the
-    // header read timeout (2 s) ends it.
+    // header read timeout (2 s) ends it. The pauses are the point: a
+    // trickling client.
     let started = Instant::now();
     let (mut read, mut write) = stream.into_split();
     let next = format!(

@@ -15,16 +15,22 @@
 //!   id when dropped.
 //! * [`storage`]: the suites' choice of storage for a server: its data
 //!   folder, or a prefix of a shared S3 bucket (`MONGOBAK_TEST_STORAGE=s3`).
+//! * [`api`]: calls to a running mongobak, TC3-signed as one account, plain
+//!   GETs of its URLs, and waits on its backups and download tasks.
+//! * [`wait`]: polling a condition until a deadline, instead of fixed
+//!   pauses.
 
+pub mod api;
 pub mod moto;
 pub mod postgres;
 pub mod seed;
 pub mod snapshot;
 pub mod storage;
+pub mod wait;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mongodb::bson::doc;
 use mongodb::options::{ClientOptions, ServerAddress};
@@ -104,29 +110,27 @@ impl MongoServer {
     /// Waits until the port accepts connections and, when `say_hello`,
     /// until the server answers `hello` without credentials.
     async fn wait_ready(&mut self, limit: Duration, say_hello: bool) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
+        let ready = wait::within(limit, async || {
             if let Some(child) = &mut self.child {
                 if let Ok(Some(_)) = child.try_wait() {
-                    return false;
+                    return Some(false);
                 }
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                if !say_hello {
-                    return true;
-                }
-                let ping = self
-                    .client()
-                    .database("admin")
-                    .run_command(doc! {"hello": 1})
-                    .await;
-                if ping.is_ok() {
-                    return true;
-                }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return None;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
+            if !say_hello {
+                return Some(true);
+            }
+            let ping = self
+                .client()
+                .database("admin")
+                .run_command(doc! {"hello": 1})
+                .await;
+            ping.is_ok().then_some(true)
+        })
+        .await;
+        ready.unwrap_or(false)
     }
 
     /// Its connection URI.

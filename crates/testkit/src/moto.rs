@@ -7,9 +7,14 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Mutex;
+
+use crate::wait::eventually;
+
+/// How long the server may take to listen, and then to answer.
+const START_LIMIT: Duration = Duration::from_secs(60);
 
 /// A running moto server.
 pub struct Moto {
@@ -60,37 +65,25 @@ impl Moto {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         self.child = Some(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "moto_server exited at start ({status}); is port {} taken?",
-                    self.port
-                );
+        let port = self.port;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = &mut self.child;
+        eventually(START_LIMIT, "moto_server listening", async || {
+            if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("moto_server exited at start ({status}); is port {port} taken?");
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not start within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                .ok()
+                .map(drop)
+        })
+        .await;
         // The first request loads moto's S3 backend: wait for it here, not
         // inside a test's timeouts.
-        while http().get(self.endpoint()).send().await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not answer within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (http, endpoint) = (http(), self.endpoint());
+        eventually(START_LIMIT, "moto_server answering", async || {
+            http.get(&endpoint).send().await.ok().map(drop)
+        })
+        .await;
     }
 
     /// Kills the server (by its process ID) and waits for it to exit.
@@ -116,6 +109,7 @@ impl Moto {
     pub fn resume_after(&self, delay: Duration) -> std::thread::JoinHandle<()> {
         let pid = self.pid();
         std::thread::spawn(move || {
+            // The pause is the point: the store hangs for `delay`.
             std::thread::sleep(delay);
             send_signal(pid, "-CONT");
         })
@@ -181,13 +175,9 @@ fn send_signal(pid: u32, signal: &str) {
 }
 
 /// A plain HTTP client for what the store does not do (bucket creation,
-/// fetching presigned URLs).
+/// fetching presigned URLs): the suites' own.
 pub fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("an HTTP client")
+    crate::api::http_client()
 }
 
 /// `$MOTO_SERVER`, else `<repo>/.venv/bin/moto_server`.

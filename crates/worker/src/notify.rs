@@ -46,6 +46,9 @@ impl Default for Notifier {
 impl Notifier {
     /// A notifier posting to `webhook` (none: log only).
     pub fn new(webhook: Option<String>) -> Self {
+        // TLS through rustls with ring, as the rest of mongobak; the
+        // provider is process-wide, and one installed earlier is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Notifier {
             webhook,
             client: reqwest::Client::builder()

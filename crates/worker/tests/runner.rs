@@ -11,6 +11,7 @@ use mongobak_blob::BlobStore;
 use mongobak_catalog::{
     BackupStatus, BackupType, Catalog, ClusterType, Instance, InstanceSource, NewBackup,
 };
+use mongobak_testkit::wait::{eventually, eventually_every};
 use mongobak_testkit::MongoServer;
 use mongobak_worker::{BackupRunner, BackupRunnerConfig};
 use mongodb::bson::{doc, Document};
@@ -111,18 +112,16 @@ impl RunningRunner {
 }
 
 async fn wait_until_done(catalog: &Catalog, id: i64) -> mongobak_catalog::Backup {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let what = format!("backup {id} finished");
+    eventually(Duration::from_secs(60), &what, async || {
         let backup = catalog.backup(id).await.unwrap().unwrap();
-        if matches!(
+        matches!(
             backup.status,
             BackupStatus::Succeeded | BackupStatus::Failed
-        ) {
-            return backup;
-        }
-        assert!(Instant::now() < deadline, "backup {id} did not finish");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        )
+        .then_some(backup)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +172,8 @@ async fn a_server_back_before_the_next_attempt_gets_its_backup() {
         .await
         .unwrap();
     // The first attempt fails within 0.3 s; the server is back well
-    // before the second, 4 s later.
+    // before the second, 4 s later. Nothing tells the first failure from
+    // the run before it, so the pause is the point.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let still = f.catalog.backup(queued.id).await.unwrap().unwrap();
     assert_eq!(still.status, BackupStatus::Running, "waiting to try again");
@@ -292,18 +292,16 @@ async fn a_stop_during_a_backup_fails_it_and_leaves_nothing() {
         .create_backup(&new_backup("b1"), Timestamp::now())
         .await
         .unwrap();
-    // Stop as soon as the backup has written something.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while f
-        .store
-        .list(&format!("{}/", backup.storage_prefix))
-        .await
-        .unwrap()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "the backup never wrote");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Stop as soon as the backup has written something (looked at often:
+    // the backup is to be caught in the middle).
+    let prefix = format!("{}/", backup.storage_prefix);
+    eventually_every(
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+        "the backup writing",
+        async || (!f.store.list(&prefix).await.unwrap().is_empty()).then_some(()),
+    )
+    .await;
     runner.stop(Duration::from_secs(30)).await;
     let stopped = f.catalog.backup(backup.id).await.unwrap().unwrap();
     assert_eq!(stopped.status, BackupStatus::Failed);

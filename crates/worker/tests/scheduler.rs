@@ -7,7 +7,7 @@
 //! schedule asks for, when, and which ones expiry removes.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
@@ -18,6 +18,7 @@ use mongobak_catalog::{
     InstanceSource, LongTermInterval, NewBackup, PublishedFile,
 };
 use mongobak_testkit::postgres::TestDatabase;
+use mongobak_testkit::wait::eventually;
 use mongobak_worker::gc::{collect_garbage, find_garbage};
 use mongobak_worker::{
     BackupRunner, BackupRunnerConfig, Notifier, Scheduler, SchedulerConfig, TickReport,
@@ -635,15 +636,12 @@ async fn webhook(failures: usize) -> (String, Arc<Mutex<Vec<serde_json::Value>>>
 }
 
 async fn wait_for_failure(catalog: &Catalog, id: i64) -> Backup {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let what = format!("backup {id} failed");
+    eventually(Duration::from_secs(60), &what, async || {
         let backup = catalog.backup(id).await.unwrap().unwrap();
-        if backup.status == BackupStatus::Failed {
-            return backup;
-        }
-        assert!(Instant::now() < deadline, "backup {id} did not fail");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (backup.status == BackupStatus::Failed).then_some(backup)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -688,16 +686,11 @@ async fn failed_automatic_backups_are_posted_to_the_webhook() {
         .await
         .unwrap();
     let failed = wait_for_failure(&f.catalog, auto.id).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while received.lock().unwrap().len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the webhook got {:?}",
-            received.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let bodies = received.lock().unwrap().clone();
+    let bodies = eventually(Duration::from_secs(10), "two posts", async || {
+        let bodies = received.lock().unwrap().clone();
+        (bodies.len() >= 2).then_some(bodies)
+    })
+    .await;
     assert_eq!(bodies[0], bodies[1], "a retry posts the same event");
     assert_eq!(bodies[1]["event"], "backup.failed");
     assert_eq!(bodies[1]["instance_id"], INSTANCE);
@@ -725,6 +718,8 @@ async fn failed_automatic_backups_are_posted_to_the_webhook() {
         .await
         .unwrap();
     wait_for_failure(&f.catalog, muted.id).await;
+    // Nothing to wait for: the pause gives a post that should not come
+    // the time to come.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(received.lock().unwrap().len(), 2);
 

@@ -85,7 +85,8 @@ async fn a_dropped_writer_leaves_nothing(t: TestStore) {
     drop(w);
     assert_eq!(s.size("a/dropped.bin").await.unwrap(), None);
     assert!(s.list("a/").await.unwrap().is_empty());
-    // Nor is anything left waiting in a folder store's temporary folder.
+    // Nor is anything left waiting in a folder store's temporary folder:
+    // the pause makes any file left there older than the 1 ms asked for.
     std::thread::sleep(std::time::Duration::from_millis(20));
     let left = s
         .remove_stale_temporary(std::time::Duration::from_millis(1))
@@ -190,6 +191,7 @@ async fn stale_temporary_objects_are_removed_on_file_systems() {
     std::mem::forget(w);
     let hour = std::time::Duration::from_secs(3600);
     assert_eq!(s.remove_stale_temporary(hour).unwrap(), 0, "still fresh");
+    // The pause ages the file past the 10 ms asked for below.
     std::thread::sleep(std::time::Duration::from_millis(20));
     let removed = s
         .remove_stale_temporary(std::time::Duration::from_millis(10))

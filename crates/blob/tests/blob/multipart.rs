@@ -1,13 +1,14 @@
 //! Large objects on S3 go up as multipart uploads: nothing is visible
 //! until the writer closes, and an abandoned upload is aborted.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use mongobak_blob::{BlobStore, BlobWriter};
 
 use crate::TestStore;
 use mongobak_testkit::moto::http;
+use mongobak_testkit::wait::eventually;
 
 const MIB: usize = 1 << 20;
 const WRITE: usize = 64 * 1024;
@@ -38,14 +39,12 @@ async fn etag(store: &BlobStore, path: &str) -> String {
 
 async fn wait_for_no_open_upload(t: &TestStore) {
     let (moto, bucket) = t.s3.as_ref().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while moto.open_uploads(bucket).await > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the multipart upload is still open"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "no open multipart upload",
+        async || (moto.open_uploads(bucket).await == 0).then_some(()),
+    )
+    .await;
 }
 
 #[tokio::test]

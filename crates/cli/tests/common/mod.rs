@@ -1,13 +1,12 @@
 //! Shared by the tests that run the real `mongobak serve` binary: its
-//! configuration, the child process (stopped by its pid, also on panic),
-//! TC3-signed API calls, plain GETs of download URLs, and checks of a
-//! downloaded archive against the source server.
+//! configuration and root account, the child process (stopped by its pid,
+//! also on panic), and checks of a downloaded archive against the source
+//! server. API calls, GETs and waits come from `mongobak_testkit`.
 
-// Each test binary uses a part of this module.
-#![allow(dead_code)]
+// Each test binary uses a part of this module and of its re-exports.
+#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,23 +14,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::HeaderMap;
-use hyper::Request;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use jiff::Timestamp;
-use mongobak_api::signature::sign_json_post_traced;
 use mongobak_archive::{gunzip, ArchiveReader, Event};
 use mongobak_blob::{BlobStore, StorageCredentials, StorageOptions};
 use mongobak_testkit::snapshot::NamespaceState;
 use mongobak_testkit::storage::{self, keyed_storage, keyed_storage_env};
+use mongobak_testkit::wait::POLL;
 use mongodb::bson::{doc, Binary, Document};
 use rand::RngCore;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+pub use mongobak_testkit::api::{
+    code_of, create_task, take_backup, tasks, Fetched, Http, SignedCall,
+};
+pub use mongobak_testkit::wait::{eventually, Deadline};
 
 /// The root account of every test configuration.
 pub const UIN: &str = "100000000001";
@@ -41,13 +37,6 @@ pub const REGION: &str = "ap-guangzhou";
 
 /// How long a server may take to print its listening line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time limit of one HTTP exchange.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause between two looks at a condition: at most ten a second, half the
-/// API's default limit of 20 requests per second per action, so a look
-/// that asks the server is never refused, even when a loaded machine
-/// bunches the requests up.
-pub const POLL: Duration = Duration::from_millis(100);
 
 /// A configuration: one root account, one replica set instance `instance`
 /// on `uri`, data in `data_dir`, and the `extra` TOML tables.
@@ -234,268 +223,10 @@ pub fn message(line: &Value) -> &str {
     line["fields"]["message"].as_str().unwrap_or_default()
 }
 
-/// A signed API call that can be sent, unchanged, any number of times.
-pub struct SignedCall {
-    /// The Host header, signed.
-    pub host: String,
-    pub body: String,
-    pub timestamp: i64,
-    pub authorization: String,
-    /// An `X-TC-TraceId` sent and signed (the official SDKs sign none).
-    pub trace_id: Option<String>,
-}
-
-impl SignedCall {
-    /// `body` as the root account, signed as the official SDKs sign it
-    /// (`content-type;host`) for the node at `host`.
-    pub fn as_sdk(host: SocketAddr, body: Value) -> Self {
-        let (host, body) = (host.to_string(), body.to_string());
-        let timestamp = Timestamp::now().as_second();
-        let authorization = mongobak_api::signature::sign_json_post(
-            &host,
-            body.as_bytes(),
-            timestamp,
-            "mongodb",
-            SECRET_ID,
-            SECRET_KEY,
-        );
-        SignedCall {
-            host,
-            body,
-            timestamp,
-            authorization,
-            trace_id: None,
-        }
-    }
-}
-
-/// An answer to a GET.
-#[derive(Debug)]
-pub struct Fetched {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-/// Signed API calls and plain GETs, one fresh connection each (servers
-/// come and go under these tests).
-#[derive(Clone)]
-pub struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl Default for Http {
-    fn default() -> Self {
-        Http {
-            client: Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(0)
-                .build_http(),
-        }
-    }
-}
-
-impl Http {
-    /// Calls `action` as the root account; returns the `Response` object.
-    /// Each call is signed anew, with a trace ID of its own signed too, so
-    /// identical calls within a second are no replays of each other.
-    pub async fn call(&self, addr: SocketAddr, action: &str, body: Value) -> Value {
-        let body = body.to_string();
-        let host = addr.to_string();
-        let timestamp = Timestamp::now().as_second();
-        let trace_id = uuid::Uuid::new_v4().to_string();
-        let authorization = sign_json_post_traced(
-            &host,
-            &trace_id,
-            body.as_bytes(),
-            timestamp,
-            "mongodb",
-            SECRET_ID,
-            SECRET_KEY,
-        );
-        let call = SignedCall {
-            host,
-            body,
-            timestamp,
-            authorization,
-            trace_id: Some(trace_id),
-        };
-        self.send_call(addr, action, &call).await
-    }
-
-    /// Sends `call` to `addr` as `action`, as is (its Host included);
-    /// returns the `Response` object.
-    pub async fn send_call(&self, addr: SocketAddr, action: &str, call: &SignedCall) -> Value {
-        let mut request = Request::post(format!("http://{addr}/"))
-            .header("host", &call.host)
-            .header("content-type", "application/json")
-            .header("x-tc-action", action)
-            .header("x-tc-version", "2019-07-25")
-            .header("x-tc-timestamp", call.timestamp.to_string())
-            .header("x-tc-region", REGION)
-            .header("authorization", &call.authorization);
-        if let Some(trace_id) = &call.trace_id {
-            request = request.header("x-tc-traceid", trace_id);
-        }
-        let request = request
-            .body(Full::new(Bytes::from(call.body.clone())))
-            .unwrap();
-        let answer = self
-            .send(request)
-            .await
-            .unwrap_or_else(|e| panic!("{action} to {addr}: {e}"));
-        assert_eq!(answer.status, 200, "{action}: {:?}", answer.body);
-        let json: Value = serde_json::from_slice(&answer.body).expect("a JSON answer");
-        json["Response"].clone()
-    }
-
-    /// GETs `url`; an error when no answer came.
-    pub async fn get(&self, url: &str) -> Result<Fetched, String> {
-        self.get_with(url, &[]).await
-    }
-
-    /// GETs `url` with extra headers.
-    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Result<Fetched, String> {
-        let mut request = Request::get(url);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        self.send(request).await
-    }
-
-    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Fetched, String> {
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok(Fetched {
-                status,
-                headers,
-                body,
-            })
-        };
-        tokio::time::timeout(HTTP_TIMEOUT, exchange)
-            .await
-            .map_err(|_| format!("no answer within {HTTP_TIMEOUT:?}"))?
-    }
-}
-
-/// The error code of a `Response` object, if it is an error.
-pub fn code_of(response: &Value) -> Option<&str> {
-    response["Error"]["Code"].as_str()
-}
-
-/// Polls `probe` until it gives a value; panics with `what` after `limit`.
-pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// A time limit for a loop that waits on a condition.
-pub struct Deadline {
-    what: String,
-    limit: Duration,
-    at: Instant,
-}
-
-impl Deadline {
-    /// `limit` from now, for waiting on `what`.
-    pub fn after(what: &str, limit: Duration) -> Self {
-        Deadline {
-            what: what.to_string(),
-            limit,
-            at: Instant::now() + limit,
-        }
-    }
-
-    /// Panics once the limit has passed; otherwise pauses before the next look.
-    pub async fn tick(&self) {
-        assert!(
-            Instant::now() < self.at,
-            "{}: not within {:?}",
-            self.what,
-            self.limit
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Takes a backup of `instance` and waits for it; returns its name.
-pub async fn take_backup(http: &Http, addr: SocketAddr, instance: &str) -> String {
-    let created = http
-        .call(
-            addr,
-            "CreateBackupDBInstance",
-            json!({"InstanceId": instance, "BackupMethod": 0}),
-        )
-        .await;
-    let id = created["AsyncRequestId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no backup: {created}"))
-        .to_string();
-    wait_for("the backup", Duration::from_secs(120), || async {
-        let info = http
-            .call(
-                addr,
-                "DescribeAsyncRequestInfo",
-                json!({"AsyncRequestId": id}),
-            )
-            .await;
-        match info["Status"].as_str() {
-            Some("success") => Some(info["BackupName"].as_str().unwrap().to_string()),
-            Some("initial" | "running") => None,
-            _ => panic!("the backup failed: {info}"),
-        }
-    })
-    .await
-}
-
-/// Creates the download task of replica set `<instance>_0` of a backup.
-pub async fn create_task(http: &Http, addr: SocketAddr, instance: &str, backup: &str) {
-    let created = http
-        .call(
-            addr,
-            "CreateBackupDownloadTask",
-            json!({"InstanceId": instance, "BackupName": backup,
-                   "BackupSets": [{"ReplicaSetId": format!("{instance}_0")}]}),
-        )
-        .await;
-    assert_eq!(code_of(&created), None, "{created}");
-}
-
-/// Every download task of `instance`.
-pub async fn tasks(http: &Http, addr: SocketAddr, instance: &str) -> Vec<Value> {
-    let listed = http
-        .call(
-            addr,
-            "DescribeBackupDownloadTask",
-            json!({"InstanceId": instance, "Limit": 100}),
-        )
-        .await;
-    assert_eq!(code_of(&listed), None, "{listed}");
-    listed["Tasks"].as_array().cloned().unwrap_or_default()
+/// Signed calls as the root account of every test configuration, in its
+/// region.
+pub fn root_http() -> Http {
+    Http::new(SECRET_ID, SECRET_KEY, REGION)
 }
 
 /// `url` with its host and port replaced by `addr`'s (a URL handed out by

@@ -1,8 +1,11 @@
 //! Shared fixtures of the server tests: an in-process server on a free
-//! port over a fresh SQLite catalog, a request signer, and a raw HTTP/1.1
-//! client that sends exactly the bytes a test asks for.
+//! port over a fresh SQLite catalog and its accounts, TC3 requests built
+//! field by field, and a raw HTTP/1.1 client that sends exactly the bytes a
+//! test asks for. Ordinary API calls, GETs and waits come from
+//! `mongobak_testkit`.
 
-#![allow(dead_code)]
+// Each test binary uses a part of this module and of its re-exports.
+#![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use mongobak_api::{Api, ApiConfig, Policy, RootAccount, SubAccount};
 use mongobak_blob::BlobStore;
 use mongobak_catalog::{Catalog, ClusterType, Instance, InstanceSource};
 use mongobak_server::ServerConfig;
+use mongobak_testkit::api::{self, Fetched, Http};
 use mongobak_worker::{BackupRunner, BackupRunnerConfig, DownloadRunner, DownloadRunnerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +38,8 @@ pub const INSTANCE: &str = "cmgo-test0001";
 pub const SHANGHAI_INSTANCE: &str = "cmgo-shang001";
 pub const OTHER_INSTANCE: &str = "cmgo-other001";
 
+pub use mongobak_testkit::api::code_of;
+
 /// A running server; stops when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -41,6 +47,8 @@ pub struct TestServer {
     pub task: Option<tokio::task::JoinHandle<()>>,
     pub catalog: Catalog,
     pub store: BlobStore,
+    /// Calls as the root account in ap-guangzhou.
+    pub http: Http,
     _dir: tempfile::TempDir,
 }
 
@@ -185,6 +193,7 @@ impl TestServer {
             task: Some(task),
             catalog,
             store,
+            http: Http::new(ROOT_ID, ROOT_KEY, "ap-guangzhou"),
             _dir: dir,
         }
     }
@@ -196,8 +205,7 @@ impl TestServer {
     /// Calls `action` as the root account with a JSON body; returns the
     /// `Response` object.
     pub async fn call(&self, action: &str, body: serde_json::Value) -> serde_json::Value {
-        self.call_as((ROOT_ID, ROOT_KEY), "ap-guangzhou", action, body)
-            .await
+        self.http.call(self.addr, action, body).await
     }
 
     /// Calls `action` with the key `(secret id, secret key)` in `region`.
@@ -208,103 +216,28 @@ impl TestServer {
         action: &str,
         body: serde_json::Value,
     ) -> serde_json::Value {
-        let mut request = Tc3::post_json(self, &body.to_string());
-        request.action = action.into();
-        request.secret_id = key.0.into();
-        request.secret_key = key.1.into();
-        request.region = Some(region.into());
-        request.signed_trace_id = Some(uuid::Uuid::new_v4().to_string());
-        let reply = request.send(self).await;
-        assert_eq!(reply.status, 200);
-        reply.json()["Response"].clone()
+        let http = self.http.as_caller(key.0, key.1, region);
+        http.call(self.addr, action, body).await
     }
-}
 
-/// Limit of a test's wait for a backup or a download file.
-const WORK_DEADLINE: Duration = Duration::from_secs(120);
-
-impl TestServer {
     /// Takes a backup of `INSTANCE` and waits for it; returns its name.
     pub async fn take_backup(&self) -> String {
-        let created = self
-            .call(
-                "CreateBackupDBInstance",
-                serde_json::json!({"InstanceId": INSTANCE, "BackupMethod": 0}),
-            )
-            .await;
-        let id = created["AsyncRequestId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no backup: {created}"))
-            .to_string();
-        let deadline = std::time::Instant::now() + WORK_DEADLINE;
-        loop {
-            let info = self
-                .call(
-                    "DescribeAsyncRequestInfo",
-                    serde_json::json!({"AsyncRequestId": id}),
-                )
-                .await;
-            match info["Status"].as_str() {
-                Some("success") => return info["BackupName"].as_str().unwrap().to_string(),
-                Some("initial" | "running") => {}
-                _ => panic!("the backup failed: {info}"),
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the backup did not finish"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        api::take_backup(&self.http, self.addr, INSTANCE).await
     }
 
     /// Waits for the download task of `backup` (replica set `<INSTANCE>_0`)
     /// to be done; returns it as DescribeBackupDownloadTask lists it.
     pub async fn wait_download(&self, backup: &str) -> serde_json::Value {
-        let deadline = std::time::Instant::now() + WORK_DEADLINE;
-        loop {
-            let listed = self
-                .call(
-                    "DescribeBackupDownloadTask",
-                    serde_json::json!({"InstanceId": INSTANCE, "BackupName": backup}),
-                )
-                .await;
-            assert_eq!(code_of(&listed), None, "{listed}");
-            let task = listed["Tasks"][0].clone();
-            match task["Status"].as_i64() {
-                Some(2) => return task,
-                Some(3) => panic!("packaging failed: {task}"),
-                _ => {}
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "packaging did not finish: {task}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        api::wait_download(&self.http, self.addr, INSTANCE, backup).await
     }
 
-    /// `GET` of the path of a URL handed out by the API, with extra header
-    /// lines.
-    pub async fn get(&self, url: &str, headers: &str) -> RawResponse {
-        get_url(self.addr, url, headers).await
+    /// `GET` of a URL handed out by the API, with extra headers.
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Fetched {
+        self.http
+            .get_with(url, headers)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
-}
-
-/// `GET` of the path of `url` from the server at `addr`, with extra header
-/// lines.
-pub async fn get_url(addr: SocketAddr, url: &str, headers: &str) -> RawResponse {
-    let target = url.split_once("//").unwrap().1.split_once('/').unwrap().1;
-    send_raw(
-        addr,
-        &format!("GET /{target} HTTP/1.1\r\nHost: {addr}{headers}"),
-        b"",
-    )
-    .await
-}
-
-/// The error code of a `Response` object, if it is an error.
-pub fn code_of(response: &serde_json::Value) -> Option<&str> {
-    response["Error"]["Code"].as_str()
 }
 
 /// An HTTP response as read off the socket.
