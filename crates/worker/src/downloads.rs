@@ -15,8 +15,9 @@
 //! once (status 3). Memory stays bounded: documents stream one at a time,
 //! and at most a few compressed chunks are buffered.
 
+use std::convert::Infallible;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +33,8 @@ use mongobak_dump::format::{CollectionEntry, CollectionKind, ReplicaSetManifest}
 use mongobak_dump::{read_manifests, DumpError, SegmentReader};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+use crate::runner::{Runner, Step, WorkError, Worker};
 
 /// Compressed bytes gathered before a write to storage.
 const UPLOAD_CHUNK: usize = 4 << 20;
@@ -142,44 +144,16 @@ impl DownloadRunner {
     /// Runs the workers until `shutdown`. A task being packaged then is
     /// released as a transient failure, so it is retried soon.
     pub async fn run(self, shutdown: CancellationToken) {
-        let tracker = TaskTracker::new();
-        for n in 0..self.config.workers.max(1) {
-            let runner = self.clone();
-            let shutdown = shutdown.clone();
-            tracker.spawn(async move { runner.worker_loop(n, shutdown).await });
-        }
-        tracker.close();
-        tracker.wait().await;
+        Runner::run_until(shutdown, |runner| self.start(runner)).await;
     }
 
-    async fn worker_loop(&self, n: usize, shutdown: CancellationToken) {
-        let worker = format!("{}/{n}", self.config.node);
-        while !shutdown.is_cancelled() {
-            let now = Timestamp::now();
-            let lease_until = now
-                + SignedDuration::try_from(self.config.lease)
-                    .unwrap_or(SignedDuration::from_secs(30));
-            match self
-                .catalog
-                .claim_download_task(&worker, now, lease_until)
-                .await
-            {
-                Ok(Some(task)) => self.work(&worker, task, &shutdown).await,
-                Ok(None) => {
-                    tokio::select! {
-                        _ = self.catalog.download_queued() => {}
-                        _ = tokio::time::sleep(self.config.poll_interval) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the download queue");
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.config.poll_interval) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                }
-            }
+    /// Runs [`run`](Self::run)'s workers on `runner`.
+    pub fn start(self, runner: &Runner) {
+        for n in 0..self.config.workers.max(1) {
+            runner.spawn(DownloadWorker {
+                name: format!("{}/{n}", self.config.node),
+                downloads: self.clone(),
+            });
         }
     }
 
@@ -199,54 +173,14 @@ impl DownloadRunner {
         }
         tracing::info!(task_id = task.id, replica_set = %task.replica_set_id, attempt = task.attempts, "packaging started");
         let progress = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        // The heartbeat: renews the lease and saves progress; tells the
-        // packager to stop when the lease is lost or the service stops.
-        let heartbeat = {
-            let catalog = self.catalog.clone();
-            let progress = progress.clone();
-            let stop = stop.clone();
-            let worker = worker.to_string();
-            let lease = SignedDuration::try_from(self.config.lease)
-                .unwrap_or(SignedDuration::from_secs(30));
-            let every = self.config.heartbeat;
-            let shutdown = shutdown.clone();
-            let id = task.id;
-            tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(every);
-                ticker.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = ticker.tick() => {}
-                        _ = shutdown.cancelled() => {
-                            stop.store(true, Ordering::Relaxed);
-                            return;
-                        }
-                    }
-                    let percent = progress.load(Ordering::Relaxed) as i64;
-                    match catalog
-                        .heartbeat_download_task(id, &worker, percent, Timestamp::now() + lease)
-                        .await
-                    {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::warn!(
-                                task_id = id,
-                                "lease lost; another worker took the task over"
-                            );
-                            stop.store(true, Ordering::Relaxed);
-                            return;
-                        }
-                        // A passing store fault: keep working, the lease
-                        // still runs; the next beat tries again.
-                        Err(e) => tracing::warn!(task_id = id, error = %e, "heartbeat failed"),
-                    }
-                }
-            })
-        };
+        // Cancelled by the shutdown, or by the heartbeat when the lease is
+        // lost: either way the packager stops.
+        let attempt = shutdown.child_token();
         let started = std::time::Instant::now();
-        let outcome = self.package(&task, progress.clone(), stop.clone()).await;
-        heartbeat.abort();
+        let outcome = tokio::select! {
+            outcome = self.package(&task, progress.clone(), &attempt) => outcome,
+            never = self.heartbeat(worker, task.id, &progress, &attempt) => match never {},
+        };
         let now = Timestamp::now();
         match outcome {
             Ok(file) => match self
@@ -296,6 +230,51 @@ impl DownloadRunner {
                 self.record_failure(worker, &task, &reason, false).await
             }
         }
+    }
+
+    /// How long a claim or a renewal lasts.
+    fn lease(&self) -> SignedDuration {
+        SignedDuration::try_from(self.config.lease).unwrap_or(SignedDuration::from_secs(30))
+    }
+
+    /// Renews the lease of task `id` and saves its percentage every beat
+    /// until `attempt` is cancelled; cancels it when the lease is lost.
+    async fn heartbeat(
+        &self,
+        worker: &str,
+        id: i64,
+        progress: &AtomicU64,
+        attempt: &CancellationToken,
+    ) -> Infallible {
+        let lease = self.lease();
+        let mut ticker = tokio::time::interval(self.config.heartbeat);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = attempt.cancelled() => break,
+            }
+            let percent = progress.load(Ordering::Relaxed) as i64;
+            match self
+                .catalog
+                .heartbeat_download_task(id, worker, percent, Timestamp::now() + lease)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        task_id = id,
+                        "lease lost; another worker took the task over"
+                    );
+                    attempt.cancel();
+                    break;
+                }
+                // A passing store fault: keep working, the lease still
+                // runs; the next beat tries again.
+                Err(e) => tracing::warn!(task_id = id, error = %e, "heartbeat failed"),
+            }
+        }
+        std::future::pending().await
     }
 
     async fn record_failure(
@@ -353,7 +332,7 @@ impl DownloadRunner {
         &self,
         task: &DownloadTask,
         progress: Arc<AtomicU64>,
-        stop: Arc<AtomicBool>,
+        stop: &CancellationToken,
     ) -> Result<PublishedFile, Failure> {
         let backup = match self.catalog.backup(task.backup_id).await {
             Ok(Some(b)) if b.is_available(Timestamp::now()) => b,
@@ -380,6 +359,7 @@ impl DownloadRunner {
         let store = self.store.clone();
         let config = self.config.clone();
         let handle = Handle::current();
+        let stop = stop.clone();
         let written = tokio::task::spawn_blocking(move || {
             write_archive(
                 &handle, &store, &manifest, writer, &config, &progress, &stop,
@@ -400,6 +380,46 @@ impl DownloadRunner {
             sha256: written.1,
             expires_at: Timestamp::now() + self.config.file_retention,
         })
+    }
+}
+
+/// One of the runner's workers: claims a download task with a lease and
+/// packages it.
+struct DownloadWorker {
+    /// The lease holder's name: `<node>/<n>`.
+    name: String,
+    downloads: DownloadRunner,
+}
+
+impl Worker for DownloadWorker {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn work(&mut self, stop: &CancellationToken) -> Result<Step, WorkError> {
+        let runner = &self.downloads;
+        let now = Timestamp::now();
+        let lease_until = now + runner.lease();
+        let claimed = runner
+            .catalog
+            .claim_download_task(&self.name, now, lease_until)
+            .await
+            .map_err(|e| format!("cannot read the download queue: {e}"))?;
+        match claimed {
+            Some(task) => {
+                runner.work(&self.name, task, stop).await;
+                Ok(Step::Busy)
+            }
+            None => Ok(Step::Idle(runner.config.poll_interval)),
+        }
+    }
+
+    async fn wake(&self) {
+        self.downloads.catalog.download_queued().await;
+    }
+
+    fn retry_after(&self, _failures: u32) -> Duration {
+        self.downloads.config.poll_interval
     }
 }
 
@@ -427,12 +447,12 @@ struct BlobSink<'a> {
     handle: &'a Handle,
     writer: Option<BlobWriter>,
     buffer: Vec<u8>,
-    stop: &'a AtomicBool,
+    stop: &'a CancellationToken,
 }
 
 impl BlobSink<'_> {
     fn push(&mut self) -> std::io::Result<()> {
-        if self.stop.load(Ordering::Relaxed) {
+        if self.stop.is_cancelled() {
             return Err(std::io::Error::other("packaging stopped"));
         }
         let chunk = Bytes::from(std::mem::replace(
@@ -469,7 +489,7 @@ fn write_archive(
     writer: BlobWriter,
     config: &DownloadRunnerConfig,
     progress: &AtomicU64,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<(u64, String), Failure> {
     let mut sink = BlobSink {
         handle,
@@ -508,10 +528,10 @@ fn write_archive_into(
     sink: &mut BlobSink<'_>,
     config: &DownloadRunnerConfig,
     progress: &AtomicU64,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<(u64, String), Failure> {
     let io_failure = |e: std::io::Error| {
-        if stop.load(Ordering::Relaxed) {
+        if stop.is_cancelled() {
             Failure::Abandoned
         } else {
             Failure::Transient(format!("writing the file: {e}"))
