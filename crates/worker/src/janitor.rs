@@ -12,9 +12,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use mongobak_blob::BlobStore;
 use mongobak_catalog::Catalog;
-use tokio_util::sync::CancellationToken;
 
-use crate::runner::{Duty, Runner, Step, WorkError, Worker};
+use crate::runner::{Duty, Runner};
 
 /// The name of the duty in the catalog.
 const DUTY: &str = "janitor";
@@ -82,13 +81,11 @@ impl Janitor {
     /// janitor's duty (one node of a cluster does; another takes over
     /// within three intervals when it dies). The first round is at once.
     pub fn start(self, runner: &Runner) {
-        let duty = Duty::every(
-            self.catalog.clone(),
-            DUTY,
-            &self.config.node,
-            self.config.interval,
-        );
-        runner.spawn_duty(duty, self);
+        let config = &self.config;
+        let duty = Duty::every(self.catalog.clone(), DUTY, &config.node, config.interval);
+        runner.spawn_rounds(duty, self, |janitor, now| async move {
+            janitor.round(now).await
+        });
     }
 
     /// One round at `now`.
@@ -111,24 +108,6 @@ impl Janitor {
                 .await?
                 .len();
         Ok(report)
-    }
-}
-
-impl Worker for Janitor {
-    fn name(&self) -> String {
-        DUTY.into()
-    }
-
-    async fn work(&mut self, _stop: &CancellationToken) -> Result<Step, WorkError> {
-        self.round(Timestamp::now())
-            .await
-            .map_err(|e| format!("janitor round: {e}"))?;
-        Ok(Step::Idle(self.config.interval))
-    }
-
-    /// A failed round is tried again at the next.
-    fn retry_after(&self, _failures: u32) -> Duration {
-        self.config.interval
     }
 }
 

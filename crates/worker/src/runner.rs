@@ -162,6 +162,27 @@ impl Runner {
             .spawn(drive(worker, Some(duty), self.shutdown.clone()));
     }
 
+    /// Runs `round` on a clone of `state` every [`Duty::retry`] while this
+    /// node holds `duty`, until the shutdown: the shape of the janitor and
+    /// the scheduler. A failed round is logged and tried again at the next.
+    pub fn spawn_rounds<S, F, Fut, T, E>(&self, duty: Duty, state: S, mut round: F)
+    where
+        S: Clone + Send + 'static,
+        F: FnMut(S, Timestamp) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send,
+        E: Into<WorkError>,
+    {
+        let worker = Rounds {
+            name: duty.name.clone(),
+            interval: duty.retry,
+            round: move || {
+                let round = round(state.clone(), Timestamp::now());
+                async move { round.await.map(drop).map_err(Into::into) }
+            },
+        };
+        self.spawn_duty(duty, worker);
+    }
+
     /// Runs `errand`, a one-off job such as a notification, to its end; once
     /// the shutdown begins it has `grace` more, then it is dropped, so it
     /// holds a stop up that long at most.
@@ -182,6 +203,32 @@ impl Runner {
                 }
             }
         });
+    }
+}
+
+/// What [`Runner::spawn_rounds`] runs.
+struct Rounds<F> {
+    name: String,
+    interval: Duration,
+    round: F,
+}
+
+impl<F, Fut> Worker for Rounds<F>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), WorkError>> + Send,
+{
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn work(&mut self, _stop: &CancellationToken) -> Result<Step, WorkError> {
+        (self.round)().await?;
+        Ok(Step::Idle(self.interval))
+    }
+
+    fn retry_after(&self, _failures: u32) -> Duration {
+        self.interval
     }
 }
 

@@ -22,9 +22,8 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use mongobak_blob::BlobStore;
 use mongobak_catalog::{backup_name, BackupRule, BackupType, Catalog, CatalogError, NewBackup};
-use tokio_util::sync::CancellationToken;
 
-use crate::runner::{Duty, Runner, Step, WorkError, Worker};
+use crate::runner::{Duty, Runner};
 
 /// The name of the duty in the catalog.
 const DUTY: &str = "scheduler";
@@ -96,13 +95,11 @@ impl Scheduler {
     /// within three intervals when it dies). The first tick is at once, so
     /// a slot missed while the service was down runs at start.
     pub fn start(self, runner: &Runner) {
-        let duty = Duty::every(
-            self.catalog.clone(),
-            DUTY,
-            &self.config.node,
-            self.config.interval,
-        );
-        runner.spawn_duty(duty, self);
+        let config = &self.config;
+        let duty = Duty::every(self.catalog.clone(), DUTY, &config.node, config.interval);
+        runner.spawn_rounds(duty, self, |scheduler, now| async move {
+            scheduler.tick(now).await
+        });
     }
 
     /// One tick at `now`.
@@ -199,23 +196,5 @@ impl Scheduler {
             report.deleted.push(backup.id);
         }
         Ok(())
-    }
-}
-
-impl Worker for Scheduler {
-    fn name(&self) -> String {
-        DUTY.into()
-    }
-
-    async fn work(&mut self, _stop: &CancellationToken) -> Result<Step, WorkError> {
-        self.tick(Timestamp::now())
-            .await
-            .map_err(|e| format!("scheduler tick: {e}"))?;
-        Ok(Step::Idle(self.config.interval))
-    }
-
-    /// A failed tick is tried again at the next.
-    fn retry_after(&self, _failures: u32) -> Duration {
-        self.config.interval
     }
 }
