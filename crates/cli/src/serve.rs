@@ -2,7 +2,8 @@
 //!
 //! Start-up: metadata store (migrations), accounts, configured instances,
 //! blob folder, then the listener; the backup runner, the download
-//! workers, the janitor and the scheduler run beside the server. The bound
+//! workers, the janitor and the scheduler run beside the server, on one
+//! task tracker that a stop waits for (`mongobak_worker::Runner`). The bound
 //! address is printed on stdout as `mongobak listening on <url>` (so
 //! `listen = "127.0.0.1:0"` is usable by scripts), preceded by
 //! `mongobak admin listening on <url>` when `[server] admin_listen` is set;
@@ -18,7 +19,7 @@ use mongobak_api::{Api, UrlSigner};
 use mongobak_catalog::Catalog;
 use mongobak_catalog::RetryPolicy;
 use mongobak_worker::{
-    BackupRunner, DownloadRunner, DownloadRunnerConfig, Janitor, JanitorConfig, Scheduler,
+    BackupRunner, DownloadRunner, DownloadRunnerConfig, Janitor, JanitorConfig, Runner, Scheduler,
     SchedulerConfig,
 };
 use tokio_util::task::TaskTracker;
@@ -60,8 +61,8 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         .await
         .context("the blob storage does not answer")?;
     let node = node_name();
-    let runner = BackupRunner::new(catalog.clone(), store.clone(), config.backups.clone());
-    let interrupted = runner
+    let backups = BackupRunner::new(catalog.clone(), store.clone(), config.backups.clone());
+    let interrupted = backups
         .recover()
         .await
         .context("cannot recover interrupted backups")?;
@@ -164,10 +165,11 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(stop_on_signal(shutdown.clone()));
-    tasks.spawn(runner.run(shutdown.clone()));
-    tasks.spawn(downloads.run(shutdown.clone()));
-    tasks.spawn(janitor.run(shutdown.clone()));
-    tasks.spawn(scheduler.run(shutdown.clone()));
+    let runner = Runner::new(tasks.clone(), shutdown.clone());
+    backups.start(&runner);
+    downloads.start(&runner);
+    janitor.start(&runner);
+    scheduler.start(&runner);
     let admin = admin.map(|listener| {
         tokio::spawn(mongobak_server::run_admin(
             listener,

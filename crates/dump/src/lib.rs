@@ -2,7 +2,9 @@
 //!
 //! [`run_backup`] takes a registered instance (one connection URI per replica
 //! set / shard) and writes a consistent logical backup under a prefix of a
-//! [`BlobStore`], in the format of [`format`](mod@format):
+//! [`BlobStore`], in the stored format of [`stored`] (whose
+//! [`format`](mod@format) and [`segment`] modules are also here, at the
+//! root):
 //!
 //! 1. connect to every replica set and record its oplog position before the
 //!    first read (the `replica_set` module);
@@ -18,11 +20,14 @@
 //! 5. write the manifests, the backup's own last: it is the commit point.
 //!
 //! On any failure everything written under the prefix is deleted.
+//!
+//! [`stored`] reads a backup back: its manifests, its segments, and
+//! [`stored::export_archive`], which turns one replica set's backup into
+//! a mongodump archive.
 
-pub mod format;
 pub mod probe;
 mod replica_set;
-pub mod segment;
+pub mod stored;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,12 +39,12 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::format::{
+use crate::replica_set::ReplicaSetSource;
+use crate::stored::format::{
     BackupManifest, OplogTime, ReplicaSetEntry, ReplicaSetManifest, FORMAT, MANIFEST,
 };
-use crate::replica_set::ReplicaSetSource;
 
-pub use segment::{Compression, SegmentReader};
+pub use stored::{format, read_manifests, segment, Compression, SegmentReader};
 
 /// Why a backup failed.
 #[derive(Debug, thiserror::Error)]
@@ -398,35 +403,6 @@ async fn backup(
     let bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
     store.put(&format!("{prefix}/{MANIFEST}"), bytes).await?;
     Ok(manifest)
-}
-
-/// Reads a backup's manifest and the manifests of its replica sets,
-/// checking each against the digest recorded for it.
-pub async fn read_manifests(
-    store: &BlobStore,
-    prefix: &str,
-) -> Result<(BackupManifest, Vec<ReplicaSetManifest>), DumpError> {
-    let path = format!("{prefix}/{MANIFEST}");
-    let top: BackupManifest = parse_json(&path, &store.get(&path).await?)?;
-    let mut sets = Vec::with_capacity(top.replica_sets.len());
-    for entry in &top.replica_sets {
-        let bytes = store.get(&entry.manifest).await?;
-        if hex::encode(Sha256::digest(&bytes)) != entry.manifest_sha256 {
-            return Err(DumpError::Corrupt {
-                path: entry.manifest.clone(),
-                detail: "its SHA-256 does not match the backup manifest".into(),
-            });
-        }
-        sets.push(parse_json(&entry.manifest, &bytes)?);
-    }
-    Ok((top, sets))
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T, DumpError> {
-    serde_json::from_slice(bytes).map_err(|e| DumpError::Corrupt {
-        path: path.to_string(),
-        detail: e.to_string(),
-    })
 }
 
 #[cfg(test)]

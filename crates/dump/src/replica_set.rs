@@ -10,8 +10,8 @@ use mongodb::options::ClientOptions;
 use mongodb::Client;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
-use crate::format::{CollectionEntry, CollectionKind, OplogTime, SegmentSet};
-use crate::segment::SegmentSink;
+use crate::stored::format::{CollectionEntry, CollectionKind, OplogTime, SegmentSet};
+use crate::stored::segment::SegmentSink;
 use crate::{DumpError, DumpOptions, Progress};
 
 /// Databases a full-instance dump leaves out, as mongodump does.

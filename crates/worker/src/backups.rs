@@ -3,7 +3,6 @@
 //! failure (with the reason), and cleans up after backups that a stopped
 //! process left running.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -11,11 +10,13 @@ use mongobak_blob::BlobStore;
 use mongobak_catalog::{Backup, BackupSizes, BackupType, Catalog, ClusterType};
 use mongobak_dump::format::BackupManifest;
 use mongobak_dump::{run_backup_until, BackupSource, DumpError, DumpOptions, Progress};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::notify::Notifier;
+use crate::runner::{Runner, Step, WorkError, Worker};
+
+/// How long a stop waits for a failure notification still being delivered.
+const NOTIFY_GRACE: Duration = Duration::from_secs(10);
 
 /// Settings of the backup runner.
 #[derive(Debug, Clone)]
@@ -89,55 +90,32 @@ impl BackupRunner {
     /// Takes and runs queued backups until `shutdown`; backups still
     /// running then are stopped, marked failed and cleaned up.
     pub async fn run(self, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
-        let tracker = TaskTracker::new();
-        loop {
-            let permit = tokio::select! {
-                permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-                _ = shutdown.cancelled() => break,
-            };
-            match self.catalog.claim_queued_backup(Timestamp::now()).await {
-                Ok(Some(backup)) => {
-                    let runner = self.clone();
-                    let shutdown = shutdown.clone();
-                    tracker.spawn(async move {
-                        runner.run_one(backup, shutdown).await;
-                        drop(permit);
-                    });
-                }
-                Ok(None) => {
-                    drop(permit);
-                    tokio::select! {
-                        _ = self.catalog.backup_queued() => {}
-                        _ = tokio::time::sleep(self.config.poll_interval) => {}
-                        _ = shutdown.cancelled() => break,
-                    }
-                }
-                Err(e) => {
-                    drop(permit);
-                    tracing::error!(error = %e, "cannot read the backup queue");
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.config.poll_interval) => {}
-                        _ = shutdown.cancelled() => break,
-                    }
-                }
-            }
-        }
-        tracker.close();
-        tracker.wait().await;
+        Runner::run_until(shutdown, |runner| self.start(runner)).await;
     }
 
-    async fn run_one(&self, backup: Backup, shutdown: CancellationToken) {
+    /// Runs [`run`](Self::run)'s work on `runner`: `concurrency` workers,
+    /// each taking queued backups one at a time.
+    pub fn start(self, runner: &Runner) {
+        for n in 0..self.config.concurrency.max(1) {
+            runner.spawn(BackupWorker {
+                n,
+                backups: self.clone(),
+                runner: runner.clone(),
+            });
+        }
+    }
+
+    async fn run_one(&self, backup: Backup, shutdown: &CancellationToken, runner: &Runner) {
         let started = Instant::now();
         let instance = match self.catalog.instance(&backup.instance_id).await {
             Ok(Some(instance)) => instance,
             Ok(None) => {
-                self.fail(&backup, "the instance is no longer registered")
+                self.fail(&backup, "the instance is no longer registered", runner)
                     .await;
                 return;
             }
             Err(e) => {
-                self.fail(&backup, &format!("cannot read the instance: {e}"))
+                self.fail(&backup, &format!("cannot read the instance: {e}"), runner)
                     .await;
                 return;
             }
@@ -158,7 +136,7 @@ impl BackupRunner {
         let mut attempt = 1;
         let (outcome, progress) = loop {
             let progress = Progress::default();
-            let outcome = self.attempt(&backup, &source, &progress, &shutdown).await;
+            let outcome = self.attempt(&backup, &source, &progress, shutdown).await;
             match outcome {
                 Err(e) if e.is_transient() && attempt < self.config.attempts => {
                     let wait = self.config.retry_delay * 2u32.saturating_pow(attempt - 1);
@@ -242,12 +220,12 @@ impl BackupRunner {
                     }
                     Err(e) => {
                         self.delete_data(&backup).await;
-                        self.fail(&backup, &format!("cannot record the finished backup: {e}"))
-                            .await;
+                        let reason = format!("cannot record the finished backup: {e}");
+                        self.fail(&backup, &reason, runner).await;
                     }
                 }
             }
-            Err(reason) => self.fail(&backup, &reason).await,
+            Err(reason) => self.fail(&backup, &reason, runner).await,
         }
     }
 
@@ -283,7 +261,9 @@ impl BackupRunner {
         }
     }
 
-    async fn fail(&self, backup: &Backup, reason: &str) {
+    /// Records the failure and reports it; a notification is an errand on
+    /// `runner`.
+    async fn fail(&self, backup: &Backup, reason: &str, runner: &Runner) {
         metrics::counter!("mongobak_backups_total", "outcome" => "failed").increment(1);
         tracing::error!(backup_id = backup.id, name = %backup.name, reason, "backup failed");
         if let Err(e) = self
@@ -304,11 +284,12 @@ impl BackupRunner {
             let notifier = self.config.notifier.clone();
             let backup = backup.clone();
             let reason = reason.to_string();
-            // Retries take a while; the runner moves on.
-            tokio::spawn(async move {
+            // Retries take a while; the worker moves on, and a stop waits
+            // for them a little.
+            runner.spawn_errand("failure notification", NOTIFY_GRACE, async move {
                 notifier
                     .automatic_backup_failed(&backup, &reason, notify)
-                    .await
+                    .await;
             });
         }
     }
@@ -321,5 +302,42 @@ impl BackupRunner {
         {
             tracing::error!(backup_id = backup.id, error = %e, "cannot delete the data of a failed backup");
         }
+    }
+}
+
+/// One of the runner's workers: takes a queued backup and runs it.
+struct BackupWorker {
+    n: usize,
+    backups: BackupRunner,
+    runner: Runner,
+}
+
+impl Worker for BackupWorker {
+    fn name(&self) -> String {
+        format!("backups/{}", self.n)
+    }
+
+    async fn work(&mut self, stop: &CancellationToken) -> Result<Step, WorkError> {
+        let claimed = self
+            .backups
+            .catalog
+            .claim_queued_backup(Timestamp::now())
+            .await
+            .map_err(|e| format!("cannot read the backup queue: {e}"))?;
+        match claimed {
+            Some(backup) => {
+                self.backups.run_one(backup, stop, &self.runner).await;
+                Ok(Step::Busy)
+            }
+            None => Ok(Step::Idle(self.backups.config.poll_interval)),
+        }
+    }
+
+    async fn wake(&self) {
+        self.backups.catalog.backup_queued().await;
+    }
+
+    fn retry_after(&self, _failures: u32) -> Duration {
+        self.backups.config.poll_interval
     }
 }

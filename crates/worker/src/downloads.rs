@@ -1,48 +1,38 @@
 //! The download workers: package one replica set of a stored backup into
 //! the file a user downloads, a gzipped mongodump archive.
 //!
-//! Each worker claims a task with a lease, then, on a blocking thread:
-//! reads the backup's manifests, streams every namespace's segments through
-//! the archive writer (auth namespaces first, the oplog slice last) and a
-//! parallel gzip writer into a blob writer, hashing the bytes on the way.
-//! The object only appears when the writer closes (atomic publish), under a
-//! path of its own per attempt, and the task is marked done with the size
-//! and SHA-256 only after that. A heartbeat renews the lease and saves the
-//! percentage every 2 s; a worker that loses its lease abandons its attempt.
+//! Each worker claims a task with a lease, reads the backup's manifests and
+//! exports the replica set's backup into a blob writer
+//! (`mongobak_dump::stored::export_archive`: the archive, gzipped, its
+//! SHA-256 taken on the way). The object only appears when the writer
+//! closes (atomic publish), under a path of its own per attempt, and the
+//! task is marked done with the size and SHA-256 only after that. A
+//! heartbeat renews the lease and saves the percentage every 2 s; a worker
+//! that loses its lease abandons its attempt.
 //!
 //! Failures of storage are transient (the task waits, then retries with
 //! backoff: status 4); a backup that is gone or damaged fails the task at
-//! once (status 3). Memory stays bounded: documents stream one at a time,
-//! and at most a few compressed chunks are buffered.
+//! once (status 3).
 
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::convert::Infallible;
 use std::time::Duration;
 
-use bytes::Bytes;
 use jiff::{SignedDuration, Timestamp};
-use mongobak_archive::{
-    metadata_json, ArchiveHeader, ArchiveWriter, GzipWriter, HashingWriter, NamespaceKind,
-    NamespaceMeta, DEFAULT_LEVEL,
-};
-use mongobak_blob::{BlobStore, BlobWriter};
+use mongobak_blob::BlobStore;
 use mongobak_catalog::{
     Backup, Catalog, DownloadFolder, DownloadTask, PublishedFile, RetryPolicy, TaskStatus,
 };
-use mongobak_dump::format::{CollectionEntry, CollectionKind, ReplicaSetManifest};
-use mongobak_dump::{read_manifests, DumpError, SegmentReader};
-use tokio::runtime::Handle;
+use mongobak_dump::stored::{
+    export_archive, ExportError, ExportOptions, ExportProgress, DEFAULT_GZIP_LEVEL,
+};
+use mongobak_dump::{read_manifests, DumpError};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-/// Compressed bytes gathered before a write to storage.
-const UPLOAD_CHUNK: usize = 4 << 20;
+use crate::runner::{Runner, Step, WorkError, Worker};
+
 /// Claims a task may take, as a multiple of its tries, before repeated
 /// interruptions (crashes, lost leases) fail it.
 const INTERRUPTION_ALLOWANCE: i64 = 4;
-/// The tool version written into archive headers.
-const TOOL_VERSION: &str = concat!("mongobak-", env!("CARGO_PKG_VERSION"));
 
 /// Settings of the download workers.
 #[derive(Debug, Clone)]
@@ -81,7 +71,7 @@ impl Default for DownloadRunnerConfig {
                 max_backoff: SignedDuration::from_mins(5),
             },
             file_retention: SignedDuration::from_hours(24 * 7),
-            gzip_level: DEFAULT_LEVEL,
+            gzip_level: DEFAULT_GZIP_LEVEL,
             gzip_threads: 0,
         }
     }
@@ -123,6 +113,18 @@ impl From<mongobak_blob::BlobError> for Failure {
     }
 }
 
+impl From<ExportError> for Failure {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::Stopped => Failure::Abandoned,
+            ExportError::Read(e) => Failure::from(e),
+            ExportError::Storage(e) => Failure::from(e),
+            e if e.is_transient() => Failure::Transient(e.to_string()),
+            e => Failure::Permanent(e.to_string()),
+        }
+    }
+}
+
 /// Runs download tasks.
 #[derive(Debug, Clone)]
 pub struct DownloadRunner {
@@ -144,44 +146,16 @@ impl DownloadRunner {
     /// Runs the workers until `shutdown`. A task being packaged then is
     /// released as a transient failure, so it is retried soon.
     pub async fn run(self, shutdown: CancellationToken) {
-        let tracker = TaskTracker::new();
-        for n in 0..self.config.workers.max(1) {
-            let runner = self.clone();
-            let shutdown = shutdown.clone();
-            tracker.spawn(async move { runner.worker_loop(n, shutdown).await });
-        }
-        tracker.close();
-        tracker.wait().await;
+        Runner::run_until(shutdown, |runner| self.start(runner)).await;
     }
 
-    async fn worker_loop(&self, n: usize, shutdown: CancellationToken) {
-        let worker = format!("{}/{n}", self.config.node);
-        while !shutdown.is_cancelled() {
-            let now = Timestamp::now();
-            let lease_until = now
-                + SignedDuration::try_from(self.config.lease)
-                    .unwrap_or(SignedDuration::from_secs(30));
-            match self
-                .catalog
-                .claim_download_task(&worker, now, lease_until)
-                .await
-            {
-                Ok(Some(task)) => self.work(&worker, task, &shutdown).await,
-                Ok(None) => {
-                    tokio::select! {
-                        _ = self.catalog.download_queued() => {}
-                        _ = tokio::time::sleep(self.config.poll_interval) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the download queue");
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.config.poll_interval) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                }
-            }
+    /// Runs [`run`](Self::run)'s workers on `runner`.
+    pub fn start(self, runner: &Runner) {
+        for n in 0..self.config.workers.max(1) {
+            runner.spawn(DownloadWorker {
+                name: format!("{}/{n}", self.config.node),
+                downloads: self.clone(),
+            });
         }
     }
 
@@ -200,55 +174,15 @@ impl DownloadRunner {
             return;
         }
         tracing::info!(task_id = task.id, replica_set = %task.replica_set_id, attempt = task.attempts, "packaging started");
-        let progress = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        // The heartbeat: renews the lease and saves progress; tells the
-        // packager to stop when the lease is lost or the service stops.
-        let heartbeat = {
-            let catalog = self.catalog.clone();
-            let progress = progress.clone();
-            let stop = stop.clone();
-            let worker = worker.to_string();
-            let lease = SignedDuration::try_from(self.config.lease)
-                .unwrap_or(SignedDuration::from_secs(30));
-            let every = self.config.heartbeat;
-            let shutdown = shutdown.clone();
-            let id = task.id;
-            tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(every);
-                ticker.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = ticker.tick() => {}
-                        _ = shutdown.cancelled() => {
-                            stop.store(true, Ordering::Relaxed);
-                            return;
-                        }
-                    }
-                    let percent = progress.load(Ordering::Relaxed) as i64;
-                    match catalog
-                        .heartbeat_download_task(id, &worker, percent, Timestamp::now() + lease)
-                        .await
-                    {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::warn!(
-                                task_id = id,
-                                "lease lost; another worker took the task over"
-                            );
-                            stop.store(true, Ordering::Relaxed);
-                            return;
-                        }
-                        // A passing store fault: keep working, the lease
-                        // still runs; the next beat tries again.
-                        Err(e) => tracing::warn!(task_id = id, error = %e, "heartbeat failed"),
-                    }
-                }
-            })
-        };
+        let progress = ExportProgress::default();
+        // Cancelled by the shutdown, or by the heartbeat when the lease is
+        // lost: either way the packager stops.
+        let attempt = shutdown.child_token();
         let started = std::time::Instant::now();
-        let outcome = self.package(&task, progress.clone(), stop.clone()).await;
-        heartbeat.abort();
+        let outcome = tokio::select! {
+            outcome = self.package(&task, &progress, &attempt) => outcome,
+            never = self.heartbeat(worker, task.id, &progress, &attempt) => match never {},
+        };
         let now = Timestamp::now();
         match outcome {
             Ok(file) => match self
@@ -298,6 +232,51 @@ impl DownloadRunner {
                 self.record_failure(worker, &task, &reason, false).await
             }
         }
+    }
+
+    /// How long a claim or a renewal lasts.
+    fn lease(&self) -> SignedDuration {
+        SignedDuration::try_from(self.config.lease).unwrap_or(SignedDuration::from_secs(30))
+    }
+
+    /// Renews the lease of task `id` and saves its percentage every beat
+    /// until `attempt` is cancelled; cancels it when the lease is lost.
+    async fn heartbeat(
+        &self,
+        worker: &str,
+        id: i64,
+        progress: &ExportProgress,
+        attempt: &CancellationToken,
+    ) -> Infallible {
+        let lease = self.lease();
+        let mut ticker = tokio::time::interval(self.config.heartbeat);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = attempt.cancelled() => break,
+            }
+            let percent = progress.percent() as i64;
+            match self
+                .catalog
+                .heartbeat_download_task(id, worker, percent, Timestamp::now() + lease)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        task_id = id,
+                        "lease lost; another worker took the task over"
+                    );
+                    attempt.cancel();
+                    break;
+                }
+                // A passing store fault: keep working, the lease still
+                // runs; the next beat tries again.
+                Err(e) => tracing::warn!(task_id = id, error = %e, "heartbeat failed"),
+            }
+        }
+        std::future::pending().await
     }
 
     async fn record_failure(
@@ -354,8 +333,8 @@ impl DownloadRunner {
     async fn package(
         &self,
         task: &DownloadTask,
-        progress: Arc<AtomicU64>,
-        stop: Arc<AtomicBool>,
+        progress: &ExportProgress,
+        stop: &CancellationToken,
     ) -> Result<PublishedFile, Failure> {
         let backup = match self.catalog.backup(task.backup_id).await {
             Ok(Some(b)) if b.is_available(Timestamp::now()) => b,
@@ -379,29 +358,65 @@ impl DownloadRunner {
         let name = file_name(&backup, &task.replica_set_id);
         let path = DownloadFolder::new(task.id, task.attempts).file(&name);
         let writer = self.store.writer(&path).await?;
-        let store = self.store.clone();
-        let config = self.config.clone();
-        let handle = Handle::current();
-        let written = tokio::task::spawn_blocking(move || {
-            write_archive(
-                &handle, &store, &manifest, writer, &config, &progress, &stop,
-            )
-        })
-        .await
-        .map_err(|e| Failure::Transient(format!("the packaging thread failed: {e}")))??;
+        let options = ExportOptions {
+            gzip_level: Some(self.config.gzip_level),
+            gzip_threads: self.config.gzip_threads,
+        };
+        let written =
+            export_archive(&self.store, manifest, writer, &options, progress, stop).await?;
         let stored = self.store.size(&path).await?;
-        if stored != Some(written.0) {
+        if stored != Some(written.bytes) {
             return Err(Failure::Transient(format!(
                 "the stored file has {stored:?} bytes, {} were written",
-                written.0
+                written.bytes
             )));
         }
         Ok(PublishedFile {
             path,
-            size: written.0,
-            sha256: written.1,
+            size: written.bytes,
+            sha256: written.sha256,
             expires_at: Timestamp::now() + self.config.file_retention,
         })
+    }
+}
+
+/// One of the runner's workers: claims a download task with a lease and
+/// packages it.
+struct DownloadWorker {
+    /// The lease holder's name: `<node>/<n>`.
+    name: String,
+    downloads: DownloadRunner,
+}
+
+impl Worker for DownloadWorker {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn work(&mut self, stop: &CancellationToken) -> Result<Step, WorkError> {
+        let runner = &self.downloads;
+        let now = Timestamp::now();
+        let lease_until = now + runner.lease();
+        let claimed = runner
+            .catalog
+            .claim_download_task(&self.name, now, lease_until)
+            .await
+            .map_err(|e| format!("cannot read the download queue: {e}"))?;
+        match claimed {
+            Some(task) => {
+                runner.work(&self.name, task, stop).await;
+                Ok(Step::Busy)
+            }
+            None => Ok(Step::Idle(runner.config.poll_interval)),
+        }
+    }
+
+    async fn wake(&self) {
+        self.downloads.catalog.download_queued().await;
+    }
+
+    fn retry_after(&self, _failures: u32) -> Duration {
+        self.downloads.config.poll_interval
     }
 }
 
@@ -422,200 +437,6 @@ pub(crate) fn file_name(backup: &Backup, replica_set_id: &str) -> String {
         })
         .collect();
     format!("{stem}_{replica_set_id}.archive.gz")
-}
-
-/// A `Write` that hands fixed-size chunks to an async blob writer.
-struct BlobSink<'a> {
-    handle: &'a Handle,
-    writer: Option<BlobWriter>,
-    buffer: Vec<u8>,
-    stop: &'a AtomicBool,
-}
-
-impl BlobSink<'_> {
-    fn push(&mut self) -> std::io::Result<()> {
-        if self.stop.load(Ordering::Relaxed) {
-            return Err(std::io::Error::other("packaging stopped"));
-        }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buffer,
-            Vec::with_capacity(UPLOAD_CHUNK),
-        ));
-        let writer = self.writer.as_mut().expect("open until closed");
-        self.handle
-            .block_on(writer.write(chunk))
-            .map_err(std::io::Error::other)
-    }
-}
-
-impl Write for BlobSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(buf);
-        if self.buffer.len() >= UPLOAD_CHUNK {
-            self.push()?;
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The blocking part: archive + gzip + hash into the blob writer. Returns
-/// the file's size and SHA-256.
-fn write_archive(
-    handle: &Handle,
-    store: &BlobStore,
-    manifest: &ReplicaSetManifest,
-    writer: BlobWriter,
-    config: &DownloadRunnerConfig,
-    progress: &AtomicU64,
-    stop: &AtomicBool,
-) -> Result<(u64, String), Failure> {
-    let mut sink = BlobSink {
-        handle,
-        writer: Some(writer),
-        buffer: Vec::with_capacity(UPLOAD_CHUNK),
-        stop,
-    };
-    let result = write_archive_into(handle, store, manifest, &mut sink, config, progress, stop);
-    let mut writer = sink.writer.take().expect("open until closed");
-    let result = result.and_then(|checksum| {
-        if !sink.buffer.is_empty() {
-            let tail = Bytes::from(std::mem::take(&mut sink.buffer));
-            handle.block_on(writer.write(tail))?;
-        }
-        Ok(checksum)
-    });
-    // Every failure, the last write and the close included, abandons the
-    // object so that its temporary file does not outlive the attempt.
-    let result = match result {
-        Ok(checksum) => match handle.block_on(writer.close()) {
-            Ok(_) => return Ok(checksum),
-            Err(e) => Err(Failure::from(e)),
-        },
-        Err(failure) => Err(failure),
-    };
-    if let Err(e) = handle.block_on(writer.abort()) {
-        tracing::warn!(error = %e, "cannot abandon a partial download file");
-    }
-    result
-}
-
-fn write_archive_into(
-    handle: &Handle,
-    store: &BlobStore,
-    manifest: &ReplicaSetManifest,
-    sink: &mut BlobSink<'_>,
-    config: &DownloadRunnerConfig,
-    progress: &AtomicU64,
-    stop: &AtomicBool,
-) -> Result<(u64, String), Failure> {
-    let io_failure = |e: std::io::Error| {
-        if stop.load(Ordering::Relaxed) {
-            Failure::Abandoned
-        } else {
-            Failure::Transient(format!("writing the file: {e}"))
-        }
-    };
-    let archive_failure = |e: mongobak_archive::WriteError| match e {
-        mongobak_archive::WriteError::Io { source, .. } => io_failure(source),
-        other => Failure::Permanent(format!(
-            "the backup cannot be written as an archive: {other}"
-        )),
-    };
-    let gzip = GzipWriter::parallel(
-        HashingWriter::new(&mut *sink),
-        config.gzip_level,
-        config.gzip_threads,
-    );
-    let header = ArchiveHeader {
-        concurrent_collections: 1,
-        server_version: manifest.server_version.clone(),
-        tool_version: TOOL_VERSION.into(),
-    };
-    let mut archive = ArchiveWriter::new(gzip, header).map_err(archive_failure)?;
-
-    // Users, roles and the auth schema first (restore reads them before any
-    // collection), then the rest in manifest order; the oplog last.
-    let mut ordered: Vec<&CollectionEntry> =
-        manifest.collections.iter().filter(|c| is_auth(c)).collect();
-    ordered.extend(manifest.collections.iter().filter(|c| !is_auth(c)));
-    let mut metas = Vec::with_capacity(ordered.len());
-    for collection in &ordered {
-        let kind = match collection.kind {
-            CollectionKind::Collection => NamespaceKind::Collection,
-            CollectionKind::View => NamespaceKind::View,
-            CollectionKind::Timeseries => NamespaceKind::Timeseries,
-        };
-        let metadata = metadata_json(
-            &collection.name,
-            kind,
-            &collection.options,
-            &collection.indexes,
-            collection.uuid.as_deref(),
-        )
-        .map_err(|e| Failure::Permanent(format!("metadata of {}: {e}", collection.namespace())))?;
-        let meta = NamespaceMeta {
-            db: collection.db.clone(),
-            collection: collection.name.clone(),
-            metadata_json: metadata,
-            kind,
-        };
-        archive
-            .add_namespace(meta.clone())
-            .map_err(archive_failure)?;
-        metas.push(meta);
-    }
-    archive
-        .add_namespace(NamespaceMeta::oplog())
-        .map_err(archive_failure)?;
-
-    let total = ordered.iter().map(|c| c.data.documents).sum::<u64>() + manifest.oplog.documents;
-    let mut done = 0u64;
-    let mut copy =
-        |archive: &mut ArchiveWriter<_>, reader: &mut SegmentReader| -> Result<(), Failure> {
-            while let Some(document) = handle.block_on(reader.next_document())? {
-                archive.write_document(&document).map_err(archive_failure)?;
-                done += 1;
-                progress.store(done * 99 / total.max(1), Ordering::Relaxed);
-            }
-            Ok(())
-        };
-    for (collection, meta) in ordered.iter().zip(&metas) {
-        let data = archive.data_namespace(meta);
-        archive
-            .begin_namespace(&data.db, &data.collection)
-            .map_err(archive_failure)?;
-        copy(
-            &mut archive,
-            &mut SegmentReader::new(store.clone(), &collection.data),
-        )?;
-        archive.end_namespace().map_err(archive_failure)?;
-    }
-    let oplog = NamespaceMeta::oplog();
-    archive
-        .begin_namespace(&oplog.db, &oplog.collection)
-        .map_err(archive_failure)?;
-    copy(
-        &mut archive,
-        &mut SegmentReader::new(store.clone(), &manifest.oplog),
-    )?;
-    archive.end_namespace().map_err(archive_failure)?;
-
-    let gzip = archive.finish().map_err(archive_failure)?;
-    let hashing = gzip.finish().map_err(io_failure)?;
-    let (_, checksum) = hashing.finish();
-    Ok((checksum.bytes, checksum.sha256_hex()))
-}
-
-fn is_auth(collection: &CollectionEntry) -> bool {
-    collection.db == "admin"
-        && matches!(
-            collection.name.as_str(),
-            "system.users" | "system.roles" | "system.version"
-        )
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use mongobak_blob::{BlobError, BlobStore};
 use mongobak_catalog::{Catalog, RetiredFile, RetiredFileError};
-use tokio_util::sync::CancellationToken;
+
+use crate::runner::{Duty, Runner};
 
 /// The name of the duty in the catalog.
 const DUTY: &str = "janitor";
@@ -76,35 +77,15 @@ impl Janitor {
         }
     }
 
-    /// Runs a round every interval until `shutdown`, while this node holds
-    /// the janitor's duty (one node of a cluster does; another takes over
-    /// within three intervals when it dies).
-    pub async fn run(self, shutdown: CancellationToken) {
-        let lease = SignedDuration::try_from(self.config.interval * 3)
-            .unwrap_or(SignedDuration::from_hours(1));
-        loop {
-            let now = Timestamp::now();
-            match self
-                .catalog
-                .hold_duty(DUTY, &self.config.node, now, lease)
-                .await
-            {
-                Ok(true) => {
-                    if let Err(e) = self.round(now).await {
-                        tracing::warn!(error = %e, "janitor round failed; trying again next round");
-                    }
-                }
-                Ok(false) => tracing::debug!("another node holds the janitor's duty"),
-                Err(e) => tracing::warn!(error = %e, "cannot take the janitor's duty"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.interval) => {}
-                _ = shutdown.cancelled() => break,
-            }
-        }
-        if let Err(e) = self.catalog.release_duty(DUTY, &self.config.node).await {
-            tracing::debug!(error = %e, "cannot release the janitor's duty; it lapses");
-        }
+    /// Runs a round every interval on `runner`, while this node holds the
+    /// janitor's duty (one node of a cluster does; another takes over
+    /// within three intervals when it dies). The first round is at once.
+    pub fn start(self, runner: &Runner) {
+        let config = &self.config;
+        let duty = Duty::every(self.catalog.clone(), DUTY, &config.node, config.interval);
+        runner.spawn_rounds(duty, self, |janitor, now| async move {
+            janitor.round(now).await
+        });
     }
 
     /// One round at `now`.

@@ -14,6 +14,9 @@
 //! * [`gc`]: finds and deletes stored data no catalog entry accounts for.
 //! * [`Notifier`] (`notify`): reports failed automatic backups to a
 //!   webhook.
+//! * [`runner`]: how all of them run: [`Worker`]s stepped on the node's
+//!   task tracker until the shutdown, singleton [`Duty`] leases, errands
+//!   such as notifications that a stop waits for.
 //!
 //! Workers know no HTTP; they meet the API only through the catalog.
 
@@ -22,10 +25,12 @@ mod downloads;
 pub mod gc;
 mod janitor;
 mod notify;
+pub mod runner;
 mod scheduler;
 
 pub use backups::{BackupRunner, BackupRunnerConfig};
 pub use downloads::{DownloadRunner, DownloadRunnerConfig};
 pub use janitor::{Janitor, JanitorConfig, JanitorReport};
 pub use notify::{BackupFailedEvent, Notifier};
+pub use runner::{Duty, Runner, Step, WorkError, Worker};
 pub use scheduler::{Scheduler, SchedulerConfig, TickReport};

@@ -19,10 +19,11 @@
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use mongobak_blob::BlobStore;
 use mongobak_catalog::{backup_name, BackupRule, BackupType, Catalog, CatalogError, NewBackup};
-use tokio_util::sync::CancellationToken;
+
+use crate::runner::{Duty, Runner};
 
 /// The name of the duty in the catalog.
 const DUTY: &str = "scheduler";
@@ -89,36 +90,16 @@ impl Scheduler {
         BackupRule::defaults(instance_id, self.config.default_retention_days)
     }
 
-    /// Ticks every interval until `shutdown`, while this node holds the
+    /// Ticks every interval on `runner`, while this node holds the
     /// scheduling duty (one node of a cluster does; another takes over
-    /// within three intervals when it dies). The first tick is at once, so a
-    /// slot missed while the service was down runs at start.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let lease = SignedDuration::try_from(self.config.interval * 3)
-            .unwrap_or(SignedDuration::from_secs(90));
-        loop {
-            let now = Timestamp::now();
-            match self
-                .catalog
-                .hold_duty(DUTY, &self.config.node, now, lease)
-                .await
-            {
-                Ok(true) => {
-                    if let Err(e) = self.tick(now).await {
-                        tracing::warn!(error = %e, "scheduler tick failed; trying again next tick");
-                    }
-                }
-                Ok(false) => tracing::debug!("another node holds the scheduling duty"),
-                Err(e) => tracing::warn!(error = %e, "cannot take the scheduling duty"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.interval) => {}
-                _ = shutdown.cancelled() => break,
-            }
-        }
-        if let Err(e) = self.catalog.release_duty(DUTY, &self.config.node).await {
-            tracing::debug!(error = %e, "cannot release the scheduling duty; it lapses");
-        }
+    /// within three intervals when it dies). The first tick is at once, so
+    /// a slot missed while the service was down runs at start.
+    pub fn start(self, runner: &Runner) {
+        let config = &self.config;
+        let duty = Duty::every(self.catalog.clone(), DUTY, &config.node, config.interval);
+        runner.spawn_rounds(duty, self, |scheduler, now| async move {
+            scheduler.tick(now).await
+        });
     }
 
     /// One tick at `now`.

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
 
-use crate::format::{SegmentInfo, SegmentSet};
+use super::format::{SegmentInfo, SegmentSet};
 use crate::DumpError;
 
 /// Uncompressed bytes of documents compressed together into one frame.
