@@ -169,7 +169,7 @@ impl Catalog {
         let mut tx = self.begin_write().await?;
         let id = Catalog::insert_backup(&mut tx, new, now).await?;
         tx.commit().await?;
-        self.wake_backup_runner();
+        self.wakeups().backup_queued();
         self.backup(id).await?.ok_or_else(|| CatalogError::Corrupt {
             what: format!("backup {id}"),
             detail: "vanished after insert".into(),
@@ -241,11 +241,8 @@ impl Catalog {
 
     /// One backup by `BackId`.
     pub async fn backup(&self, id: i64) -> Result<Option<Backup>, CatalogError> {
-        let row = sqlx::query(&format!("{SELECT_BACKUP} WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(decode_backup).transpose()
+        self.fetch_optional(sqlx::query(&format!("{SELECT_BACKUP} WHERE id = $1")).bind(id))
+            .await
     }
 
     /// One backup by instance and name.
@@ -254,14 +251,14 @@ impl Catalog {
         instance_id: &str,
         name: &str,
     ) -> Result<Option<Backup>, CatalogError> {
-        let row = sqlx::query(&format!(
-            "{SELECT_BACKUP} WHERE instance_id = $1 AND name = $2"
-        ))
-        .bind(instance_id)
-        .bind(name)
-        .fetch_optional(self.pool())
-        .await?;
-        row.as_ref().map(decode_backup).transpose()
+        self.fetch_optional(
+            sqlx::query(&format!(
+                "{SELECT_BACKUP} WHERE instance_id = $1 AND name = $2"
+            ))
+            .bind(instance_id)
+            .bind(name),
+        )
+        .await
     }
 
     /// The backup an `AsyncRequestId` follows.
@@ -269,22 +266,22 @@ impl Catalog {
         &self,
         async_request_id: &str,
     ) -> Result<Option<Backup>, CatalogError> {
-        let row = sqlx::query(&format!("{SELECT_BACKUP} WHERE async_request_id = $1"))
-            .bind(async_request_id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(decode_backup).transpose()
+        self.fetch_optional(
+            sqlx::query(&format!("{SELECT_BACKUP} WHERE async_request_id = $1"))
+                .bind(async_request_id),
+        )
+        .await
     }
 
     /// Every backup of an instance, newest first.
     pub async fn backups_of(&self, instance_id: &str) -> Result<Vec<Backup>, CatalogError> {
-        let rows = sqlx::query(&format!(
-            "{SELECT_BACKUP} WHERE instance_id = $1 ORDER BY id DESC"
-        ))
-        .bind(instance_id)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(decode_backup).collect()
+        self.fetch_all(
+            sqlx::query(&format!(
+                "{SELECT_BACKUP} WHERE instance_id = $1 ORDER BY id DESC"
+            ))
+            .bind(instance_id),
+        )
+        .await
     }
 
     /// Takes the oldest queued backup for a runner, marking it running.
@@ -394,11 +391,12 @@ impl Catalog {
         &self,
         now: Timestamp,
     ) -> Result<Vec<Backup>, CatalogError> {
-        let rows = sqlx::query(&format!("{SELECT_BACKUP} WHERE status = $1"))
-            .bind(BackupStatus::Running.code())
-            .fetch_all(self.pool())
+        let interrupted: Vec<Backup> = self
+            .fetch_all(
+                sqlx::query(&format!("{SELECT_BACKUP} WHERE status = $1"))
+                    .bind(BackupStatus::Running.code()),
+            )
             .await?;
-        let interrupted: Vec<Backup> = rows.iter().map(decode_backup).collect::<Result<_, _>>()?;
         for backup in &interrupted {
             self.fail_backup(
                 backup.id,
@@ -434,14 +432,14 @@ impl Catalog {
     /// Succeeded backups whose expiry is at or before `now`, oldest
     /// expiry first.
     pub async fn expired_backups(&self, now: Timestamp) -> Result<Vec<Backup>, CatalogError> {
-        let rows = sqlx::query(&format!(
-            "{SELECT_BACKUP} WHERE status = $2 AND expires_at <= $1 ORDER BY expires_at, id"
-        ))
-        .bind(now.as_second())
-        .bind(BackupStatus::Succeeded.code())
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(decode_backup).collect()
+        self.fetch_all(
+            sqlx::query(&format!(
+                "{SELECT_BACKUP} WHERE status = $2 AND expires_at <= $1 ORDER BY expires_at, id"
+            ))
+            .bind(now.as_second())
+            .bind(BackupStatus::Succeeded.code()),
+        )
+        .await
     }
 
     /// Marks a succeeded backup deleted unless a download task of it is
@@ -558,6 +556,12 @@ async fn end_download_files(
     .fetch_all(&mut **tx)
     .await?;
     Ok(crate::download::retired(files))
+}
+
+impl crate::store::FromRow for Backup {
+    fn from_row(row: &AnyRow) -> Result<Self, CatalogError> {
+        decode_backup(row)
+    }
 }
 
 fn decode_backup(row: &AnyRow) -> Result<Backup, CatalogError> {

@@ -15,7 +15,7 @@ use jiff::{SignedDuration, Timestamp};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::store::{time_column, Catalog, CatalogError};
+use crate::store::{time_column, AnyQuery, Catalog, CatalogError};
 
 /// The API's `BackupDownloadTask.Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,18 +319,15 @@ impl Catalog {
         }
         tx.commit().await?;
         if created {
-            self.wake_download_workers();
+            self.wakeups().downloads_queued();
         }
         Ok(tasks)
     }
 
     /// One task by id.
     pub async fn download_task(&self, id: i64) -> Result<Option<DownloadTask>, CatalogError> {
-        let row = sqlx::query(&format!("{SELECT_TASK} WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(decode_task).transpose()
+        self.fetch_optional(sqlx::query(&format!("{SELECT_TASK} WHERE id = $1")).bind(id))
+            .await
     }
 
     /// An instance's tasks matching `filter`, in `order`, with the total
@@ -485,18 +482,11 @@ impl Catalog {
         percent: i64,
         lease_until: Timestamp,
     ) -> Result<bool, CatalogError> {
-        let done = sqlx::query(
-            "UPDATE download_tasks SET percent = $3, lease_expires_at = $4 \
-             WHERE id = $1 AND status = $5 AND lease_owner = $2",
-        )
-        .bind(id)
-        .bind(worker)
-        .bind(percent.clamp(0, 99))
-        .bind(lease_until.as_second())
-        .bind(TaskStatus::Running.code())
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let percent = percent.clamp(0, 99);
+        self.update_while_leased(id, worker, "percent = $3, lease_expires_at = $4", |q| {
+            q.bind(percent).bind(lease_until.as_second())
+        })
+        .await
     }
 
     /// Marks the task done with its published file, if `worker` still
@@ -509,25 +499,24 @@ impl Catalog {
         now: Timestamp,
         file: &PublishedFile,
     ) -> Result<bool, CatalogError> {
-        let done = sqlx::query(
-            "UPDATE download_tasks SET status = $8, percent = 100, finished_at = $3, lease_owner = NULL, \
+        let file = file.clone();
+        self.update_while_leased(
+            id,
+            worker,
+            "status = $8, percent = 100, finished_at = $3, lease_owner = NULL, \
              lease_expires_at = NULL, file_path = $4, file_size = $5, file_sha256 = $6, \
              file_expires_at = COALESCE((SELECT CASE WHEN b.expires_at < $7 THEN b.expires_at END \
-             FROM backups b WHERE b.id = download_tasks.backup_id), $7), \
-             failure = NULL WHERE id = $1 AND status = $9 AND lease_owner = $2",
+             FROM backups b WHERE b.id = download_tasks.backup_id), $7), failure = NULL",
+            |q| {
+                q.bind(now.as_second())
+                    .bind(file.path)
+                    .bind(file.size as i64)
+                    .bind(file.sha256)
+                    .bind(file.expires_at.as_second())
+                    .bind(TaskStatus::Done.code())
+            },
         )
-        .bind(id)
-        .bind(worker)
-        .bind(now.as_second())
-        .bind(&file.path)
-        .bind(file.size as i64)
-        .bind(&file.sha256)
-        .bind(file.expires_at.as_second())
-        .bind(TaskStatus::Done.code())
-        .bind(TaskStatus::Running.code())
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .await
     }
 
     /// Records a failed try: waiting to retry after the policy's backoff
@@ -560,20 +549,43 @@ impl Catalog {
         };
         let next = now + policy.backoff(attempts);
         let finished = (status == TaskStatus::Failed).then_some(now.as_second());
-        let done = sqlx::query(
-            "UPDATE download_tasks SET status = $3, next_attempt_at = $4, failure = $5, finished_at = $6, \
-             lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND status = $7 AND lease_owner = $2",
-        )
-        .bind(id)
-        .bind(worker)
-        .bind(status.code())
-        .bind(next.as_second())
-        .bind(reason)
-        .bind(finished)
-        .bind(TaskStatus::Running.code())
-        .execute(self.pool())
-        .await?;
-        Ok((done.rows_affected() == 1).then_some(status))
+        let reason = reason.to_string();
+        let done = self
+            .update_while_leased(
+                id,
+                worker,
+                "status = $3, next_attempt_at = $4, failure = $5, finished_at = $6, \
+                 lease_owner = NULL, lease_expires_at = NULL",
+                |q| {
+                    q.bind(status.code())
+                        .bind(next.as_second())
+                        .bind(reason)
+                        .bind(finished)
+                },
+            )
+            .await?;
+        Ok(done.then_some(status))
+    }
+
+    /// Runs `UPDATE download_tasks SET <set>` on task `id` only while
+    /// `worker` holds its lease (the task is running and leased to it).
+    /// Every change a worker makes goes through here, so one that lost
+    /// the lease cannot overwrite the work of the one that took over.
+    /// `set` numbers its parameters from `$3`; `bind` binds them in order.
+    /// Returns whether the change took effect.
+    async fn update_while_leased(
+        &self,
+        id: i64,
+        worker: &str,
+        set: &str,
+        bind: impl for<'q> FnOnce(AnyQuery<'q>) -> AnyQuery<'q>,
+    ) -> Result<bool, CatalogError> {
+        let sql = format!(
+            "UPDATE download_tasks SET {set} WHERE id = $1 AND lease_owner = $2 AND status = {}",
+            TaskStatus::Running.code()
+        );
+        let query = bind(sqlx::query(&sql).bind(id).bind(worker));
+        Ok(query.execute(self.pool()).await?.rows_affected() == 1)
     }
 
     /// Finished tasks whose file expired at `now` and is still stored.
@@ -643,6 +655,12 @@ impl Catalog {
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected())
+    }
+}
+
+impl crate::store::FromRow for DownloadTask {
+    fn from_row(row: &AnyRow) -> Result<Self, CatalogError> {
+        decode_task(row)
     }
 }
 

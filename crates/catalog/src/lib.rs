@@ -11,7 +11,9 @@
 //! * [`duty`]: singleton duties, held by one node of a cluster at a time.
 //! * [`download`]: backup download tasks and their leased, retrying queue.
 //! * [`store`]: [`Catalog`], the metadata store on SQLite or PostgreSQL
-//!   through sqlx, with embedded migrations.
+//!   through sqlx, with embedded migrations, and the helpers every query
+//!   shares (fetch and decode).
+//! * [`wake`]: the in-process wake-ups of background workers.
 //!
 //! This crate knows nothing of HTTP or of the Tencent Cloud protocol: the
 //! `api` crate maps its errors onto wire codes.
@@ -26,6 +28,7 @@ pub mod signatures;
 pub mod store;
 #[cfg(test)]
 mod testing;
+pub mod wake;
 
 pub use backup::{backup_name, Backup, BackupSizes, BackupStatus, BackupType, NewBackup};
 pub use download::{
@@ -36,3 +39,4 @@ pub use instance::{ClusterType, Instance, InstanceSource};
 pub use rule::{days_csv, BackupRule, LongTermInterval};
 pub use signatures::SignatureUse;
 pub use store::{Catalog, CatalogError, Engine};
+pub use wake::Wakeups;

@@ -204,13 +204,13 @@ const RULE_COLUMNS: &str =
 impl Catalog {
     /// An instance's stored rule, if any.
     pub async fn backup_rule(&self, instance_id: &str) -> Result<Option<BackupRule>, CatalogError> {
-        let row = sqlx::query(&format!(
-            "SELECT {RULE_COLUMNS} FROM backup_rules WHERE instance_id = $1"
-        ))
-        .bind(instance_id)
-        .fetch_optional(self.pool())
-        .await?;
-        row.as_ref().map(decode_rule).transpose()
+        self.fetch_optional(
+            sqlx::query(&format!(
+                "SELECT {RULE_COLUMNS} FROM backup_rules WHERE instance_id = $1"
+            ))
+            .bind(instance_id),
+        )
+        .await
     }
 
     /// Stores `rule` (set through the API). Slots up to `now` count as
@@ -332,7 +332,7 @@ impl Catalog {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.wake_backup_runner();
+        self.wakeups().backup_queued();
         self.backup(id).await
     }
 
@@ -343,6 +343,12 @@ impl Catalog {
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+}
+
+impl crate::store::FromRow for BackupRule {
+    fn from_row(row: &AnyRow) -> Result<Self, CatalogError> {
+        decode_rule(row)
     }
 }
 

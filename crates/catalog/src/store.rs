@@ -18,13 +18,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
-
 use jiff::Timestamp;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::instance::{ClusterType, Instance, InstanceSource};
+use crate::wake::Wakeups;
 
 /// Failures of the metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -89,10 +88,8 @@ const WRITE_LOCK_KEY: i64 = 0x6d6f_6e67_6f62_616b; // "mongobak"
 pub struct Catalog {
     pool: AnyPool,
     engine: Engine,
-    /// Wakes background workers when work is queued in this process;
-    /// workers also poll, for work queued elsewhere.
-    backups_queued: Arc<Notify>,
-    downloads_queued: Arc<Notify>,
+    /// Wakes this process's background workers when work is queued.
+    wakeups: Wakeups,
     /// The instance registry and when it was read (see `registry`).
     registry_cache: Arc<Mutex<Option<CachedRegistry>>>,
     /// Held by the one caller that reads the registry again.
@@ -100,6 +97,22 @@ pub struct Catalog {
     /// Counts changes to the registry made through this catalog: a list
     /// read before a change is not cached after it.
     registry_changes: Arc<AtomicU64>,
+}
+
+/// A query of the catalog's driver, with its parameters bound.
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// A domain type read from one row of its table.
+pub(crate) trait FromRow: Sized {
+    /// Decodes `row`; a value the domain does not know is
+    /// [`CatalogError::Corrupt`].
+    fn from_row(row: &AnyRow) -> Result<Self, CatalogError>;
+}
+
+impl FromRow for Instance {
+    fn from_row(row: &AnyRow) -> Result<Self, CatalogError> {
+        decode_instance(row)
+    }
 }
 
 /// The instance registry as read at an instant.
@@ -172,8 +185,7 @@ impl Catalog {
         Ok(Catalog {
             pool,
             engine,
-            backups_queued: Arc::new(Notify::new()),
-            downloads_queued: Arc::new(Notify::new()),
+            wakeups: Wakeups::default(),
             registry_cache: Arc::new(Mutex::new(None)),
             registry_refresh: Arc::new(tokio::sync::Mutex::new(())),
             registry_changes: Arc::new(AtomicU64::new(0)),
@@ -224,26 +236,27 @@ impl Catalog {
         }
     }
 
-    /// Tells the backup runner that a backup was queued.
-    pub(crate) fn wake_backup_runner(&self) {
-        self.backups_queued.notify_one();
+    /// The wake-ups of this process's background workers.
+    pub fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
     }
 
-    /// Resolves when a backup was queued in this process since the last
-    /// call (or at once if one was queued before anyone waited).
-    pub async fn backup_queued(&self) {
-        self.backups_queued.notified().await;
+    /// Runs `query` and decodes the row it returns, if any.
+    pub(crate) async fn fetch_optional<T: FromRow>(
+        &self,
+        query: AnyQuery<'_>,
+    ) -> Result<Option<T>, CatalogError> {
+        let row = query.fetch_optional(&self.pool).await?;
+        row.as_ref().map(T::from_row).transpose()
     }
 
-    /// Tells every waiting download worker that tasks were queued.
-    pub(crate) fn wake_download_workers(&self) {
-        self.downloads_queued.notify_waiters();
-    }
-
-    /// Resolves when download tasks are queued in this process while
-    /// waiting (workers poll as well, for tasks queued elsewhere).
-    pub async fn download_queued(&self) {
-        self.downloads_queued.notified().await;
+    /// Runs `query` and decodes every row it returns.
+    pub(crate) async fn fetch_all<T: FromRow>(
+        &self,
+        query: AnyQuery<'_>,
+    ) -> Result<Vec<T>, CatalogError> {
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(T::from_row).collect()
     }
 
     /// Checks that the store answers (for `/readyz`).
@@ -285,17 +298,13 @@ impl Catalog {
                     })
                 }
                 Some(InstanceSource::Config) => {
-                    sqlx::query(
-                        "UPDATE instances SET name = $2, region = $3, owner_uin = $4, cluster_type = $5, \
-                         replica_sets = $6, mongos_uri = $7 WHERE id = $1",
+                    bind_deployment(
+                        sqlx::query(
+                            "UPDATE instances SET name = $2, region = $3, owner_uin = $4, \
+                             cluster_type = $5, replica_sets = $6, mongos_uri = $7 WHERE id = $1",
+                        ),
+                        instance,
                     )
-                    .bind(&instance.id)
-                    .bind(&instance.name)
-                    .bind(&instance.region)
-                    .bind(&instance.owner_uin)
-                    .bind(instance.cluster_type.code())
-                    .bind(uris_json(&instance.replica_set_uris))
-                    .bind(&instance.mongos_uri)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -456,18 +465,28 @@ pub(crate) fn time_column(
 const SELECT_INSTANCE: &str = "SELECT id, name, region, owner_uin, cluster_type, replica_sets, \
                                mongos_uri, source, created_at, server_version FROM instances";
 
-fn insert(instance: &Instance) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
-    sqlx::query(
-        "INSERT INTO instances (id, name, region, owner_uin, cluster_type, replica_sets, \
-         mongos_uri, source, created_at, server_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+/// Binds `$1` to `$7`: the instance's ID and what describes its
+/// deployment (name, region, owner, cluster type, replica set URIs, mongos
+/// URI), in that order.
+fn bind_deployment<'q>(query: AnyQuery<'q>, instance: &'q Instance) -> AnyQuery<'q> {
+    query
+        .bind(&instance.id)
+        .bind(&instance.name)
+        .bind(&instance.region)
+        .bind(&instance.owner_uin)
+        .bind(instance.cluster_type.code())
+        .bind(uris_json(&instance.replica_set_uris))
+        .bind(&instance.mongos_uri)
+}
+
+fn insert(instance: &Instance) -> AnyQuery<'_> {
+    bind_deployment(
+        sqlx::query(
+            "INSERT INTO instances (id, name, region, owner_uin, cluster_type, replica_sets, \
+             mongos_uri, source, created_at, server_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        ),
+        instance,
     )
-    .bind(&instance.id)
-    .bind(&instance.name)
-    .bind(&instance.region)
-    .bind(&instance.owner_uin)
-    .bind(instance.cluster_type.code())
-    .bind(uris_json(&instance.replica_set_uris))
-    .bind(&instance.mongos_uri)
     .bind(instance.source.as_str())
     .bind(instance.created_at.as_second())
     .bind(&instance.server_version)

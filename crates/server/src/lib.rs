@@ -185,16 +185,12 @@ pub async fn run(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    listener.set_nonblocking(true)?;
     let tls = match &config.tls {
         None => None,
         Some(files) => Some(tls_acceptor(files)?),
     };
     let limits = listener::Limits::of(&config, config.effective_max_connections());
-    let app = router(api, &config);
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    listener::serve(listener, app, tls, limits, shutdown).await;
-    Ok(())
+    serve_app(listener, router(api, &config), tls, limits, shutdown).await
 }
 
 /// Serves the admin application on `listener` (plain HTTP) until
@@ -208,11 +204,22 @@ pub async fn run_admin(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    listener.set_nonblocking(true)?;
     let limits = listener::Limits::of(&config, ADMIN_MAX_CONNECTIONS);
-    let app = admin_router(api);
+    serve_app(listener, admin_router(api), None, limits, shutdown).await
+}
+
+/// Serves `app` on `listener` with `limits` (and TLS when given) until
+/// `shutdown` is cancelled.
+async fn serve_app(
+    listener: std::net::TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: listener::Limits,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    listener::serve(listener, app, None, limits, shutdown).await;
+    listener::serve(listener, app, tls, limits, shutdown).await;
     Ok(())
 }
 

@@ -334,7 +334,7 @@ impl Worker for BackupWorker {
     }
 
     async fn wake(&self) {
-        self.backups.catalog.backup_queued().await;
+        self.backups.catalog.wakeups().wait_for_backup().await;
     }
 
     fn retry_after(&self, _failures: u32) -> Duration {

@@ -412,7 +412,7 @@ impl Worker for DownloadWorker {
     }
 
     async fn wake(&self) {
-        self.downloads.catalog.download_queued().await;
+        self.downloads.catalog.wakeups().wait_for_downloads().await;
     }
 
     fn retry_after(&self, _failures: u32) -> Duration {
