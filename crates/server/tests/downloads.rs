@@ -211,22 +211,7 @@ async fn a_backup_downloads_as_an_archive_of_the_source() {
 async fn bad_parameters_get_the_right_codes() {
     let server = TestServer::start().await;
     // A finished backup to name, without taking one.
-    let backup = server
-        .catalog
-        .create_backup(
-            &mongobak_catalog::NewBackup {
-                instance_id: INSTANCE.into(),
-                method: 0,
-                backup_type: mongobak_catalog::BackupType::Manual,
-                remark: String::new(),
-                retention_days: 0,
-                name: format!("{INSTANCE}_2026-11-28 10:44"),
-                long_term: false,
-            },
-            jiff::Timestamp::now(),
-        )
-        .await
-        .unwrap();
+    let backup = queue_backup(&server, INSTANCE, jiff::Timestamp::now()).await;
     let set = format!("{INSTANCE}_0");
     let create = |body: Value| ("CreateBackupDownloadTask", body);
     let describe = |body: Value| ("DescribeBackupDownloadTask", body);
@@ -364,22 +349,7 @@ async fn bad_parameters_get_the_right_codes() {
     );
     // A finished backup with a waiting download task cannot be deleted.
     let now = jiff::Timestamp::now();
-    let finished = server
-        .catalog
-        .create_backup(
-            &mongobak_catalog::NewBackup {
-                instance_id: SHANGHAI_INSTANCE.into(),
-                method: 0,
-                backup_type: mongobak_catalog::BackupType::Manual,
-                remark: String::new(),
-                retention_days: 0,
-                name: format!("{SHANGHAI_INSTANCE}_2026-11-28 10:44"),
-                long_term: false,
-            },
-            now,
-        )
-        .await
-        .unwrap();
+    let finished = queue_backup(&server, SHANGHAI_INSTANCE, now).await;
     let claimed = server
         .catalog
         .claim_queued_backup(now)
@@ -454,22 +424,7 @@ async fn bad_parameters_get_the_right_codes() {
 async fn requests_are_checked_against_the_sets_the_backup_holds() {
     let server = TestServer::start().await;
     let now = jiff::Timestamp::now();
-    let backup = server
-        .catalog
-        .create_backup(
-            &mongobak_catalog::NewBackup {
-                instance_id: INSTANCE.into(),
-                method: 0,
-                backup_type: mongobak_catalog::BackupType::Manual,
-                remark: String::new(),
-                retention_days: 0,
-                name: format!("{INSTANCE}_2026-11-28 10:44"),
-                long_term: false,
-            },
-            now,
-        )
-        .await
-        .unwrap();
+    let backup = queue_backup(&server, INSTANCE, now).await;
     let claimed = server.catalog.claim_queued_backup(now).await.unwrap();
     assert_eq!(claimed.map(|b| b.id), Some(backup.id));
     // Taken when the instance had two replica sets; it has one now.
@@ -512,4 +467,29 @@ async fn requests_are_checked_against_the_sets_the_backup_holds() {
         message.contains(&format!("{INSTANCE}_2")) && message.contains(&held.join(", ")),
         "{message}"
     );
+}
+
+/// A manual backup of `instance` named `<instance>_2026-11-28 10:44`,
+/// queued at `now` (nothing is taken).
+async fn queue_backup(
+    server: &TestServer,
+    instance: &str,
+    now: jiff::Timestamp,
+) -> mongobak_catalog::Backup {
+    server
+        .catalog
+        .create_backup(
+            &mongobak_catalog::NewBackup {
+                instance_id: instance.into(),
+                method: 0,
+                backup_type: mongobak_catalog::BackupType::Manual,
+                remark: String::new(),
+                retention_days: 0,
+                name: format!("{instance}_2026-11-28 10:44"),
+                long_term: false,
+            },
+            now,
+        )
+        .await
+        .unwrap()
 }

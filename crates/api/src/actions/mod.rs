@@ -262,11 +262,6 @@ pub(crate) use backups::parse_api_time;
 pub struct Fields(pub(crate) Vec<u8>);
 
 impl Fields {
-    /// No fields (the envelope then holds only the RequestId).
-    pub fn empty() -> Self {
-        Fields(b"{}".to_vec())
-    }
-
     /// The JSON object.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
