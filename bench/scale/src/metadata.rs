@@ -4,11 +4,11 @@
 //! call it.
 //!
 //! Each iteration takes one task through its life: created
-//! (`ensure_download_tasks`), claimed with a lease (`claim_download_task`),
-//! its lease renewed (`heartbeat_download_task`), finished with a published
-//! file (`complete_download_task`), then looked up (`download_task`) and
+//! (`downloads().ensure_tasks`), claimed with a lease (`downloads().claim`),
+//! its lease renewed (`downloads().heartbeat`), finished with a published
+//! file (`downloads().complete`), then looked up (`downloads().get`) and
 //! listed with the instance's others, newest 20
-//! (`download_tasks_of`, as `DescribeBackupDownloadTask` does); then the
+//! (`downloads().list`, as `DescribeBackupDownloadTask` does); then the
 //! API's rate limiter takes a token, as every request does. Each task
 //! is of a replica set of its own, so every create inserts. The engines
 //! take turns iteration by iteration, so a disturbance of the machine
@@ -60,7 +60,8 @@ impl Engine {
             .with_context(|| format!("opening the {name} catalog"))?;
         let now = Timestamp::now();
         let backup = catalog
-            .create_backup(
+            .backups()
+            .create(
                 &NewBackup {
                     instance_id: INSTANCE.into(),
                     method: 0,
@@ -74,14 +75,16 @@ impl Engine {
             )
             .await?;
         let claimed = catalog
-            .claim_queued_backup(now)
+            .backups()
+            .claim_queued(now)
             .await?
             .context("the backup was not claimed")?;
         if claimed.id != backup.id {
             bail!("claimed backup {} instead of {}", claimed.id, backup.id);
         }
         catalog
-            .complete_backup(backup.id, now, BackupSizes::default(), &[], 7)
+            .backups()
+            .complete(backup.id, now, BackupSizes::default(), &[], 7)
             .await?;
         Ok(Engine {
             name,
@@ -103,7 +106,8 @@ impl Engine {
 
         let t = Instant::now();
         let created = c
-            .ensure_download_tasks(self.backup_id, INSTANCE, &sets, now)
+            .downloads()
+            .ensure_tasks(self.backup_id, INSTANCE, &sets, now)
             .await?;
         times[0] = t.elapsed();
         let task = created.first().context("no task created")?;
@@ -112,7 +116,7 @@ impl Engine {
         }
 
         let t = Instant::now();
-        let claimed = c.claim_download_task(WORKER, now, lease).await?;
+        let claimed = c.downloads().claim(WORKER, now, lease).await?;
         times[1] = t.elapsed();
         let claimed = claimed.context("nothing to claim")?;
         if claimed.id != task.id {
@@ -120,9 +124,7 @@ impl Engine {
         }
 
         let t = Instant::now();
-        let held = c
-            .heartbeat_download_task(task.id, WORKER, 50, lease)
-            .await?;
+        let held = c.downloads().heartbeat(task.id, WORKER, 50, lease).await?;
         times[2] = t.elapsed();
         if !held {
             bail!("the heartbeat of task {} lost its lease", task.id);
@@ -135,16 +137,14 @@ impl Engine {
             expires_at: now + SignedDuration::from_hours(24),
         };
         let t = Instant::now();
-        let finished = c
-            .complete_download_task(task.id, WORKER, now, &file)
-            .await?;
+        let finished = c.downloads().complete(task.id, WORKER, now, &file).await?;
         times[3] = t.elapsed();
         if !finished {
             bail!("task {} could not be finished", task.id);
         }
 
         let t = Instant::now();
-        let described = c.download_task(task.id).await?;
+        let described = c.downloads().get(task.id).await?;
         times[4] = t.elapsed();
         if described.map(|d| d.status) != Some(TaskStatus::Done) {
             bail!("task {} is not done after finishing", task.id);
@@ -152,7 +152,8 @@ impl Engine {
 
         let t = Instant::now();
         let (page, total) = c
-            .download_tasks_of(
+            .downloads()
+            .list(
                 INSTANCE,
                 &TaskFilter::default(),
                 TaskOrder::CreateTime,

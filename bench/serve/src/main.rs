@@ -276,7 +276,8 @@ async fn register(
     let catalog = Catalog::open(&format!("sqlite://{}", db.display())).await?;
     let now = Timestamp::now();
     let backup = catalog
-        .create_backup(
+        .backups()
+        .create(
             &NewBackup {
                 instance_id: INSTANCE.into(),
                 method: 0,
@@ -290,14 +291,16 @@ async fn register(
         )
         .await?;
     let claimed = catalog
-        .claim_queued_backup(now)
+        .backups()
+        .claim_queued(now)
         .await?
         .context("the backup was not claimed")?;
     if claimed.id != backup.id {
         bail!("claimed backup {} instead of {}", claimed.id, backup.id);
     }
     catalog
-        .complete_backup(
+        .backups()
+        .complete(
             backup.id,
             now,
             mongobak_catalog::BackupSizes::default(),
@@ -306,10 +309,12 @@ async fn register(
         )
         .await?;
     let tasks = catalog
-        .ensure_download_tasks(backup.id, INSTANCE, &[format!("{INSTANCE}_0")], now)
+        .downloads()
+        .ensure_tasks(backup.id, INSTANCE, &[format!("{INSTANCE}_0")], now)
         .await?;
     let task = catalog
-        .claim_download_task("bench-serve", now, now + SignedDuration::from_hours(1))
+        .downloads()
+        .claim("bench-serve", now, now + SignedDuration::from_hours(1))
         .await?
         .context("the download task was not claimed")?;
     if task.id != tasks[0].id {
@@ -324,7 +329,8 @@ async fn register(
         expires_at: now + SignedDuration::from_hours(24),
     };
     if !catalog
-        .complete_download_task(task.id, "bench-serve", now, &file)
+        .downloads()
+        .complete(task.id, "bench-serve", now, &file)
         .await?
     {
         bail!("the download task could not be completed");

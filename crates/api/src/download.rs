@@ -78,7 +78,7 @@ impl Api {
         if !valid {
             return Err(Refusal::BadLink);
         }
-        let task = match self.catalog.download_task(request.task_id).await {
+        let task = match self.catalog.downloads().get(request.task_id).await {
             Ok(Some(task)) => task,
             Ok(None) => return Err(Refusal::NotFound),
             Err(e) => {

@@ -336,8 +336,8 @@ impl Api {
     /// oplog slices, `(instance, all bytes, oplog bytes)`, oldest instance
     /// first (0 for an instance without backups).
     pub async fn stored_bytes_per_instance(&self) -> Result<Vec<(String, u64, u64)>, CatalogError> {
-        let stored = self.catalog.stored_bytes_per_instance().await?;
-        let instances = self.catalog.instances().await?;
+        let stored = self.catalog.backups().stored_bytes_per_instance().await?;
+        let instances = self.catalog.instances().all().await?;
         Ok(instances
             .iter()
             .map(|instance| {

@@ -82,7 +82,8 @@ impl RateLimiter {
             return false;
         }
         match catalog
-            .take_rate_token(&format!("{uin}/{action}"), limit, WINDOW)
+            .rate_limits()
+            .take_token(&format!("{uin}/{action}"), limit, WINDOW)
             .await
         {
             Ok(Some(taken)) => taken,

@@ -63,7 +63,8 @@ impl ReplayGuard {
         expires_at: i64,
     ) -> Result<(), ApiError> {
         let first = match catalog
-            .remember_signature(fingerprint, action.name(), expires_at, now)
+            .signatures()
+            .remember(fingerprint, action.name(), expires_at, now)
             .await
         {
             Ok(Some(SignatureUse::First)) => None,

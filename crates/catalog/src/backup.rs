@@ -13,7 +13,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::download::{RetiredFile, TaskStatus};
-use crate::store::{time_column, Catalog, CatalogError};
+use crate::store::{time_column, BackupStore, CatalogError};
 
 /// Where a backup is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +113,7 @@ impl Backup {
     }
 }
 
-/// What [`Catalog::create_backup`] needs.
+/// What [`BackupStore::create`] needs.
 #[derive(Debug, Clone)]
 pub struct NewBackup {
     /// The instance to back up.
@@ -158,19 +158,15 @@ const SELECT_BACKUP: &str = "SELECT id, instance_id, name, method, backup_type, 
      storage_prefix, created_at, started_at, finished_at, expires_at, retention_days, percent, raw_bytes, \
      stored_bytes, oplog_bytes, long_term, failure, replica_set_ids FROM backups";
 
-impl Catalog {
+impl BackupStore<'_> {
     /// Queues a backup; refuses while another backup of the instance is
     /// queued or running.
-    pub async fn create_backup(
-        &self,
-        new: &NewBackup,
-        now: Timestamp,
-    ) -> Result<Backup, CatalogError> {
-        let mut tx = self.begin_write().await?;
-        let id = Catalog::insert_backup(&mut tx, new, now).await?;
+    pub async fn create(&self, new: &NewBackup, now: Timestamp) -> Result<Backup, CatalogError> {
+        let mut tx = self.catalog.begin_write().await?;
+        let id = BackupStore::insert_backup(&mut tx, new, now).await?;
         tx.commit().await?;
-        self.wakeups().backup_queued();
-        self.backup(id).await?.ok_or_else(|| CatalogError::Corrupt {
+        self.catalog.wakeups().backup_queued();
+        self.get(id).await?.ok_or_else(|| CatalogError::Corrupt {
             what: format!("backup {id}"),
             detail: "vanished after insert".into(),
         })
@@ -240,78 +236,79 @@ impl Catalog {
     }
 
     /// One backup by `BackId`.
-    pub async fn backup(&self, id: i64) -> Result<Option<Backup>, CatalogError> {
-        self.fetch_optional(sqlx::query(&format!("{SELECT_BACKUP} WHERE id = $1")).bind(id))
+    pub async fn get(&self, id: i64) -> Result<Option<Backup>, CatalogError> {
+        self.catalog
+            .fetch_optional(sqlx::query(&format!("{SELECT_BACKUP} WHERE id = $1")).bind(id))
             .await
     }
 
     /// One backup by instance and name.
-    pub async fn backup_by_name(
+    pub async fn by_name(
         &self,
         instance_id: &str,
         name: &str,
     ) -> Result<Option<Backup>, CatalogError> {
-        self.fetch_optional(
-            sqlx::query(&format!(
-                "{SELECT_BACKUP} WHERE instance_id = $1 AND name = $2"
-            ))
-            .bind(instance_id)
-            .bind(name),
-        )
-        .await
+        self.catalog
+            .fetch_optional(
+                sqlx::query(&format!(
+                    "{SELECT_BACKUP} WHERE instance_id = $1 AND name = $2"
+                ))
+                .bind(instance_id)
+                .bind(name),
+            )
+            .await
     }
 
     /// The backup an `AsyncRequestId` follows.
-    pub async fn backup_by_async_request(
+    pub async fn by_async_request(
         &self,
         async_request_id: &str,
     ) -> Result<Option<Backup>, CatalogError> {
-        self.fetch_optional(
-            sqlx::query(&format!("{SELECT_BACKUP} WHERE async_request_id = $1"))
-                .bind(async_request_id),
-        )
-        .await
+        self.catalog
+            .fetch_optional(
+                sqlx::query(&format!("{SELECT_BACKUP} WHERE async_request_id = $1"))
+                    .bind(async_request_id),
+            )
+            .await
     }
 
     /// Every backup of an instance, newest first.
-    pub async fn backups_of(&self, instance_id: &str) -> Result<Vec<Backup>, CatalogError> {
-        self.fetch_all(
-            sqlx::query(&format!(
-                "{SELECT_BACKUP} WHERE instance_id = $1 ORDER BY id DESC"
-            ))
-            .bind(instance_id),
-        )
-        .await
+    pub async fn of_instance(&self, instance_id: &str) -> Result<Vec<Backup>, CatalogError> {
+        self.catalog
+            .fetch_all(
+                sqlx::query(&format!(
+                    "{SELECT_BACKUP} WHERE instance_id = $1 ORDER BY id DESC"
+                ))
+                .bind(instance_id),
+            )
+            .await
     }
 
     /// Takes the oldest queued backup for a runner, marking it running.
-    pub async fn claim_queued_backup(
-        &self,
-        now: Timestamp,
-    ) -> Result<Option<Backup>, CatalogError> {
+    pub async fn claim_queued(&self, now: Timestamp) -> Result<Option<Backup>, CatalogError> {
         let id: Option<i64> = sqlx::query_scalar(&format!(
             "UPDATE backups SET status = $2, started_at = $1, percent = 0 \
              WHERE id = (SELECT id FROM backups WHERE status = $3 ORDER BY id LIMIT 1{}) AND status = $3 RETURNING id",
-            self.skip_locked()
+            self.catalog.skip_locked()
         ))
         .bind(now.as_second())
         .bind(BackupStatus::Running.code())
         .bind(BackupStatus::Queued.code())
-        .fetch_optional(self.pool())
+        .fetch_optional(self.catalog.pool())
         .await?;
         match id {
-            Some(id) => self.backup(id).await,
+            Some(id) => self.get(id).await,
             None => Ok(None),
         }
     }
 
     /// Records a running backup's progress.
-    pub async fn set_backup_percent(&self, id: i64, percent: i64) -> Result<(), CatalogError> {
+    pub async fn set_percent(&self, id: i64, percent: i64) -> Result<(), CatalogError> {
         sqlx::query("UPDATE backups SET percent = $2 WHERE id = $1 AND status = $3")
             .bind(id)
             .bind(percent.clamp(0, 100))
             .bind(BackupStatus::Running.code())
-            .execute(self.pool())
+            .execute(self.catalog.pool())
             .await?;
         Ok(())
     }
@@ -321,7 +318,7 @@ impl Catalog {
     /// days, one that asked for the long-term rule (-1) its long-term days
     /// (both `default_retention_days` when the instance has no rule). It
     /// records the replica sets the backup holds.
-    pub async fn complete_backup(
+    pub async fn complete(
         &self,
         id: i64,
         now: Timestamp,
@@ -335,7 +332,7 @@ impl Catalog {
              FROM backups b LEFT JOIN backup_rules r ON r.instance_id = b.instance_id WHERE b.id = $1",
         )
         .bind(id)
-        .fetch_one(self.pool())
+        .fetch_one(self.catalog.pool())
         .await?;
         let rule_days: Option<i64> = row.try_get("rule_days")?;
         let long_term_days: Option<i64> = row.try_get("long_term_days")?;
@@ -359,18 +356,13 @@ impl Catalog {
         .bind(BackupStatus::Succeeded.code())
         .bind(BackupStatus::Running.code())
         .bind(serde_json::to_string(replica_set_ids).expect("a list of strings serializes"))
-        .execute(self.pool())
+        .execute(self.catalog.pool())
         .await?;
         Ok(())
     }
 
     /// Marks a queued or running backup failed with `reason`.
-    pub async fn fail_backup(
-        &self,
-        id: i64,
-        now: Timestamp,
-        reason: &str,
-    ) -> Result<(), CatalogError> {
+    pub async fn fail(&self, id: i64, now: Timestamp, reason: &str) -> Result<(), CatalogError> {
         sqlx::query(
             "UPDATE backups SET status = $4, finished_at = $2, failure = $3 WHERE id = $1 AND status IN ($5, $6)",
         )
@@ -380,25 +372,23 @@ impl Catalog {
         .bind(BackupStatus::Failed.code())
         .bind(BackupStatus::Queued.code())
         .bind(BackupStatus::Running.code())
-            .execute(self.pool())
+            .execute(self.catalog.pool())
             .await?;
         Ok(())
     }
 
     /// Fails every backup left running by a process that stopped, and
     /// returns them so their partial data can be deleted.
-    pub async fn fail_interrupted_backups(
-        &self,
-        now: Timestamp,
-    ) -> Result<Vec<Backup>, CatalogError> {
+    pub async fn fail_interrupted(&self, now: Timestamp) -> Result<Vec<Backup>, CatalogError> {
         let interrupted: Vec<Backup> = self
+            .catalog
             .fetch_all(
                 sqlx::query(&format!("{SELECT_BACKUP} WHERE status = $1"))
                     .bind(BackupStatus::Running.code()),
             )
             .await?;
         for backup in &interrupted {
-            self.fail_backup(
+            self.fail(
                 backup.id,
                 now,
                 "interrupted: the service stopped while the backup ran",
@@ -413,12 +403,12 @@ impl Catalog {
     /// answer no more, even those handed out before. Returns those files
     /// for the caller to delete now; if it cannot, the
     /// janitor deletes them as expired files.
-    pub async fn mark_backup_deleted(
+    pub async fn mark_deleted(
         &self,
         id: i64,
         now: Timestamp,
     ) -> Result<Vec<RetiredFile>, CatalogError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.catalog.begin_write().await?;
         sqlx::query("UPDATE backups SET status = $2 WHERE id = $1")
             .bind(id)
             .bind(BackupStatus::Deleted.code())
@@ -431,31 +421,32 @@ impl Catalog {
 
     /// Succeeded backups whose expiry is at or before `now`, oldest
     /// expiry first.
-    pub async fn expired_backups(&self, now: Timestamp) -> Result<Vec<Backup>, CatalogError> {
-        self.fetch_all(
-            sqlx::query(&format!(
+    pub async fn expired(&self, now: Timestamp) -> Result<Vec<Backup>, CatalogError> {
+        self.catalog
+            .fetch_all(
+                sqlx::query(&format!(
                 "{SELECT_BACKUP} WHERE status = $2 AND expires_at <= $1 ORDER BY expires_at, id"
             ))
-            .bind(now.as_second())
-            .bind(BackupStatus::Succeeded.code()),
-        )
-        .await
+                .bind(now.as_second())
+                .bind(BackupStatus::Succeeded.code()),
+            )
+            .await
     }
 
     /// Marks a succeeded backup deleted unless a download task of it is
     /// waiting, running or retrying (checked in the same statement, so no
     /// task can start packaging a backup whose data is about to go), and
-    /// ends its download files at `now` as [`mark_backup_deleted`] does.
+    /// ends its download files at `now` as [`mark_deleted`] does.
     /// `None` when it was kept; otherwise its data must be deleted by the
     /// caller, and the returned download files too.
     ///
-    /// [`mark_backup_deleted`]: Self::mark_backup_deleted
-    pub async fn retire_backup(
+    /// [`mark_deleted`]: Self::mark_deleted
+    pub async fn retire(
         &self,
         id: i64,
         now: Timestamp,
     ) -> Result<Option<Vec<RetiredFile>>, CatalogError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.catalog.begin_write().await?;
         let done = sqlx::query(
             "UPDATE backups SET status = $2 WHERE id = $1 AND status = $3 AND NOT EXISTS \
              (SELECT 1 FROM download_tasks WHERE backup_id = $1 AND status IN ($4, $5, $6))",
@@ -484,7 +475,7 @@ impl Catalog {
              WHERE status = $1 GROUP BY instance_id ORDER BY instance_id",
         )
         .bind(BackupStatus::Succeeded.code())
-        .fetch_all(self.pool())
+        .fetch_all(self.catalog.pool())
         .await?;
         Ok(rows
             .into_iter()
@@ -493,11 +484,11 @@ impl Catalog {
     }
 
     /// The status of every backup row by ID (for garbage collection).
-    pub async fn backup_statuses(
+    pub async fn statuses(
         &self,
     ) -> Result<std::collections::HashMap<i64, BackupStatus>, CatalogError> {
         let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT id, status FROM backups")
-            .fetch_all(self.pool())
+            .fetch_all(self.catalog.pool())
             .await?;
         rows.into_iter()
             .map(|(id, code)| {
@@ -513,12 +504,12 @@ impl Catalog {
 
     /// Sets when a backup expires. Its download files never outlive it:
     /// those valid past `expires_at` end then.
-    pub async fn set_backup_expiry(
+    pub async fn set_expiry(
         &self,
         id: i64,
         expires_at: Option<Timestamp>,
     ) -> Result<(), CatalogError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.catalog.begin_write().await?;
         sqlx::query("UPDATE backups SET expires_at = $2 WHERE id = $1")
             .bind(id)
             .bind(expires_at.map(|t| t.as_second()))
@@ -632,37 +623,40 @@ mod tests {
 
     async fn life_cycle(c: TestCatalog) {
         let b = c
-            .create_backup(&new("cmgo-aaaaaaaa_2026-11-28 10:44"), t(1_000))
+            .backups()
+            .create(&new("cmgo-aaaaaaaa_2026-11-28 10:44"), t(1_000))
             .await
             .unwrap();
         assert_eq!(b.status, BackupStatus::Queued);
         assert_eq!(b.async_request_id, format!("1000000{:03}", b.id % 1000));
         assert_eq!(b.storage_prefix, format!("backups/cmgo-aaaaaaaa/{}", b.id));
         assert!(matches!(
-            c.create_backup(&new("x"), t(1_001)).await,
+            c.backups().create(&new("x"), t(1_001)).await,
             Err(CatalogError::BackupInProgress { .. })
         ));
-        let claimed = c.claim_queued_backup(t(1_002)).await.unwrap().unwrap();
+        let claimed = c.backups().claim_queued(t(1_002)).await.unwrap().unwrap();
         assert_eq!((claimed.id, claimed.status), (b.id, BackupStatus::Running));
-        assert!(c.claim_queued_backup(t(1_002)).await.unwrap().is_none());
-        c.set_backup_percent(b.id, 40).await.unwrap();
+        assert!(c.backups().claim_queued(t(1_002)).await.unwrap().is_none());
+        c.backups().set_percent(b.id, 40).await.unwrap();
         let sizes = BackupSizes {
             raw_bytes: 10,
             stored_bytes: 5,
             oplog_bytes: 1,
         };
         let sets = ["cmgo-aaaaaaaa_0".to_string()];
-        c.complete_backup(b.id, t(2_000), sizes, &sets, 7)
+        c.backups()
+            .complete(b.id, t(2_000), sizes, &sets, 7)
             .await
             .unwrap();
-        let done = c.backup(b.id).await.unwrap().unwrap();
+        let done = c.backups().get(b.id).await.unwrap().unwrap();
         assert_eq!(done.status, BackupStatus::Succeeded);
         assert_eq!(done.replica_set_ids.as_deref(), Some(&sets[..]));
         assert_eq!(done.expires_at, Some(t(2_000 + 7 * 86_400)));
         assert!(done.is_available(t(2_001)));
         assert!(!done.is_available(t(2_000 + 7 * 86_400)));
         assert_eq!(
-            c.backup_by_async_request(&b.async_request_id)
+            c.backups()
+                .by_async_request(&b.async_request_id)
                 .await
                 .unwrap()
                 .unwrap()
@@ -672,31 +666,33 @@ mod tests {
 
         // The same minute again: a unique name.
         let second = c
-            .create_backup(&new("cmgo-aaaaaaaa_2026-11-28 10:44"), t(2_010))
+            .backups()
+            .create(&new("cmgo-aaaaaaaa_2026-11-28 10:44"), t(2_010))
             .await
             .unwrap();
         assert_eq!(second.name, "cmgo-aaaaaaaa_2026-11-28 10:44-2");
         assert_eq!(
-            c.backup_by_name("cmgo-aaaaaaaa", "cmgo-aaaaaaaa_2026-11-28 10:44-2")
+            c.backups()
+                .by_name("cmgo-aaaaaaaa", "cmgo-aaaaaaaa_2026-11-28 10:44-2")
                 .await
                 .unwrap()
                 .unwrap()
                 .id,
             second.id
         );
-        c.claim_queued_backup(t(2_011)).await.unwrap().unwrap();
-        let interrupted = c.fail_interrupted_backups(t(2_012)).await.unwrap();
+        c.backups().claim_queued(t(2_011)).await.unwrap().unwrap();
+        let interrupted = c.backups().fail_interrupted(t(2_012)).await.unwrap();
         assert_eq!(interrupted.len(), 1);
-        let failed = c.backup(second.id).await.unwrap().unwrap();
+        let failed = c.backups().get(second.id).await.unwrap().unwrap();
         assert_eq!(failed.status, BackupStatus::Failed);
         assert!(failed.failure.unwrap().contains("interrupted"));
 
-        c.mark_backup_deleted(b.id, t(3_000)).await.unwrap();
+        c.backups().mark_deleted(b.id, t(3_000)).await.unwrap();
         assert_eq!(
-            c.backup(b.id).await.unwrap().unwrap().status,
+            c.backups().get(b.id).await.unwrap().unwrap().status,
             BackupStatus::Deleted
         );
-        let listed = c.backups_of("cmgo-aaaaaaaa").await.unwrap();
+        let listed = c.backups().of_instance("cmgo-aaaaaaaa").await.unwrap();
         assert_eq!(
             listed.iter().map(|b| b.id).collect::<Vec<_>>(),
             vec![second.id, b.id]
@@ -710,7 +706,7 @@ mod tests {
                 let mut request = new("n");
                 // Two requests for each of 12 instances.
                 request.instance_id = format!("cmgo-conc{:04}", i % 12);
-                c.create_backup(&request, t(1_000)).await
+                c.backups().create(&request, t(1_000)).await
             })
         });
         let results: Vec<_> = futures_join(requests).await;

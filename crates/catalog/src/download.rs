@@ -15,7 +15,7 @@ use jiff::{SignedDuration, Timestamp};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::store::{time_column, AnyQuery, Catalog, CatalogError};
+use crate::store::{time_column, AnyQuery, CatalogError, DownloadStore};
 
 /// The API's `BackupDownloadTask.Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +151,7 @@ impl DownloadFolder {
     }
 }
 
-/// Why [`Catalog::delete_retired_files`] stopped.
+/// Why [`DownloadStore::delete_retired_files`] stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RetiredFileError<E> {
     /// Deleting a folder from storage failed.
@@ -171,7 +171,7 @@ pub(crate) fn retired(rows: Vec<(i64, String)>) -> Vec<RetiredFile> {
 
 /// A download file that may no longer be served and is still stored: the
 /// caller deletes its folder, then tells the catalog
-/// ([`Catalog::delete_retired_files`]).
+/// ([`DownloadStore::delete_retired_files`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetiredFile {
     /// The task that published it.
@@ -219,7 +219,7 @@ impl DownloadTask {
     }
 }
 
-/// Filters of [`Catalog::download_tasks_of`].
+/// Filters of [`DownloadStore::list`].
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
     /// Only tasks of backups with these IDs (`None`: all).
@@ -232,7 +232,7 @@ pub struct TaskFilter {
     pub statuses: Vec<TaskStatus>,
 }
 
-/// Order of [`Catalog::download_tasks_of`].
+/// Order of [`DownloadStore::list`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskOrder {
     /// By creation time.
@@ -265,18 +265,18 @@ const SELECT_TASK: &str = "SELECT id, backup_id, instance_id, replica_set_id, st
      next_attempt_at, created_at, started_at, finished_at, file_path, file_size, file_sha256, file_expires_at, \
      failure FROM download_tasks";
 
-impl Catalog {
+impl DownloadStore<'_> {
     /// The current task of each requested replica set of a backup, creating
     /// waiting tasks where there is none (see [`DownloadTask::is_current`]).
     /// Runs in one transaction, so concurrent requests never create two.
-    pub async fn ensure_download_tasks(
+    pub async fn ensure_tasks(
         &self,
         backup_id: i64,
         instance_id: &str,
         replica_set_ids: &[String],
         now: Timestamp,
     ) -> Result<Vec<DownloadTask>, CatalogError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.catalog.begin_write().await?;
         let mut tasks = Vec::with_capacity(replica_set_ids.len());
         let mut created = false;
         for rs in replica_set_ids {
@@ -319,20 +319,21 @@ impl Catalog {
         }
         tx.commit().await?;
         if created {
-            self.wakeups().downloads_queued();
+            self.catalog.wakeups().downloads_queued();
         }
         Ok(tasks)
     }
 
     /// One task by id.
-    pub async fn download_task(&self, id: i64) -> Result<Option<DownloadTask>, CatalogError> {
-        self.fetch_optional(sqlx::query(&format!("{SELECT_TASK} WHERE id = $1")).bind(id))
+    pub async fn get(&self, id: i64) -> Result<Option<DownloadTask>, CatalogError> {
+        self.catalog
+            .fetch_optional(sqlx::query(&format!("{SELECT_TASK} WHERE id = $1")).bind(id))
             .await
     }
 
     /// An instance's tasks matching `filter`, in `order`, with the total
     /// count before paging.
-    pub async fn download_tasks_of(
+    pub async fn list(
         &self,
         instance_id: &str,
         filter: &TaskFilter,
@@ -386,7 +387,7 @@ impl Catalog {
         for n in &numbers {
             count = count.bind(*n);
         }
-        let total = count.fetch_one(self.pool()).await?;
+        let total = count.fetch_one(self.catalog.pool()).await?;
         let paging = format!(
             "LIMIT {} OFFSET {}",
             limit.min(i64::MAX as u64),
@@ -397,7 +398,7 @@ impl Catalog {
         for n in &numbers {
             page = page.bind(*n);
         }
-        let rows = page.fetch_all(self.pool()).await?;
+        let rows = page.fetch_all(self.catalog.pool()).await?;
         let tasks = rows
             .iter()
             .map(decode_task)
@@ -406,7 +407,7 @@ impl Catalog {
     }
 
     /// Whether a task of the backup is waiting, running or retrying.
-    pub async fn backup_has_active_downloads(&self, backup_id: i64) -> Result<bool, CatalogError> {
+    pub async fn backup_has_active(&self, backup_id: i64) -> Result<bool, CatalogError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM download_tasks WHERE backup_id = $1 AND status IN ($2, $3, $4)",
         )
@@ -414,20 +415,20 @@ impl Catalog {
         .bind(TaskStatus::Waiting.code())
         .bind(TaskStatus::Running.code())
         .bind(TaskStatus::RetryWaiting.code())
-        .fetch_one(self.pool())
+        .fetch_one(self.catalog.pool())
         .await?;
         Ok(n > 0)
     }
 
     /// For every task row: its status, its attempts so far and its
     /// published file's path (for garbage collection).
-    pub async fn download_task_files(
+    pub async fn files(
         &self,
     ) -> Result<std::collections::HashMap<i64, (TaskStatus, i64, Option<String>)>, CatalogError>
     {
         let rows: Vec<(i64, i64, i64, Option<String>)> =
             sqlx::query_as("SELECT id, status, attempts, file_path FROM download_tasks")
-                .fetch_all(self.pool())
+                .fetch_all(self.catalog.pool())
                 .await?;
         rows.into_iter()
             .map(|(id, code, attempts, path)| {
@@ -443,7 +444,7 @@ impl Catalog {
     /// Claims the oldest task that is due (waiting, retry-waiting past its
     /// backoff, or running with an expired lease) for `worker`, until
     /// `lease_until`.
-    pub async fn claim_download_task(
+    pub async fn claim(
         &self,
         worker: &str,
         now: Timestamp,
@@ -457,7 +458,7 @@ impl Catalog {
                  ORDER BY id LIMIT 1{}) \
              AND ((status IN ($5, $6) AND next_attempt_at <= $2) OR (status = $4 AND lease_expires_at < $2)) \
              RETURNING id",
-            self.skip_locked()
+            self.catalog.skip_locked()
         ))
         .bind(worker)
         .bind(now.as_second())
@@ -465,17 +466,17 @@ impl Catalog {
         .bind(TaskStatus::Running.code())
         .bind(TaskStatus::Waiting.code())
         .bind(TaskStatus::RetryWaiting.code())
-        .fetch_optional(self.pool())
+        .fetch_optional(self.catalog.pool())
         .await?;
         match id {
-            Some(id) => self.download_task(id).await,
+            Some(id) => self.get(id).await,
             None => Ok(None),
         }
     }
 
     /// Renews `worker`'s lease and records progress. False when the lease
     /// was lost (another worker took the task over): stop working on it.
-    pub async fn heartbeat_download_task(
+    pub async fn heartbeat(
         &self,
         id: i64,
         worker: &str,
@@ -492,7 +493,7 @@ impl Catalog {
     /// Marks the task done with its published file, if `worker` still
     /// holds it. False when the lease was lost. The file never outlives its
     /// backup: it ends at the backup's expiry if that comes first.
-    pub async fn complete_download_task(
+    pub async fn complete(
         &self,
         id: i64,
         worker: &str,
@@ -522,7 +523,7 @@ impl Catalog {
     /// Records a failed try: waiting to retry after the policy's backoff
     /// when `transient` and tries remain, failed otherwise. Returns the new
     /// status, or `None` when `worker` no longer held the task.
-    pub async fn fail_download_attempt(
+    pub async fn fail_attempt(
         &self,
         id: i64,
         worker: &str,
@@ -537,7 +538,7 @@ impl Catalog {
         .bind(id)
         .bind(worker)
         .bind(TaskStatus::Running.code())
-        .fetch_optional(self.pool())
+        .fetch_optional(self.catalog.pool())
         .await?;
         let Some(attempts) = attempts else {
             return Ok(None);
@@ -585,21 +586,18 @@ impl Catalog {
             TaskStatus::Running.code()
         );
         let query = bind(sqlx::query(&sql).bind(id).bind(worker));
-        Ok(query.execute(self.pool()).await?.rows_affected() == 1)
+        Ok(query.execute(self.catalog.pool()).await?.rows_affected() == 1)
     }
 
     /// Finished tasks whose file expired at `now` and is still stored.
-    pub async fn expired_download_files(
-        &self,
-        now: Timestamp,
-    ) -> Result<Vec<RetiredFile>, CatalogError> {
+    pub async fn expired_files(&self, now: Timestamp) -> Result<Vec<RetiredFile>, CatalogError> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT id, file_path FROM download_tasks \
              WHERE status = $2 AND file_path IS NOT NULL AND file_expires_at <= $1",
         )
         .bind(now.as_second())
         .bind(TaskStatus::Done.code())
-        .fetch_all(self.pool())
+        .fetch_all(self.catalog.pool())
         .await?;
         Ok(retired(rows))
     }
@@ -622,7 +620,7 @@ impl Catalog {
             delete_folder(file.folder_prefix())
                 .await
                 .map_err(RetiredFileError::Storage)?;
-            self.forget_download_file(file.task_id)
+            self.forget_file(file.task_id)
                 .await
                 .map_err(RetiredFileError::Catalog)?;
             tracing::info!(task_id = file.task_id, path = %file.path, "download file deleted");
@@ -632,27 +630,27 @@ impl Catalog {
 
     /// Records that a task's file was deleted: it shows no URL any more, and
     /// a new request for its (backup, replica set) starts afresh.
-    pub async fn forget_download_file(&self, id: i64) -> Result<(), CatalogError> {
+    pub async fn forget_file(&self, id: i64) -> Result<(), CatalogError> {
         sqlx::query(
             "UPDATE download_tasks SET file_path = NULL, file_size = NULL, file_sha256 = NULL, \
              file_expires_at = NULL WHERE id = $1",
         )
         .bind(id)
-        .execute(self.pool())
+        .execute(self.catalog.pool())
         .await?;
         Ok(())
     }
 
     /// Deletes finished tasks created before `before` (tasks stay listed for
     /// a while after their file is gone). Returns how many went.
-    pub async fn purge_old_download_tasks(&self, before: Timestamp) -> Result<u64, CatalogError> {
+    pub async fn purge_old(&self, before: Timestamp) -> Result<u64, CatalogError> {
         let done = sqlx::query(
             "DELETE FROM download_tasks WHERE created_at < $1 AND status IN ($2, $3) AND file_path IS NULL",
         )
         .bind(before.as_second())
         .bind(TaskStatus::Done.code())
         .bind(TaskStatus::Failed.code())
-        .execute(self.pool())
+        .execute(self.catalog.pool())
         .await?;
         Ok(done.rows_affected())
     }
@@ -759,9 +757,10 @@ mod tests {
         files_never_outlive_their_backup,
     );
 
-    async fn setup(c: &Catalog) -> i64 {
+    async fn setup(c: &crate::Catalog) -> i64 {
         let b = c
-            .create_backup(
+            .backups()
+            .create(
                 &NewBackup {
                     instance_id: "cmgo-aaaaaaaa".into(),
                     method: 0,
@@ -792,52 +791,67 @@ mod tests {
     /// the backup is deleted or retired (and handed back for deletion).
     async fn files_never_outlive_their_backup(c: TestCatalog) {
         let backup = setup(&c).await;
-        c.claim_queued_backup(t(100)).await.unwrap().unwrap();
+        c.backups().claim_queued(t(100)).await.unwrap().unwrap();
         let sizes = crate::BackupSizes {
             raw_bytes: 1,
             stored_bytes: 1,
             oplog_bytes: 0,
         };
-        c.complete_backup(backup, t(200), sizes, &[], 7)
+        c.backups()
+            .complete(backup, t(200), sizes, &[], 7)
             .await
             .unwrap();
-        c.set_backup_expiry(backup, Some(t(1_500))).await.unwrap();
+        c.backups()
+            .set_expiry(backup, Some(t(1_500)))
+            .await
+            .unwrap();
         let sets = vec!["cmgo-aaaaaaaa_0".to_string(), "cmgo-aaaaaaaa_1".to_string()];
         let tasks = c
-            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
+            .downloads()
+            .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
             .await
             .unwrap();
         let claimed = c
-            .claim_download_task("w", t(1_000), t(1_030))
+            .downloads()
+            .claim("w", t(1_000), t(1_030))
             .await
             .unwrap()
             .unwrap();
         assert!(c
-            .complete_download_task(claimed.id, "w", t(1_010), &file(2_000))
+            .downloads()
+            .complete(claimed.id, "w", t(1_010), &file(2_000))
             .await
             .unwrap());
         let expiry = |task: DownloadTask| task.file.map(|f| f.expires_at);
-        let published = c.download_task(claimed.id).await.unwrap().unwrap();
+        let published = c.downloads().get(claimed.id).await.unwrap().unwrap();
         assert_eq!(expiry(published), Some(t(1_500)), "capped at the backup's");
 
-        c.set_backup_expiry(backup, Some(t(1_200))).await.unwrap();
-        let earlier = c.download_task(claimed.id).await.unwrap().unwrap();
+        c.backups()
+            .set_expiry(backup, Some(t(1_200)))
+            .await
+            .unwrap();
+        let earlier = c.downloads().get(claimed.id).await.unwrap().unwrap();
         assert_eq!(expiry(earlier), Some(t(1_200)));
-        c.set_backup_expiry(backup, Some(t(5_000))).await.unwrap();
-        let kept = c.download_task(claimed.id).await.unwrap().unwrap();
+        c.backups()
+            .set_expiry(backup, Some(t(5_000)))
+            .await
+            .unwrap();
+        let kept = c.downloads().get(claimed.id).await.unwrap().unwrap();
         assert_eq!(expiry(kept), Some(t(1_200)), "never extended");
 
         // The other replica set's task is still waiting: retiring waits.
-        assert_eq!(c.retire_backup(backup, t(1_100)).await.unwrap(), None);
+        assert_eq!(c.backups().retire(backup, t(1_100)).await.unwrap(), None);
         let other = tasks.iter().find(|task| task.id != claimed.id).unwrap();
-        c.claim_download_task("w", t(1_050), t(1_080))
+        c.downloads()
+            .claim("w", t(1_050), t(1_080))
             .await
             .unwrap()
             .unwrap();
-        c.fail_download_attempt(other.id, "w", t(1_060), "boom", false, &POLICY)
+        c.downloads()
+            .fail_attempt(other.id, "w", t(1_060), "boom", false, &POLICY)
             .await
             .unwrap();
-        let files = c.retire_backup(backup, t(1_100)).await.unwrap().unwrap();
+        let files = c.backups().retire(backup, t(1_100)).await.unwrap().unwrap();
         assert_eq!(
             files,
             vec![RetiredFile {
@@ -845,12 +859,12 @@ mod tests {
                 path: "downloads/1/f.archive.gz".to_string()
             }]
         );
-        let ended = c.download_task(claimed.id).await.unwrap().unwrap();
+        let ended = c.downloads().get(claimed.id).await.unwrap().unwrap();
         assert_eq!(expiry(ended), Some(t(1_100)));
-        assert_eq!(c.expired_download_files(t(1_100)).await.unwrap(), files);
+        assert_eq!(c.downloads().expired_files(t(1_100)).await.unwrap(), files);
         // Deleting it again hands back the same file, still not deleted.
         assert_eq!(
-            c.mark_backup_deleted(backup, t(1_101)).await.unwrap(),
+            c.backups().mark_deleted(backup, t(1_101)).await.unwrap(),
             files
         );
     }
@@ -859,20 +873,28 @@ mod tests {
         let backup = setup(&c).await;
         let sets = vec!["cmgo-aaaaaaaa_0".to_string()];
         let task = c
-            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
+            .downloads()
+            .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
             .await
             .unwrap()[0]
             .clone();
-        c.claim_download_task("w", t(1_000), t(1_030))
+        c.downloads()
+            .claim("w", t(1_000), t(1_030))
             .await
             .unwrap()
             .unwrap();
         assert!(c
-            .complete_download_task(task.id, "w", t(1_010), &file(2_000))
+            .downloads()
+            .complete(task.id, "w", t(1_010), &file(2_000))
             .await
             .unwrap());
-        assert!(c.expired_download_files(t(1_999)).await.unwrap().is_empty());
-        let expired = c.expired_download_files(t(2_000)).await.unwrap();
+        assert!(c
+            .downloads()
+            .expired_files(t(1_999))
+            .await
+            .unwrap()
+            .is_empty());
+        let expired = c.downloads().expired_files(t(2_000)).await.unwrap();
         assert_eq!(
             expired,
             vec![RetiredFile {
@@ -881,21 +903,21 @@ mod tests {
             }]
         );
         assert_eq!(
-            c.purge_old_download_tasks(t(9_999)).await.unwrap(),
+            c.downloads().purge_old(t(9_999)).await.unwrap(),
             0,
             "its file is still stored"
         );
-        c.forget_download_file(task.id).await.unwrap();
-        let gone = c.download_task(task.id).await.unwrap().unwrap();
+        c.downloads().forget_file(task.id).await.unwrap();
+        let gone = c.downloads().get(task.id).await.unwrap().unwrap();
         assert_eq!((gone.status, gone.file.clone()), (TaskStatus::Done, None));
         assert!(!gone.is_current(t(2_001)));
         assert_eq!(
-            c.purge_old_download_tasks(t(1_000)).await.unwrap(),
+            c.downloads().purge_old(t(1_000)).await.unwrap(),
             0,
             "created at 1000, not before"
         );
-        assert_eq!(c.purge_old_download_tasks(t(1_001)).await.unwrap(), 1);
-        assert!(c.download_task(task.id).await.unwrap().is_none());
+        assert_eq!(c.downloads().purge_old(t(1_001)).await.unwrap(), 1);
+        assert!(c.downloads().get(task.id).await.unwrap().is_none());
     }
 
     #[test]
@@ -911,29 +933,34 @@ mod tests {
         let backup = setup(&c).await;
         let sets = vec!["cmgo-aaaaaaaa_0".to_string(), "cmgo-aaaaaaaa_1".to_string()];
         let first = c
-            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
+            .downloads()
+            .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
             .await
             .unwrap();
         assert_eq!(first.len(), 2);
         assert!(first.iter().all(|t| t.status == TaskStatus::Waiting));
         let again = c
-            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(1_001))
+            .downloads()
+            .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(1_001))
             .await
             .unwrap();
         assert_eq!(again[0].id, first[0].id);
 
         let claimed = c
-            .claim_download_task("w1", t(1_002), t(1_032))
+            .downloads()
+            .claim("w1", t(1_002), t(1_032))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(claimed.id, first[0].id);
         assert!(c
-            .complete_download_task(claimed.id, "w1", t(1_010), &file(5_000))
+            .downloads()
+            .complete(claimed.id, "w1", t(1_010), &file(5_000))
             .await
             .unwrap());
         let done = c
-            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(2_000))
+            .downloads()
+            .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(2_000))
             .await
             .unwrap();
         assert_eq!(
@@ -943,7 +970,8 @@ mod tests {
         assert_eq!(done[0].seconds_spent(t(9_999)), 8);
         // Once the file expired, a new request starts afresh.
         let fresh = c
-            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(5_000))
+            .downloads()
+            .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(5_000))
             .await
             .unwrap();
         assert_ne!(fresh[0].id, first[0].id);
@@ -954,50 +982,59 @@ mod tests {
         let backup = setup(&c).await;
         let sets = vec!["cmgo-aaaaaaaa_0".to_string()];
         let task = c
-            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
+            .downloads()
+            .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
             .await
             .unwrap()[0]
             .clone();
-        assert!(c.backup_has_active_downloads(backup).await.unwrap());
+        assert!(c.downloads().backup_has_active(backup).await.unwrap());
 
         // w1 claims, then dies: the lease expires and w2 takes over.
         let claimed = c
-            .claim_download_task("w1", t(1_000), t(1_030))
+            .downloads()
+            .claim("w1", t(1_000), t(1_030))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(claimed.attempts, 1);
         assert!(c
-            .claim_download_task("w2", t(1_010), t(1_040))
+            .downloads()
+            .claim("w2", t(1_010), t(1_040))
             .await
             .unwrap()
             .is_none());
         assert!(c
-            .heartbeat_download_task(task.id, "w1", 50, t(1_040))
+            .downloads()
+            .heartbeat(task.id, "w1", 50, t(1_040))
             .await
             .unwrap());
         assert!(c
-            .claim_download_task("w2", t(1_035), t(1_065))
+            .downloads()
+            .claim("w2", t(1_035), t(1_065))
             .await
             .unwrap()
             .is_none());
         let taken = c
-            .claim_download_task("w2", t(1_041), t(1_071))
+            .downloads()
+            .claim("w2", t(1_041), t(1_071))
             .await
             .unwrap()
             .unwrap();
         assert_eq!((taken.id, taken.attempts), (task.id, 2));
         // The old worker can no longer change it.
         assert!(!c
-            .heartbeat_download_task(task.id, "w1", 60, t(1_080))
+            .downloads()
+            .heartbeat(task.id, "w1", 60, t(1_080))
             .await
             .unwrap());
         assert!(!c
-            .complete_download_task(task.id, "w1", t(1_050), &file(9_000))
+            .downloads()
+            .complete(task.id, "w1", t(1_050), &file(9_000))
             .await
             .unwrap());
         assert_eq!(
-            c.fail_download_attempt(task.id, "w1", t(1_050), "x", true, &POLICY)
+            c.downloads()
+                .fail_attempt(task.id, "w1", t(1_050), "x", true, &POLICY)
                 .await
                 .unwrap(),
             None
@@ -1005,53 +1042,61 @@ mod tests {
 
         // w2 fails transiently: retry after the backoff (second failure: 20 s).
         let status = c
-            .fail_download_attempt(task.id, "w2", t(1_050), "storage down", true, &POLICY)
+            .downloads()
+            .fail_attempt(task.id, "w2", t(1_050), "storage down", true, &POLICY)
             .await;
         assert_eq!(status.unwrap(), Some(TaskStatus::RetryWaiting));
-        let waiting = c.download_task(task.id).await.unwrap().unwrap();
+        let waiting = c.downloads().get(task.id).await.unwrap().unwrap();
         assert_eq!(waiting.next_attempt_at, t(1_070));
         assert_eq!(waiting.failure.as_deref(), Some("storage down"));
         assert!(c
-            .claim_download_task("w1", t(1_069), t(1_099))
+            .downloads()
+            .claim("w1", t(1_069), t(1_099))
             .await
             .unwrap()
             .is_none());
         let third = c
-            .claim_download_task("w1", t(1_070), t(1_100))
+            .downloads()
+            .claim("w1", t(1_070), t(1_100))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(third.attempts, 3);
         // The last try fails: failed for good, with the reason.
         let status = c
-            .fail_download_attempt(task.id, "w1", t(1_080), "still down", true, &POLICY)
+            .downloads()
+            .fail_attempt(task.id, "w1", t(1_080), "still down", true, &POLICY)
             .await;
         assert_eq!(status.unwrap(), Some(TaskStatus::Failed));
-        let failed = c.download_task(task.id).await.unwrap().unwrap();
+        let failed = c.downloads().get(task.id).await.unwrap().unwrap();
         assert_eq!(failed.failure.as_deref(), Some("still down"));
         assert!(!failed.is_current(t(1_081)));
-        assert!(!c.backup_has_active_downloads(backup).await.unwrap());
+        assert!(!c.downloads().backup_has_active(backup).await.unwrap());
     }
 
     async fn permanent_failures_do_not_retry_and_listing_filters(c: TestCatalog) {
         let backup = setup(&c).await;
         let sets = vec!["cmgo-aaaaaaaa_0".to_string(), "cmgo-aaaaaaaa_1".to_string()];
         let tasks = c
-            .ensure_download_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
+            .downloads()
+            .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
             .await
             .unwrap();
-        c.claim_download_task("w", t(1_001), t(1_031))
+        c.downloads()
+            .claim("w", t(1_001), t(1_031))
             .await
             .unwrap()
             .unwrap();
         let status = c
-            .fail_download_attempt(tasks[0].id, "w", t(1_002), "corrupt", false, &POLICY)
+            .downloads()
+            .fail_attempt(tasks[0].id, "w", t(1_002), "corrupt", false, &POLICY)
             .await;
         assert_eq!(status.unwrap(), Some(TaskStatus::Failed));
 
         let all = TaskFilter::default();
         let (page, total) = c
-            .download_tasks_of("cmgo-aaaaaaaa", &all, TaskOrder::CreateTime, true, 0, 20)
+            .downloads()
+            .list("cmgo-aaaaaaaa", &all, TaskOrder::CreateTime, true, 0, 20)
             .await
             .unwrap();
         assert_eq!(total, 2);
@@ -1061,7 +1106,8 @@ mod tests {
             ..TaskFilter::default()
         };
         let (page, total) = c
-            .download_tasks_of(
+            .downloads()
+            .list(
                 "cmgo-aaaaaaaa",
                 &failed_only,
                 TaskOrder::FinishTime,
@@ -1077,7 +1123,8 @@ mod tests {
             ..TaskFilter::default()
         };
         assert_eq!(
-            c.download_tasks_of("cmgo-aaaaaaaa", &window, TaskOrder::CreateTime, true, 0, 20)
+            c.downloads()
+                .list("cmgo-aaaaaaaa", &window, TaskOrder::CreateTime, true, 0, 20)
                 .await
                 .unwrap()
                 .1,
@@ -1087,12 +1134,14 @@ mod tests {
         // counts every match.
         let ids = |page: Vec<DownloadTask>| page.iter().map(|t| t.id).collect::<Vec<_>>();
         let (page, total) = c
-            .download_tasks_of("cmgo-aaaaaaaa", &all, TaskOrder::FinishTime, false, 0, 20)
+            .downloads()
+            .list("cmgo-aaaaaaaa", &all, TaskOrder::FinishTime, false, 0, 20)
             .await
             .unwrap();
         assert_eq!((total, ids(page)), (2, vec![tasks[0].id, tasks[1].id]));
         let (page, total) = c
-            .download_tasks_of("cmgo-aaaaaaaa", &all, TaskOrder::FinishTime, true, 1, 1)
+            .downloads()
+            .list("cmgo-aaaaaaaa", &all, TaskOrder::FinishTime, true, 1, 1)
             .await
             .unwrap();
         assert_eq!((total, ids(page)), (2, vec![tasks[0].id]));
@@ -1106,7 +1155,8 @@ mod tests {
                 ..TaskFilter::default()
             };
             let (_, total) = c
-                .download_tasks_of(
+                .downloads()
+                .list(
                     "cmgo-aaaaaaaa",
                     &by_backup,
                     TaskOrder::CreateTime,
@@ -1119,7 +1169,8 @@ mod tests {
             assert_eq!(total, expected);
         }
         assert_eq!(
-            c.download_tasks_of("cmgo-other000", &all, TaskOrder::CreateTime, false, 0, 20)
+            c.downloads()
+                .list("cmgo-other000", &all, TaskOrder::CreateTime, false, 0, 20)
                 .await
                 .unwrap()
                 .1,

@@ -6,12 +6,12 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::store::{Catalog, CatalogError};
+use crate::store::{CatalogError, DutyStore};
 
-impl Catalog {
+impl DutyStore<'_> {
     /// Takes or renews `duty` for `node` until `now + ttl`. True when `node`
     /// holds it: it was free, its lease had expired, or `node` held it.
-    pub async fn hold_duty(
+    pub async fn hold(
         &self,
         duty: &str,
         node: &str,
@@ -28,18 +28,18 @@ impl Catalog {
         .bind(node)
         .bind((now + ttl).as_second())
         .bind(now.as_second())
-        .fetch_optional(self.pool())
+        .fetch_optional(self.catalog.pool())
         .await?;
         Ok(holder.is_some())
     }
 
     /// Gives `duty` up if `node` holds it (at a clean stop), so another
     /// node need not wait for the lease to lapse.
-    pub async fn release_duty(&self, duty: &str, node: &str) -> Result<(), CatalogError> {
+    pub async fn release(&self, duty: &str, node: &str) -> Result<(), CatalogError> {
         sqlx::query("DELETE FROM duty_leases WHERE duty = $1 AND holder = $2")
             .bind(duty)
             .bind(node)
-            .execute(self.pool())
+            .execute(self.catalog.pool())
             .await?;
         Ok(())
     }
@@ -59,34 +59,55 @@ mod tests {
     async fn one_holder_at_a_time_and_take_over_after_expiry(c: TestCatalog) {
         let other = c.reopen().await;
         let ttl = SignedDuration::from_secs(60);
-        assert!(c.hold_duty("scheduler", "a", t(1_000), ttl).await.unwrap());
+        assert!(c
+            .duties()
+            .hold("scheduler", "a", t(1_000), ttl)
+            .await
+            .unwrap());
         assert!(!other
-            .hold_duty("scheduler", "b", t(1_010), ttl)
+            .duties()
+            .hold("scheduler", "b", t(1_010), ttl)
             .await
             .unwrap());
         // The holder renews.
-        assert!(c.hold_duty("scheduler", "a", t(1_050), ttl).await.unwrap());
+        assert!(c
+            .duties()
+            .hold("scheduler", "a", t(1_050), ttl)
+            .await
+            .unwrap());
         assert!(!other
-            .hold_duty("scheduler", "b", t(1_100), ttl)
+            .duties()
+            .hold("scheduler", "b", t(1_100), ttl)
             .await
             .unwrap());
         // Another duty is free.
         assert!(other
-            .hold_duty("janitor", "b", t(1_100), ttl)
+            .duties()
+            .hold("janitor", "b", t(1_100), ttl)
             .await
             .unwrap());
         // "a" stops renewing: "b" takes over once the lease lapsed.
         assert!(other
-            .hold_duty("scheduler", "b", t(1_111), ttl)
+            .duties()
+            .hold("scheduler", "b", t(1_111), ttl)
             .await
             .unwrap());
-        assert!(!c.hold_duty("scheduler", "a", t(1_112), ttl).await.unwrap());
+        assert!(!c
+            .duties()
+            .hold("scheduler", "a", t(1_112), ttl)
+            .await
+            .unwrap());
         // A clean stop gives the duty up at once.
-        other.release_duty("scheduler", "b").await.unwrap();
-        assert!(c.hold_duty("scheduler", "a", t(1_113), ttl).await.unwrap());
-        other.release_duty("scheduler", "b").await.unwrap();
+        other.duties().release("scheduler", "b").await.unwrap();
+        assert!(c
+            .duties()
+            .hold("scheduler", "a", t(1_113), ttl)
+            .await
+            .unwrap());
+        other.duties().release("scheduler", "b").await.unwrap();
         assert!(!other
-            .hold_duty("scheduler", "b", t(1_114), ttl)
+            .duties()
+            .hold("scheduler", "b", t(1_114), ttl)
             .await
             .unwrap());
     }

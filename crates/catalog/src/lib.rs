@@ -13,6 +13,12 @@
 //! * [`store`]: [`Catalog`], the metadata store on SQLite or PostgreSQL
 //!   through sqlx, with embedded migrations, and the helpers every query
 //!   shares (fetch and decode).
+//!
+//! Each module above owns its part of the domain and a store for it: a
+//! borrowed view over the catalog's one connection pool, handed out by the
+//! catalog (`catalog.backups().claim_queued(now)`,
+//! `catalog.downloads().heartbeat(..)`), so that no type holds every
+//! query of the service.
 //! * [`wake`]: the in-process wake-ups of background workers.
 //!
 //! This crate knows nothing of HTTP or of the Tencent Cloud protocol: the
@@ -38,5 +44,8 @@ pub use download::{
 pub use instance::{ClusterType, Instance, InstanceSource};
 pub use rule::{days_csv, BackupRule, LongTermInterval};
 pub use signatures::SignatureUse;
-pub use store::{Catalog, CatalogError, Engine};
+pub use store::{
+    BackupStore, Catalog, CatalogError, DownloadStore, DutyStore, Engine, InstanceStore,
+    RateLimitStore, RuleStore, SignatureStore,
+};
 pub use wake::Wakeups;

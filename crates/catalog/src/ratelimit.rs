@@ -4,30 +4,30 @@
 //! the PostgreSQL migration `0005_rate_limits.sql`).
 //!
 //! On SQLite (one node) there is nothing to share: the API's in-process
-//! limiter is used and [`Catalog::take_rate_token`] answers `None`.
+//! limiter is used and [`RateLimitStore::take_token`] answers `None`.
 
 use std::time::Duration;
 
-use crate::store::{Catalog, CatalogError, Engine};
+use crate::store::{CatalogError, Engine, RateLimitStore};
 
-impl Catalog {
+impl RateLimitStore<'_> {
     /// Takes a token of `key` if fewer than `limit` were taken in the last
     /// `window`, across every node sharing this database. `None` when the
     /// engine keeps no shared limits (SQLite).
-    pub async fn take_rate_token(
+    pub async fn take_token(
         &self,
         key: &str,
         limit: u32,
         window: Duration,
     ) -> Result<Option<bool>, CatalogError> {
-        if self.engine() != Engine::Postgres {
+        if self.catalog.engine() != Engine::Postgres {
             return Ok(None);
         }
         let taken: bool = sqlx::query_scalar("SELECT mongobak_take_rate_token($1, $2, $3)")
             .bind(key)
             .bind(i64::from(limit))
             .bind(window.as_micros() as i64)
-            .fetch_one(self.pool())
+            .fetch_one(self.catalog.pool())
             .await?;
         Ok(Some(taken))
     }
@@ -52,7 +52,8 @@ mod tests {
                 second.clone()
             };
             tokio::spawn(async move {
-                node.take_rate_token("100/CreateBackupDownloadTask", 20, window)
+                node.rate_limits()
+                    .take_token("100/CreateBackupDownloadTask", 20, window)
                     .await
             })
         });
@@ -66,7 +67,8 @@ mod tests {
         // Another key has its own budget.
         assert_eq!(
             first
-                .take_rate_token("100/DescribeDBBackups", 20, window)
+                .rate_limits()
+                .take_token("100/DescribeDBBackups", 20, window)
                 .await
                 .unwrap(),
             Some(true)
@@ -74,7 +76,8 @@ mod tests {
         tokio::time::sleep(window).await;
         assert_eq!(
             second
-                .take_rate_token("100/CreateBackupDownloadTask", 20, window)
+                .rate_limits()
+                .take_token("100/CreateBackupDownloadTask", 20, window)
                 .await
                 .unwrap(),
             Some(true)
@@ -85,7 +88,8 @@ mod tests {
     async fn sqlite_keeps_no_shared_limits() {
         let c = TestCatalog::new(Engine::Sqlite).await;
         assert_eq!(
-            c.take_rate_token("k", 1, Duration::from_secs(1))
+            c.rate_limits()
+                .take_token("k", 1, Duration::from_secs(1))
                 .await
                 .unwrap(),
             None

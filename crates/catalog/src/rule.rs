@@ -18,7 +18,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::backup::{Backup, NewBackup};
-use crate::store::{Catalog, CatalogError};
+use crate::store::{BackupStore, CatalogError, RuleStore};
 
 /// Which automatic backups are kept under the long-term rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,26 +201,23 @@ const RULE_COLUMNS: &str =
      retention_days, notify, long_term_interval, long_term_active_days, long_term_expired_days, \
      oplog_expired_days, backup_version, alert_threshold, explicit";
 
-impl Catalog {
+impl RuleStore<'_> {
     /// An instance's stored rule, if any.
-    pub async fn backup_rule(&self, instance_id: &str) -> Result<Option<BackupRule>, CatalogError> {
-        self.fetch_optional(
-            sqlx::query(&format!(
-                "SELECT {RULE_COLUMNS} FROM backup_rules WHERE instance_id = $1"
-            ))
-            .bind(instance_id),
-        )
-        .await
+    pub async fn get(&self, instance_id: &str) -> Result<Option<BackupRule>, CatalogError> {
+        self.catalog
+            .fetch_optional(
+                sqlx::query(&format!(
+                    "SELECT {RULE_COLUMNS} FROM backup_rules WHERE instance_id = $1"
+                ))
+                .bind(instance_id),
+            )
+            .await
     }
 
     /// Stores `rule` (set through the API). Slots up to `now` count as
     /// handled, so a new hour that already passed today does not start a
     /// backup at once.
-    pub async fn set_backup_rule(
-        &self,
-        rule: &BackupRule,
-        now: Timestamp,
-    ) -> Result<(), CatalogError> {
+    pub async fn set(&self, rule: &BackupRule, now: Timestamp) -> Result<(), CatalogError> {
         self.insert_rule(
             rule,
             now,
@@ -261,7 +258,7 @@ impl Catalog {
         .bind(rule.alert_threshold)
         .bind(i64::from(rule.explicit))
         .bind(now.as_second())
-        .execute(self.pool())
+        .execute(self.catalog.pool())
         .await?;
         Ok(())
     }
@@ -270,7 +267,7 @@ impl Catalog {
     /// scheduler handled; an instance seen for the first time gets `default`'s
     /// rule with every slot up to `now` handled (a new instance has missed
     /// nothing).
-    pub async fn scheduled_rules(
+    pub async fn scheduled(
         &self,
         now: Timestamp,
         default: impl Fn(&str) -> BackupRule,
@@ -278,7 +275,7 @@ impl Catalog {
         let missing: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM instances WHERE id NOT IN (SELECT instance_id FROM backup_rules)",
         )
-        .fetch_all(self.pool())
+        .fetch_all(self.catalog.pool())
         .await?;
         for id in missing {
             // Racing another writer is harmless: the first row stays.
@@ -289,7 +286,7 @@ impl Catalog {
             "SELECT {RULE_COLUMNS}, last_slot_at FROM backup_rules \
              WHERE instance_id IN (SELECT id FROM instances) ORDER BY instance_id"
         ))
-        .fetch_all(self.pool())
+        .fetch_all(self.catalog.pool())
         .await?;
         rows.iter()
             .map(|row| {
@@ -316,7 +313,7 @@ impl Catalog {
         slot: Timestamp,
         now: Timestamp,
     ) -> Result<Option<Backup>, CatalogError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.catalog.begin_write().await?;
         let handled: Option<i64> =
             sqlx::query_scalar("SELECT last_slot_at FROM backup_rules WHERE instance_id = $1")
                 .bind(&new.instance_id)
@@ -325,22 +322,22 @@ impl Catalog {
         if handled.is_some_and(|last| last >= slot.as_second()) {
             return Ok(None);
         }
-        let id = Catalog::insert_backup(&mut tx, new, now).await?;
+        let id = BackupStore::insert_backup(&mut tx, new, now).await?;
         sqlx::query("UPDATE backup_rules SET last_slot_at = $2 WHERE instance_id = $1")
             .bind(&new.instance_id)
             .bind(slot.as_second())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.wakeups().backup_queued();
-        self.backup(id).await
+        self.catalog.wakeups().backup_queued();
+        self.catalog.backups().get(id).await
     }
 
     /// Forgets an instance's rule (when the instance is removed).
-    pub(crate) async fn forget_backup_rule(&self, instance_id: &str) -> Result<(), CatalogError> {
+    pub(crate) async fn forget(&self, instance_id: &str) -> Result<(), CatalogError> {
         sqlx::query("DELETE FROM backup_rules WHERE instance_id = $1")
             .bind(instance_id)
-            .execute(self.pool())
+            .execute(self.catalog.pool())
             .await?;
         Ok(())
     }

@@ -5,9 +5,9 @@
 //! `0008_seen_signatures.sql`).
 //!
 //! On SQLite (one node) there is nothing to share: the API keeps the memory
-//! in its process and [`Catalog::remember_signature`] answers `None`.
+//! in its process and [`SignatureStore::remember`] answers `None`.
 
-use crate::store::{Catalog, CatalogError, Engine};
+use crate::store::{CatalogError, Engine, SignatureStore};
 
 /// What the memory knew of a signature when a use of it was recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,19 +18,19 @@ pub enum SignatureUse {
     SeenWith(String),
 }
 
-impl Catalog {
+impl SignatureStore<'_> {
     /// Records a use of the signature `fingerprint` for `action` at `now`
     /// (unix seconds), remembered until `expires_at`, across every node
     /// sharing this database. `None` when the engine keeps no shared memory
     /// (SQLite).
-    pub async fn remember_signature(
+    pub async fn remember(
         &self,
         fingerprint: &[u8],
         action: &str,
         expires_at: i64,
         now: i64,
     ) -> Result<Option<SignatureUse>, CatalogError> {
-        if self.engine() != Engine::Postgres {
+        if self.catalog.engine() != Engine::Postgres {
             return Ok(None);
         }
         let first: Option<String> =
@@ -39,7 +39,7 @@ impl Catalog {
                 .bind(action)
                 .bind(expires_at)
                 .bind(now)
-                .fetch_one(self.pool())
+                .fetch_one(self.catalog.pool())
                 .await?;
         Ok(Some(
             first.map_or(SignatureUse::First, SignatureUse::SeenWith),
@@ -67,7 +67,8 @@ mod tests {
             };
             let fingerprint = fingerprint.clone();
             tokio::spawn(async move {
-                node.remember_signature(&fingerprint, "DescribeDBBackups", 1301, 1000)
+                node.signatures()
+                    .remember(&fingerprint, "DescribeDBBackups", 1301, 1000)
                     .await
                     .unwrap()
                     .unwrap()
@@ -84,7 +85,8 @@ mod tests {
         // Re-aimed: the memory answers the first action.
         assert_eq!(
             second
-                .remember_signature(&fingerprint, "CreateBackupDBInstance", 1301, 1300)
+                .signatures()
+                .remember(&fingerprint, "CreateBackupDBInstance", 1301, 1300)
                 .await
                 .unwrap(),
             Some(SignatureUse::SeenWith("DescribeDBBackups".into()))
@@ -92,7 +94,8 @@ mod tests {
         // Once expired, a use is a first use again.
         assert_eq!(
             first
-                .remember_signature(&fingerprint, "CreateBackupDBInstance", 1602, 1301)
+                .signatures()
+                .remember(&fingerprint, "CreateBackupDBInstance", 1602, 1301)
                 .await
                 .unwrap(),
             Some(SignatureUse::First)
@@ -105,13 +108,15 @@ mod tests {
         let catalog = TestCatalog::new(Engine::Postgres).await;
         for i in 0..40u32 {
             catalog
-                .remember_signature(&i.to_le_bytes(), "DescribeDBBackups", 100, 0)
+                .signatures()
+                .remember(&i.to_le_bytes(), "DescribeDBBackups", 100, 0)
                 .await
                 .unwrap();
         }
         for i in 0..3u32 {
             catalog
-                .remember_signature(&(1000 + i).to_le_bytes(), "DescribeDBBackups", 500, 200)
+                .signatures()
+                .remember(&(1000 + i).to_le_bytes(), "DescribeDBBackups", 500, 200)
                 .await
                 .unwrap();
         }
@@ -127,7 +132,8 @@ mod tests {
     async fn sqlite_keeps_no_shared_memory() {
         let c = TestCatalog::new(Engine::Sqlite).await;
         assert_eq!(
-            c.remember_signature(b"x", "DescribeDBBackups", 1, 0)
+            c.signatures()
+                .remember(b"x", "DescribeDBBackups", 1, 0)
                 .await
                 .unwrap(),
             None

@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
-use crate::instance::{ClusterType, Instance, InstanceSource};
+use crate::instance::{decode_instance, Instance, SELECT_INSTANCE};
 use crate::wake::Wakeups;
 
 /// Failures of the metadata store.
@@ -99,6 +99,36 @@ pub struct Catalog {
     registry_changes: Arc<AtomicU64>,
 }
 
+/// Declares the focused stores of the catalog: each is a view of one part
+/// of the domain over the catalog's one connection pool, made by the
+/// catalog's accessor of the same name and cheap to make per call.
+macro_rules! stores {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name<'a> {
+            pub(crate) catalog: &'a Catalog,
+        }
+    )*};
+}
+
+stores! {
+    /// The registered instances ([`InstanceStore::all`]).
+    InstanceStore;
+    /// Backups ([`Catalog::backups`]).
+    BackupStore;
+    /// Download tasks ([`Catalog::downloads`]).
+    DownloadStore;
+    /// Backup rules ([`Catalog::rules`]).
+    RuleStore;
+    /// Singleton duties ([`Catalog::duties`]).
+    DutyStore;
+    /// Cluster-wide rate limits ([`Catalog::rate_limits`]).
+    RateLimitStore;
+    /// Used request signatures ([`Catalog::signatures`]).
+    SignatureStore;
+}
+
 /// A query of the catalog's driver, with its parameters bound.
 pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
@@ -107,12 +137,6 @@ pub(crate) trait FromRow: Sized {
     /// Decodes `row`; a value the domain does not know is
     /// [`CatalogError::Corrupt`].
     fn from_row(row: &AnyRow) -> Result<Self, CatalogError>;
-}
-
-impl FromRow for Instance {
-    fn from_row(row: &AnyRow) -> Result<Self, CatalogError> {
-        decode_instance(row)
-    }
 }
 
 /// The instance registry as read at an instant.
@@ -236,6 +260,41 @@ impl Catalog {
         }
     }
 
+    /// The registered instances.
+    pub fn instances(&self) -> InstanceStore<'_> {
+        InstanceStore { catalog: self }
+    }
+
+    /// Backups: their life cycle and queue.
+    pub fn backups(&self) -> BackupStore<'_> {
+        BackupStore { catalog: self }
+    }
+
+    /// Download tasks: their leased, retrying queue and published files.
+    pub fn downloads(&self) -> DownloadStore<'_> {
+        DownloadStore { catalog: self }
+    }
+
+    /// Automatic backup rules and the schedule they define.
+    pub fn rules(&self) -> RuleStore<'_> {
+        RuleStore { catalog: self }
+    }
+
+    /// Singleton duties, held by one node at a time.
+    pub fn duties(&self) -> DutyStore<'_> {
+        DutyStore { catalog: self }
+    }
+
+    /// Cluster-wide rate limits.
+    pub fn rate_limits(&self) -> RateLimitStore<'_> {
+        RateLimitStore { catalog: self }
+    }
+
+    /// The cluster-wide memory of used request signatures.
+    pub fn signatures(&self) -> SignatureStore<'_> {
+        SignatureStore { catalog: self }
+    }
+
     /// The wake-ups of this process's background workers.
     pub fn wakeups(&self) -> &Wakeups {
         &self.wakeups
@@ -265,117 +324,6 @@ impl Catalog {
         Ok(())
     }
 
-    /// Registers a new instance; refuses an ID that is taken.
-    pub async fn add_instance(&self, instance: &Instance) -> Result<(), CatalogError> {
-        let result = insert(instance).execute(&self.pool).await;
-        self.forget_registry();
-        match result {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(CatalogError::InstanceExists {
-                    id: instance.id.clone(),
-                })
-            }
-            other => other.map(drop).map_err(Into::into),
-        }
-    }
-
-    /// Makes the configuration's instances the registered ones of source
-    /// `config`: adds or updates each (keeping its first registration
-    /// time) and forgets config instances no longer listed. Instances added
-    /// from the command line are left alone, but an ID clash with one is an
-    /// error.
-    pub async fn sync_config_instances(&self, instances: &[Instance]) -> Result<(), CatalogError> {
-        let mut tx = self.begin_write().await?;
-        for instance in instances {
-            let existing = sqlx::query("SELECT source FROM instances WHERE id = $1")
-                .bind(&instance.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            match existing.map(|row| InstanceSource::parse(row.get::<&str, _>(0))) {
-                Some(InstanceSource::Cli) => {
-                    return Err(CatalogError::InstanceExists {
-                        id: instance.id.clone(),
-                    })
-                }
-                Some(InstanceSource::Config) => {
-                    bind_deployment(
-                        sqlx::query(
-                            "UPDATE instances SET name = $2, region = $3, owner_uin = $4, \
-                             cluster_type = $5, replica_sets = $6, mongos_uri = $7 WHERE id = $1",
-                        ),
-                        instance,
-                    )
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    insert(instance).execute(&mut *tx).await?;
-                }
-            }
-        }
-        let keep: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
-        let configured: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM instances WHERE source = 'config'")
-                .fetch_all(&mut *tx)
-                .await?;
-        for id in configured.iter().filter(|id| !keep.contains(&id.as_str())) {
-            sqlx::query("DELETE FROM instances WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        self.forget_registry();
-        Ok(())
-    }
-
-    /// Records the server version a connection to the instance saw
-    /// (`buildInfo.version`); an unknown instance is left alone.
-    pub async fn set_instance_server_version(
-        &self,
-        id: &str,
-        version: &str,
-    ) -> Result<(), CatalogError> {
-        let done = sqlx::query(
-            "UPDATE instances SET server_version = $2 WHERE id = $1 AND server_version <> $2",
-        )
-        .bind(id)
-        .bind(version)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() > 0 {
-            self.forget_registry();
-        }
-        Ok(())
-    }
-
-    /// Forgets an instance; false when it was not registered.
-    pub async fn remove_instance(&self, id: &str) -> Result<bool, CatalogError> {
-        let done = sqlx::query("DELETE FROM instances WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        self.forget_backup_rule(id).await?;
-        self.forget_registry();
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// One instance by ID (from the registry cache).
-    pub async fn instance(&self, id: &str) -> Result<Option<Instance>, CatalogError> {
-        Ok(self.registry().await?.iter().find(|i| i.id == id).cloned())
-    }
-
-    /// Every registered instance, oldest first (from the registry cache).
-    pub async fn instances(&self) -> Result<Vec<Instance>, CatalogError> {
-        Ok(self.registry().await?.as_ref().clone())
-    }
-
-    /// Every registered instance, oldest first, as the shared snapshot of
-    /// the registry cache: no copy, for callers that only read.
-    pub async fn instance_registry(&self) -> Result<Arc<Vec<Instance>>, CatalogError> {
-        self.registry().await
-    }
-
     /// The registered instances, read at most every [`REGISTRY_TTL`].
     ///
     /// Almost every API call looks an instance up, while the registry
@@ -390,7 +338,7 @@ impl Catalog {
     /// is not a burst of identical queries (a latency spike every second
     /// under load). With no list at all (first use, or just cleared by a
     /// change) every caller waits for the fresh one.
-    async fn registry(&self) -> Result<Arc<Vec<Instance>>, CatalogError> {
+    pub(crate) async fn registry(&self) -> Result<Arc<Vec<Instance>>, CatalogError> {
         let cached = self.cached_registry();
         let _refreshing = match cached {
             Some((read_at, list)) if read_at.elapsed() < REGISTRY_TTL => return Ok(list),
@@ -435,7 +383,7 @@ impl Catalog {
             .clone()
     }
 
-    fn forget_registry(&self) {
+    pub(crate) fn forget_registry(&self) {
         self.registry_changes.fetch_add(1, Ordering::SeqCst);
         *self
             .registry_cache
@@ -460,151 +408,4 @@ pub(crate) fn time_column(
             })
         })
         .transpose()
-}
-
-const SELECT_INSTANCE: &str = "SELECT id, name, region, owner_uin, cluster_type, replica_sets, \
-                               mongos_uri, source, created_at, server_version FROM instances";
-
-/// Binds `$1` to `$7`: the instance's ID and what describes its
-/// deployment (name, region, owner, cluster type, replica set URIs, mongos
-/// URI), in that order.
-fn bind_deployment<'q>(query: AnyQuery<'q>, instance: &'q Instance) -> AnyQuery<'q> {
-    query
-        .bind(&instance.id)
-        .bind(&instance.name)
-        .bind(&instance.region)
-        .bind(&instance.owner_uin)
-        .bind(instance.cluster_type.code())
-        .bind(uris_json(&instance.replica_set_uris))
-        .bind(&instance.mongos_uri)
-}
-
-fn insert(instance: &Instance) -> AnyQuery<'_> {
-    bind_deployment(
-        sqlx::query(
-            "INSERT INTO instances (id, name, region, owner_uin, cluster_type, replica_sets, \
-             mongos_uri, source, created_at, server_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        ),
-        instance,
-    )
-    .bind(instance.source.as_str())
-    .bind(instance.created_at.as_second())
-    .bind(&instance.server_version)
-}
-
-fn uris_json(uris: &[String]) -> String {
-    serde_json::to_string(uris).expect("a list of strings serializes")
-}
-
-fn decode_instance(row: &AnyRow) -> Result<Instance, CatalogError> {
-    let id: String = row.try_get("id")?;
-    let corrupt = |detail: String| CatalogError::Corrupt {
-        what: format!("instance {id}"),
-        detail,
-    };
-    let cluster_type = ClusterType::from_code(row.try_get("cluster_type")?)
-        .ok_or_else(|| corrupt("unknown cluster type".into()))?;
-    let uris: String = row.try_get("replica_sets")?;
-    let replica_set_uris = serde_json::from_str(&uris).map_err(|e| corrupt(e.to_string()))?;
-    let created_at =
-        Timestamp::from_second(row.try_get("created_at")?).map_err(|e| corrupt(e.to_string()))?;
-    Ok(Instance {
-        name: row.try_get("name")?,
-        region: row.try_get("region")?,
-        owner_uin: row.try_get("owner_uin")?,
-        cluster_type,
-        replica_set_uris,
-        mongos_uri: row.try_get("mongos_uri")?,
-        source: InstanceSource::parse(row.try_get::<&str, _>("source")?),
-        created_at,
-        server_version: row.try_get("server_version")?,
-        id,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::TestCatalog;
-
-    fn instance(id: &str, source: InstanceSource) -> Instance {
-        Instance {
-            id: id.to_string(),
-            name: format!("name of {id}"),
-            region: "ap-guangzhou".into(),
-            owner_uin: "100".into(),
-            cluster_type: ClusterType::ReplicaSet,
-            replica_set_uris: vec!["mongodb://u:p@127.0.0.1:27017/?directConnection=true".into()],
-            mongos_uri: None,
-            source,
-            created_at: Timestamp::from_second(1_700_000_000).unwrap(),
-            server_version: String::new(),
-        }
-    }
-
-    crate::testing::on_each_engine!(add_list_remove, config_sync_updates_adds_and_forgets);
-
-    async fn add_list_remove(c: TestCatalog) {
-        c.ping().await.unwrap();
-        let a = instance("cmgo-aaaaaaaa", InstanceSource::Cli);
-        c.add_instance(&a).await.unwrap();
-        assert!(matches!(
-            c.add_instance(&a).await,
-            Err(CatalogError::InstanceExists { .. })
-        ));
-        assert_eq!(c.instances().await.unwrap(), vec![a.clone()]);
-        assert_eq!(c.instance("cmgo-aaaaaaaa").await.unwrap(), Some(a.clone()));
-        c.set_instance_server_version("cmgo-aaaaaaaa", "7.0.14")
-            .await
-            .unwrap();
-        let seen = c.instance("cmgo-aaaaaaaa").await.unwrap().unwrap();
-        assert_eq!(seen.server_version, "7.0.14");
-        // A re-sync from the configuration keeps what a connection saw.
-        assert!(c.remove_instance("cmgo-aaaaaaaa").await.unwrap());
-        let configured = instance("cmgo-aaaaaaaa", InstanceSource::Config);
-        c.sync_config_instances(std::slice::from_ref(&configured))
-            .await
-            .unwrap();
-        c.set_instance_server_version("cmgo-aaaaaaaa", "6.0.1")
-            .await
-            .unwrap();
-        c.sync_config_instances(&[configured]).await.unwrap();
-        let seen = c.instance("cmgo-aaaaaaaa").await.unwrap().unwrap();
-        assert_eq!(seen.server_version, "6.0.1");
-        assert!(c.remove_instance("cmgo-aaaaaaaa").await.unwrap());
-        assert!(!c.remove_instance("cmgo-aaaaaaaa").await.unwrap());
-    }
-
-    async fn config_sync_updates_adds_and_forgets(c: TestCatalog) {
-        let cli = instance("cmgo-cli00000", InstanceSource::Cli);
-        c.add_instance(&cli).await.unwrap();
-        let mut a = instance("cmgo-aaaaaaaa", InstanceSource::Config);
-        let b = instance("cmgo-bbbbbbbb", InstanceSource::Config);
-        c.sync_config_instances(&[a.clone(), b.clone()])
-            .await
-            .unwrap();
-        a.name = "renamed".into();
-        c.sync_config_instances(&[a.clone()]).await.unwrap();
-        let ids: Vec<String> = c
-            .instances()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|i| i.id)
-            .collect();
-        assert_eq!(ids, vec!["cmgo-aaaaaaaa", "cmgo-cli00000"]);
-        assert_eq!(
-            c.instance("cmgo-aaaaaaaa").await.unwrap().unwrap().name,
-            "renamed"
-        );
-        // A config entry may not take over an instance added by hand.
-        let clash = instance("cmgo-cli00000", InstanceSource::Config);
-        assert!(matches!(
-            c.sync_config_instances(&[clash]).await,
-            Err(CatalogError::InstanceExists { .. })
-        ));
-        // Reopening keeps the data (migrations are idempotent).
-        let reopened = c.reopen().await;
-        assert_eq!(reopened.instances().await.unwrap().len(), 2);
-    }
 }

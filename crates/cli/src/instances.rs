@@ -130,7 +130,7 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
         sharded: args.sharded.then_some(true),
     };
     let mut instance = resolve(&entry, &accounts[0].uin, InstanceSource::Cli)?;
-    if catalog.instance(&instance.id).await?.is_some() {
+    if catalog.instances().get(&instance.id).await?.is_some() {
         bail!("an instance with ID {} is already registered", instance.id);
     }
     if !args.no_check {
@@ -153,7 +153,7 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
             instance.server_version = first.server_version.clone();
         }
     }
-    catalog.add_instance(&instance).await?;
+    catalog.instances().add(&instance).await?;
     println!("{}", instance.id);
     Ok(())
 }
@@ -161,7 +161,7 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
 async fn list(args: ListArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.config.as_deref())?;
     let catalog = Catalog::open(&config.metadata_url).await?;
-    let list = catalog.instances().await?;
+    let list = catalog.instances().all().await?;
     match args.output {
         Output::Json => {
             let rows: Vec<serde_json::Value> = list
@@ -203,14 +203,14 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
 async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.config.as_deref())?;
     let catalog = Catalog::open(&config.metadata_url).await?;
-    match catalog.instance(&args.id).await? {
+    match catalog.instances().get(&args.id).await? {
         None => bail!("no instance {} is registered", args.id),
         Some(i) if i.source == InstanceSource::Config => bail!(
             "instance {} comes from [[instances]] in the configuration; remove it there",
             args.id
         ),
         Some(_) => {
-            catalog.remove_instance(&args.id).await?;
+            catalog.instances().remove(&args.id).await?;
             println!("removed {}", args.id);
             Ok(())
         }
@@ -277,7 +277,7 @@ pub fn resolve(
 }
 
 /// Registers the configuration's instances (see
-/// [`Catalog::sync_config_instances`]).
+/// [`InstanceStore::sync_config`](mongobak_catalog::InstanceStore::sync_config)).
 pub async fn sync_config(
     catalog: &Catalog,
     entries: &[InstanceEntry],
@@ -297,7 +297,8 @@ pub async fn sync_config(
         instances.push(instance);
     }
     catalog
-        .sync_config_instances(&instances)
+        .instances()
+        .sync_config(&instances)
         .await
         .context("cannot register the configured instances")
 }

@@ -489,7 +489,8 @@ async fn instance_details_hold_every_model_field_with_honest_values() {
     assert_eq!(detail["MongoVersion"], "");
     server
         .catalog
-        .set_instance_server_version(INSTANCE, "7.0.14")
+        .instances()
+        .set_server_version(INSTANCE, "7.0.14")
         .await
         .unwrap();
     let listed = server

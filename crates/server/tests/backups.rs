@@ -118,7 +118,13 @@ async fn a_backup_from_request_to_deletion() {
     assert!(backup["BackupSize"].as_u64().unwrap() > 0);
     assert!(!backup["DeleteTime"].as_str().unwrap().is_empty());
     let back_id = backup["BackId"].as_i64().unwrap();
-    let stored = server.catalog.backup(back_id).await.unwrap().unwrap();
+    let stored = server
+        .catalog
+        .backups()
+        .get(back_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!server
         .store
         .list(&format!("{}/", stored.storage_prefix))
@@ -487,7 +493,8 @@ async fn bad_parameters_get_the_right_codes() {
     // The request of another account's backup is not found.
     let backup = server
         .catalog
-        .create_backup(
+        .backups()
+        .create(
             &mongobak_catalog::NewBackup {
                 instance_id: OTHER_INSTANCE.into(),
                 method: 0,

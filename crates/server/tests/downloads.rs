@@ -26,7 +26,8 @@ async fn a_backup_downloads_as_an_archive_of_the_source() {
     let set = format!("{INSTANCE}_0");
     let recorded = server
         .catalog
-        .backup_by_name(INSTANCE, &backup)
+        .backups()
+        .by_name(INSTANCE, &backup)
         .await
         .unwrap()
         .unwrap();
@@ -352,7 +353,8 @@ async fn bad_parameters_get_the_right_codes() {
     let finished = queue_backup(&server, SHANGHAI_INSTANCE, now).await;
     let claimed = server
         .catalog
-        .claim_queued_backup(now)
+        .backups()
+        .claim_queued(now)
         .await
         .unwrap()
         .unwrap();
@@ -362,14 +364,16 @@ async fn bad_parameters_get_the_right_codes() {
     );
     let claimed = server
         .catalog
-        .claim_queued_backup(now)
+        .backups()
+        .claim_queued(now)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(claimed.id, finished.id);
     server
         .catalog
-        .complete_backup(
+        .backups()
+        .complete(
             finished.id,
             now,
             mongobak_catalog::BackupSizes {
@@ -425,13 +429,14 @@ async fn requests_are_checked_against_the_sets_the_backup_holds() {
     let server = TestServer::start().await;
     let now = jiff::Timestamp::now();
     let backup = queue_backup(&server, INSTANCE, now).await;
-    let claimed = server.catalog.claim_queued_backup(now).await.unwrap();
+    let claimed = server.catalog.backups().claim_queued(now).await.unwrap();
     assert_eq!(claimed.map(|b| b.id), Some(backup.id));
     // Taken when the instance had two replica sets; it has one now.
     let held = [format!("{INSTANCE}_0"), format!("{INSTANCE}_1")];
     server
         .catalog
-        .complete_backup(
+        .backups()
+        .complete(
             backup.id,
             now,
             mongobak_catalog::BackupSizes::default(),
@@ -478,7 +483,8 @@ async fn queue_backup(
 ) -> mongobak_catalog::Backup {
     server
         .catalog
-        .create_backup(
+        .backups()
+        .create(
             &mongobak_catalog::NewBackup {
                 instance_id: instance.into(),
                 method: 0,

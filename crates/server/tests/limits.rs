@@ -17,7 +17,8 @@ async fn succeeded_backup(server: &TestServer) -> Backup {
     let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
     let queued = server
         .catalog
-        .create_backup(
+        .backups()
+        .create(
             &NewBackup {
                 instance_id: INSTANCE.into(),
                 method: 0,
@@ -31,11 +32,12 @@ async fn succeeded_backup(server: &TestServer) -> Backup {
         )
         .await
         .unwrap();
-    let claimed = server.catalog.claim_queued_backup(now).await.unwrap();
+    let claimed = server.catalog.backups().claim_queued(now).await.unwrap();
     assert_eq!(claimed.map(|b| b.id), Some(queued.id));
     server
         .catalog
-        .complete_backup(
+        .backups()
+        .complete(
             queued.id,
             now,
             BackupSizes::default(),
@@ -44,7 +46,13 @@ async fn succeeded_backup(server: &TestServer) -> Backup {
         )
         .await
         .unwrap();
-    server.catalog.backup(queued.id).await.unwrap().unwrap()
+    server
+        .catalog
+        .backups()
+        .get(queued.id)
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 /// A request of `cap.action` whose list `cap.parameter` has `n` entries,

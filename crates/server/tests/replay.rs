@@ -121,7 +121,13 @@ async fn a_captured_request_re_aimed_at_another_action_is_refused() {
         assert_replayed(&reply, action);
     }
     assert_eq!(
-        server.catalog.backups_of(INSTANCE).await.unwrap().len(),
+        server
+            .catalog
+            .backups()
+            .of_instance(INSTANCE)
+            .await
+            .unwrap()
+            .len(),
         0,
         "no backup was started"
     );
@@ -143,7 +149,16 @@ async fn a_state_changing_request_passes_once() {
     assert_eq!(reply.error_code(), None, "{}", reply.json());
     let reply = send_raw(server.addr, &request.head(&authorization), &request.body).await;
     assert_replayed(&reply, "the same CreateBackupDBInstance");
-    assert_eq!(server.catalog.backups_of(INSTANCE).await.unwrap().len(), 1);
+    assert_eq!(
+        server
+            .catalog
+            .backups()
+            .of_instance(INSTANCE)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Signed anew (another trace ID signed with it), the same call is no
     // replay.

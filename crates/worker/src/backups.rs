@@ -78,7 +78,8 @@ impl BackupRunner {
     pub async fn recover(&self) -> Result<usize, mongobak_catalog::CatalogError> {
         let interrupted = self
             .catalog
-            .fail_interrupted_backups(Timestamp::now())
+            .backups()
+            .fail_interrupted(Timestamp::now())
             .await?;
         for backup in &interrupted {
             tracing::warn!(backup_id = backup.id, instance = %backup.instance_id, "backup interrupted by a stop; marked failed");
@@ -107,7 +108,7 @@ impl BackupRunner {
 
     async fn run_one(&self, backup: Backup, shutdown: &CancellationToken, runner: &Runner) {
         let started = Instant::now();
-        let instance = match self.catalog.instance(&backup.instance_id).await {
+        let instance = match self.catalog.instances().get(&backup.instance_id).await {
             Ok(Some(instance)) => instance,
             Ok(None) => {
                 self.fail(&backup, "the instance is no longer registered", runner)
@@ -178,7 +179,8 @@ impl BackupRunner {
                     .collect();
                 let saved = self
                     .catalog
-                    .complete_backup(
+                    .backups()
+                    .complete(
                         backup.id,
                         Timestamp::now(),
                         sizes,
@@ -197,10 +199,8 @@ impl BackupRunner {
                         {
                             let recorded = self
                                 .catalog
-                                .set_instance_server_version(
-                                    &backup.instance_id,
-                                    &first.server_version,
-                                )
+                                .instances()
+                                .set_server_version(&backup.instance_id, &first.server_version)
                                 .await;
                             if let Err(e) = recorded {
                                 tracing::warn!(error = %e, "cannot record the server version");
@@ -253,7 +253,7 @@ impl BackupRunner {
             tokio::select! {
                 result = &mut dump => return result,
                 _ = ticker.tick() => {
-                    if let Err(e) = self.catalog.set_backup_percent(backup.id, progress.percent() as i64).await {
+                    if let Err(e) = self.catalog.backups().set_percent(backup.id, progress.percent() as i64).await {
                         tracing::warn!(backup_id = backup.id, error = %e, "cannot save backup progress");
                     }
                 }
@@ -268,13 +268,14 @@ impl BackupRunner {
         tracing::error!(backup_id = backup.id, name = %backup.name, reason, "backup failed");
         if let Err(e) = self
             .catalog
-            .fail_backup(backup.id, Timestamp::now(), reason)
+            .backups()
+            .fail(backup.id, Timestamp::now(), reason)
             .await
         {
             tracing::error!(backup_id = backup.id, error = %e, "cannot record the backup failure");
         }
         if backup.backup_type == BackupType::Automatic {
-            let notify = match self.catalog.backup_rule(&backup.instance_id).await {
+            let notify = match self.catalog.rules().get(&backup.instance_id).await {
                 Ok(rule) => rule.is_none_or(|r| r.notify),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the backup rule; notifying");
@@ -321,7 +322,8 @@ impl Worker for BackupWorker {
         let claimed = self
             .backups
             .catalog
-            .claim_queued_backup(Timestamp::now())
+            .backups()
+            .claim_queued(Timestamp::now())
             .await
             .map_err(|e| format!("cannot read the backup queue: {e}"))?;
         match claimed {

@@ -187,7 +187,8 @@ impl DownloadRunner {
         match outcome {
             Ok(file) => match self
                 .catalog
-                .complete_download_task(task.id, worker, now, &file)
+                .downloads()
+                .complete(task.id, worker, now, &file)
                 .await
             {
                 Ok(true) => {
@@ -259,7 +260,8 @@ impl DownloadRunner {
             let percent = progress.percent() as i64;
             match self
                 .catalog
-                .heartbeat_download_task(id, worker, percent, Timestamp::now() + lease)
+                .downloads()
+                .heartbeat(id, worker, percent, Timestamp::now() + lease)
                 .await
             {
                 Ok(true) => {}
@@ -288,7 +290,8 @@ impl DownloadRunner {
     ) {
         let status = self
             .catalog
-            .fail_download_attempt(
+            .downloads()
+            .fail_attempt(
                 task.id,
                 worker,
                 Timestamp::now(),
@@ -336,7 +339,7 @@ impl DownloadRunner {
         progress: &ExportProgress,
         stop: &CancellationToken,
     ) -> Result<PublishedFile, Failure> {
-        let backup = match self.catalog.backup(task.backup_id).await {
+        let backup = match self.catalog.backups().get(task.backup_id).await {
             Ok(Some(b)) if b.is_available(Timestamp::now()) => b,
             Ok(_) => {
                 return Err(Failure::Permanent(
@@ -399,7 +402,8 @@ impl Worker for DownloadWorker {
         let lease_until = now + runner.lease();
         let claimed = runner
             .catalog
-            .claim_download_task(&self.name, now, lease_until)
+            .downloads()
+            .claim(&self.name, now, lease_until)
             .await
             .map_err(|e| format!("cannot read the download queue: {e}"))?;
         match claimed {

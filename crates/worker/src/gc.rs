@@ -79,8 +79,8 @@ pub async fn find_garbage(
     // belongs to a folder younger than the grace period.
     let backup_folders = group(store.list("backups/").await?, 3);
     let download_folders = group(store.list(DownloadFolder::ROOT).await?, 3);
-    let backups = catalog.backup_statuses().await?;
-    let tasks = catalog.download_task_files().await?;
+    let backups = catalog.backups().statuses().await?;
+    let tasks = catalog.downloads().files().await?;
 
     let old_enough = |folder: &Folder| folder.newest.is_none_or(|t| t < cutoff);
     let mut garbage = Vec::new();

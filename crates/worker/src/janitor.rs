@@ -94,14 +94,15 @@ impl Janitor {
         now: Timestamp,
     ) -> Result<JanitorReport, Box<dyn std::error::Error + Send + Sync>> {
         let mut report = JanitorReport::default();
-        let expired = self.catalog.expired_download_files(now).await?;
+        let expired = self.catalog.downloads().expired_files(now).await?;
         report.files_deleted = delete_download_files(&self.catalog, &self.store, &expired).await?;
         report.temporary_removed = self
             .store
             .remove_stale_temporary(self.config.temporary_grace)?;
         report.tasks_purged = self
             .catalog
-            .purge_old_download_tasks(now - self.config.task_retention)
+            .downloads()
+            .purge_old(now - self.config.task_retention)
             .await?;
         report.garbage_deleted =
             crate::gc::collect_garbage(&self.catalog, &self.store, now, self.config.garbage_grace)
@@ -119,6 +120,7 @@ pub(crate) async fn delete_download_files(
     files: &[RetiredFile],
 ) -> Result<usize, RetiredFileError<BlobError>> {
     catalog
+        .downloads()
         .delete_retired_files(
             files,
             |folder| async move { store.delete_prefix(&folder).await },

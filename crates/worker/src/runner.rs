@@ -97,7 +97,8 @@ impl Duty {
     async fn hold(&self) -> bool {
         let held = self
             .catalog
-            .hold_duty(&self.name, &self.node, Timestamp::now(), self.lease)
+            .duties()
+            .hold(&self.name, &self.node, Timestamp::now(), self.lease)
             .await;
         match held {
             Ok(true) => true,
@@ -114,7 +115,7 @@ impl Duty {
 
     /// Gives the lease up, so another node need not wait for it to lapse.
     async fn release(&self) {
-        if let Err(e) = self.catalog.release_duty(&self.name, &self.node).await {
+        if let Err(e) = self.catalog.duties().release(&self.name, &self.node).await {
             tracing::debug!(duty = %self.name, error = %e, "cannot release the duty; it lapses");
         }
     }
@@ -375,7 +376,8 @@ mod tests {
         };
         let lease = SignedDuration::from_secs(60);
         assert!(catalog
-            .hold_duty("counting", "elsewhere", Timestamp::now(), lease)
+            .duties()
+            .hold("counting", "elsewhere", Timestamp::now(), lease)
             .await
             .unwrap());
         let shutdown = CancellationToken::new();
@@ -386,18 +388,24 @@ mod tests {
         }));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(steps.load(Ordering::SeqCst), 0, "another node holds it");
-        catalog.release_duty("counting", "elsewhere").await.unwrap();
+        catalog
+            .duties()
+            .release("counting", "elsewhere")
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(steps.load(Ordering::SeqCst) > 0, "taken over once free");
         assert!(!catalog
-            .hold_duty("counting", "elsewhere", Timestamp::now(), lease)
+            .duties()
+            .hold("counting", "elsewhere", Timestamp::now(), lease)
             .await
             .unwrap());
         shutdown.cancel();
         running.await.unwrap();
         assert!(
             catalog
-                .hold_duty("counting", "elsewhere", Timestamp::now(), lease)
+                .duties()
+                .hold("counting", "elsewhere", Timestamp::now(), lease)
                 .await
                 .unwrap(),
             "released at the end"

@@ -120,7 +120,8 @@ impl Scheduler {
         let tz = &self.config.timezone;
         let rules = self
             .catalog
-            .scheduled_rules(now, |id| self.default_rule(id))
+            .rules()
+            .scheduled(now, |id| self.default_rule(id))
             .await?;
         for (rule, handled_until) in rules {
             let Some(slot) = rule.latest_slot(now, tz) else {
@@ -139,7 +140,12 @@ impl Scheduler {
                 name: backup_name(&rule.instance_id, now, tz),
                 long_term,
             };
-            match self.catalog.create_scheduled_backup(&new, slot, now).await {
+            match self
+                .catalog
+                .rules()
+                .create_scheduled_backup(&new, slot, now)
+                .await
+            {
                 Ok(Some(backup)) => {
                     tracing::info!(
                         backup_id = backup.id,
@@ -166,8 +172,8 @@ impl Scheduler {
         now: Timestamp,
         report: &mut TickReport,
     ) -> Result<(), CatalogError> {
-        for backup in self.catalog.expired_backups(now).await? {
-            let Some(download_files) = self.catalog.retire_backup(backup.id, now).await? else {
+        for backup in self.catalog.backups().expired(now).await? {
+            let Some(download_files) = self.catalog.backups().retire(backup.id, now).await? else {
                 tracing::debug!(
                     backup_id = backup.id,
                     "expired backup kept while it is being downloaded"

@@ -29,7 +29,8 @@ async fn fixture(uri: &str) -> Fixture {
         .await
         .unwrap();
     catalog
-        .add_instance(&Instance {
+        .instances()
+        .add(&Instance {
             id: "cmgo-runr0001".into(),
             name: "runner".into(),
             region: "ap-guangzhou".into(),
@@ -114,7 +115,7 @@ impl RunningRunner {
 async fn wait_until_done(catalog: &Catalog, id: i64) -> mongobak_catalog::Backup {
     let what = format!("backup {id} finished");
     eventually(Duration::from_secs(60), &what, async || {
-        let backup = catalog.backup(id).await.unwrap().unwrap();
+        let backup = catalog.backups().get(id).await.unwrap().unwrap();
         matches!(
             backup.status,
             BackupStatus::Succeeded | BackupStatus::Failed
@@ -132,7 +133,8 @@ async fn queued_backups_are_taken_and_recorded() {
 
     let queued = f
         .catalog
-        .create_backup(&new_backup("b1"), Timestamp::now())
+        .backups()
+        .create(&new_backup("b1"), Timestamp::now())
         .await
         .unwrap();
     let done = wait_until_done(&f.catalog, queued.id).await;
@@ -168,14 +170,15 @@ async fn a_server_back_before_the_next_attempt_gets_its_backup() {
     let started = Instant::now();
     let queued = f
         .catalog
-        .create_backup(&new_backup("retried"), Timestamp::now())
+        .backups()
+        .create(&new_backup("retried"), Timestamp::now())
         .await
         .unwrap();
     // The first attempt fails within 0.3 s; the server is back well
     // before the second, 4 s later. Nothing tells the first failure from
     // the run before it, so the pause is the point.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let still = f.catalog.backup(queued.id).await.unwrap().unwrap();
+    let still = f.catalog.backups().get(queued.id).await.unwrap().unwrap();
     assert_eq!(still.status, BackupStatus::Running, "waiting to try again");
     mongo.restart_with(&[]).await;
     let done = wait_until_done(&f.catalog, queued.id).await;
@@ -202,7 +205,8 @@ async fn a_backup_fails_after_its_last_attempt() {
     let started = Instant::now();
     let queued = f
         .catalog
-        .create_backup(&new_backup("doomed"), Timestamp::now())
+        .backups()
+        .create(&new_backup("doomed"), Timestamp::now())
         .await
         .unwrap();
     let done = wait_until_done(&f.catalog, queued.id).await;
@@ -228,11 +232,13 @@ async fn a_backup_left_running_by_a_stop_is_failed_and_cleaned_up() {
     // A previous process claimed the backup and wrote part of it, then died.
     let backup = f
         .catalog
-        .create_backup(&new_backup("b1"), Timestamp::now())
+        .backups()
+        .create(&new_backup("b1"), Timestamp::now())
         .await
         .unwrap();
     f.catalog
-        .claim_queued_backup(Timestamp::now())
+        .backups()
+        .claim_queued(Timestamp::now())
         .await
         .unwrap()
         .unwrap();
@@ -252,7 +258,7 @@ async fn a_backup_left_running_by_a_stop_is_failed_and_cleaned_up() {
 
     let runner = BackupRunner::new(f.catalog.clone(), f.store.clone(), config());
     assert_eq!(runner.recover().await.unwrap(), 1);
-    let failed = f.catalog.backup(backup.id).await.unwrap().unwrap();
+    let failed = f.catalog.backups().get(backup.id).await.unwrap().unwrap();
     assert_eq!(failed.status, BackupStatus::Failed);
     assert!(failed.failure.unwrap().contains("interrupted"));
     assert_eq!(
@@ -289,7 +295,8 @@ async fn a_stop_during_a_backup_fails_it_and_leaves_nothing() {
     let runner = RunningRunner::start(&f, slow);
     let backup = f
         .catalog
-        .create_backup(&new_backup("b1"), Timestamp::now())
+        .backups()
+        .create(&new_backup("b1"), Timestamp::now())
         .await
         .unwrap();
     // Stop as soon as the backup has written something (looked at often:
@@ -303,7 +310,7 @@ async fn a_stop_during_a_backup_fails_it_and_leaves_nothing() {
     )
     .await;
     runner.stop(Duration::from_secs(30)).await;
-    let stopped = f.catalog.backup(backup.id).await.unwrap().unwrap();
+    let stopped = f.catalog.backups().get(backup.id).await.unwrap().unwrap();
     assert_eq!(stopped.status, BackupStatus::Failed);
     assert!(stopped.failure.unwrap().contains("shut down"));
     assert!(f

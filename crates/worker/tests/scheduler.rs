@@ -73,7 +73,8 @@ impl Fixture {
         };
         let catalog = Catalog::open(&metadata_url).await.unwrap();
         catalog
-            .add_instance(&Instance {
+            .instances()
+            .add(&Instance {
                 id: INSTANCE.into(),
                 name: "scheduled".into(),
                 region: "ap-guangzhou".into(),
@@ -118,7 +119,7 @@ impl Fixture {
     /// Plays the backup runner at `now`: every queued backup is claimed,
     /// gets a stored file and succeeds.
     async fn take_queued_backups(&self, now: Timestamp) {
-        while let Some(backup) = self.catalog.claim_queued_backup(now).await.unwrap() {
+        while let Some(backup) = self.catalog.backups().claim_queued(now).await.unwrap() {
             self.store
                 .put(&format!("{}/manifest.json", backup.storage_prefix), "{}")
                 .await
@@ -129,14 +130,15 @@ impl Fixture {
                 oplog_bytes: 4,
             };
             self.catalog
-                .complete_backup(backup.id, now, sizes, &[], 7)
+                .backups()
+                .complete(backup.id, now, sizes, &[], 7)
                 .await
                 .unwrap();
         }
     }
 
     async fn backups(&self) -> Vec<Backup> {
-        let mut all = self.catalog.backups_of(INSTANCE).await.unwrap();
+        let mut all = self.catalog.backups().of_instance(INSTANCE).await.unwrap();
         all.reverse();
         all
     }
@@ -215,7 +217,7 @@ async fn a_week_of_a_twelve_hour_rule_and_its_expiry(on: On) {
     weekly.long_term_interval = LongTermInterval::Weekly;
     weekly.long_term_active_days = vec![3];
     weekly.long_term_expired_days = 90;
-    f.catalog.set_backup_rule(&weekly, start).await.unwrap();
+    f.catalog.rules().set(&weekly, start).await.unwrap();
 
     let scheduler = f.scheduler(true);
     let week_end = at("2026-12-06 00:00");
@@ -278,7 +280,8 @@ async fn a_week_of_a_twelve_hour_rule_and_its_expiry(on: On) {
     let downloaded = &backups[1];
     let tasks = f
         .catalog
-        .ensure_download_tasks(
+        .downloads()
+        .ensure_tasks(
             downloaded.id,
             INSTANCE,
             &[format!("{INSTANCE}_0")],
@@ -302,7 +305,7 @@ async fn a_week_of_a_twelve_hour_rule_and_its_expiry(on: On) {
     assert_eq!(deleted, expected);
     assert_eq!(report.deferred, vec![downloaded.id]);
     for backup in &backups {
-        let row = f.catalog.backup(backup.id).await.unwrap().unwrap();
+        let row = f.catalog.backups().get(backup.id).await.unwrap().unwrap();
         let gone = expected.contains(&backup.id);
         assert_eq!(row.status == BackupStatus::Deleted, gone, "{}", backup.name);
         assert_eq!(f.has_data(backup).await, !gone, "{}", backup.name);
@@ -311,7 +314,8 @@ async fn a_week_of_a_twelve_hour_rule_and_its_expiry(on: On) {
     // The download finishes: the next tick deletes the backup.
     let task = f
         .catalog
-        .claim_download_task("w", at("2026-12-11 15:01"), at("2026-12-11 16:00"))
+        .downloads()
+        .claim("w", at("2026-12-11 15:01"), at("2026-12-11 16:00"))
         .await
         .unwrap()
         .unwrap();
@@ -324,7 +328,8 @@ async fn a_week_of_a_twelve_hour_rule_and_its_expiry(on: On) {
     };
     assert!(f
         .catalog
-        .complete_download_task(task.id, "w", at("2026-12-11 15:02"), &file)
+        .downloads()
+        .complete(task.id, "w", at("2026-12-11 15:02"), &file)
         .await
         .unwrap());
     let report = expiry.tick(at("2026-12-11 15:02")).await.unwrap();
@@ -345,7 +350,8 @@ async fn a_restart_across_a_scheduled_time_runs_the_missed_backup_once(on: On) {
     let mut f = Fixture::new(on, "mongodb://127.0.0.1:1/").await;
     let daily = rule(3, 24, &[0, 1, 2, 3, 4, 5, 6]);
     f.catalog
-        .set_backup_rule(&daily, at("2026-11-29 00:00"))
+        .rules()
+        .set(&daily, at("2026-11-29 00:00"))
         .await
         .unwrap();
     let report = f
@@ -398,13 +404,15 @@ async fn a_restart_across_a_scheduled_time_runs_the_missed_backup_once(on: On) {
 async fn a_slot_waits_while_another_backup_of_the_instance_runs(on: On) {
     let f = Fixture::new(on, "mongodb://127.0.0.1:1/").await;
     f.catalog
-        .set_backup_rule(&rule(3, 24, &[0, 1, 2, 3, 4, 5, 6]), at("2026-11-29 00:00"))
+        .rules()
+        .set(&rule(3, 24, &[0, 1, 2, 3, 4, 5, 6]), at("2026-11-29 00:00"))
         .await
         .unwrap();
     // A manual backup is running at 03:00.
     let manual = f
         .catalog
-        .create_backup(
+        .backups()
+        .create(
             &NewBackup {
                 instance_id: INSTANCE.into(),
                 method: 0,
@@ -419,7 +427,8 @@ async fn a_slot_waits_while_another_backup_of_the_instance_runs(on: On) {
         .await
         .unwrap();
     f.catalog
-        .claim_queued_backup(at("2026-11-29 02:55"))
+        .backups()
+        .claim_queued(at("2026-11-29 02:55"))
         .await
         .unwrap();
     let scheduler = f.scheduler(true);
@@ -430,7 +439,8 @@ async fn a_slot_waits_while_another_backup_of_the_instance_runs(on: On) {
         .started
         .is_empty());
     f.catalog
-        .complete_backup(
+        .backups()
+        .complete(
             manual.id,
             at("2026-11-29 03:20"),
             BackupSizes::default(),
@@ -442,10 +452,16 @@ async fn a_slot_waits_while_another_backup_of_the_instance_runs(on: On) {
     // Once it ended, the slot runs: one automatic backup.
     let report = scheduler.tick(at("2026-11-29 03:30")).await.unwrap();
     assert_eq!(report.started.len(), 1);
-    let automatic = f.catalog.backup(report.started[0]).await.unwrap().unwrap();
+    let automatic = f
+        .catalog
+        .backups()
+        .get(report.started[0])
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(automatic.backup_type, BackupType::Automatic);
     // The manual backup took the rule's retention.
-    let manual = f.catalog.backup(manual.id).await.unwrap().unwrap();
+    let manual = f.catalog.backups().get(manual.id).await.unwrap().unwrap();
     assert_eq!(
         manual.expires_at,
         Some(at("2026-11-29 03:20") + SignedDuration::from_hours(24 * 7))
@@ -475,34 +491,52 @@ async fn garbage_collection_removes_old_orphans_and_nothing_else(on: On) {
         long_term: false,
     };
     // A live backup, a failed one and a deleted one.
-    let live = f.catalog.create_backup(&new("live"), now).await.unwrap();
+    let live = f.catalog.backups().create(&new("live"), now).await.unwrap();
     f.take_queued_backups(now).await;
-    let failed = f.catalog.create_backup(&new("failed"), now).await.unwrap();
-    f.catalog.claim_queued_backup(now).await.unwrap();
-    f.catalog.fail_backup(failed.id, now, "boom").await.unwrap();
-    let deleted = f.catalog.create_backup(&new("deleted"), now).await.unwrap();
+    let failed = f
+        .catalog
+        .backups()
+        .create(&new("failed"), now)
+        .await
+        .unwrap();
+    f.catalog.backups().claim_queued(now).await.unwrap();
+    f.catalog
+        .backups()
+        .fail(failed.id, now, "boom")
+        .await
+        .unwrap();
+    let deleted = f
+        .catalog
+        .backups()
+        .create(&new("deleted"), now)
+        .await
+        .unwrap();
     f.take_queued_backups(now).await;
     f.catalog
-        .mark_backup_deleted(deleted.id, now)
+        .backups()
+        .mark_deleted(deleted.id, now)
         .await
         .unwrap();
     // A download task with a published file (attempt 2) and a dead
     // attempt 1, and a task being packaged right now (attempt 1).
     let published = f
         .catalog
-        .ensure_download_tasks(live.id, INSTANCE, &[format!("{INSTANCE}_0")], now)
+        .downloads()
+        .ensure_tasks(live.id, INSTANCE, &[format!("{INSTANCE}_0")], now)
         .await
         .unwrap()[0]
         .clone();
     let claimed = f
         .catalog
-        .claim_download_task("w", now, now + SignedDuration::from_hours(1))
+        .downloads()
+        .claim("w", now, now + SignedDuration::from_hours(1))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(claimed.id, published.id);
     f.catalog
-        .fail_download_attempt(
+        .downloads()
+        .fail_attempt(
             published.id,
             "w",
             now,
@@ -518,7 +552,8 @@ async fn garbage_collection_removes_old_orphans_and_nothing_else(on: On) {
         .unwrap();
     let claimed = f
         .catalog
-        .claim_download_task(
+        .downloads()
+        .claim(
             "w",
             now + SignedDuration::from_hours(2),
             now + SignedDuration::from_hours(3),
@@ -529,7 +564,8 @@ async fn garbage_collection_removes_old_orphans_and_nothing_else(on: On) {
     assert_eq!(claimed.attempts, 2);
     let file_path = format!("downloads/{}/2/f.archive.gz", published.id);
     f.catalog
-        .complete_download_task(
+        .downloads()
+        .complete(
             published.id,
             "w",
             now,
@@ -638,7 +674,7 @@ async fn webhook(failures: usize) -> (String, Arc<Mutex<Vec<serde_json::Value>>>
 async fn wait_for_failure(catalog: &Catalog, id: i64) -> Backup {
     let what = format!("backup {id} failed");
     eventually(Duration::from_secs(60), &what, async || {
-        let backup = catalog.backup(id).await.unwrap().unwrap();
+        let backup = catalog.backups().get(id).await.unwrap().unwrap();
         (backup.status == BackupStatus::Failed).then_some(backup)
     })
     .await
@@ -682,7 +718,8 @@ async fn failed_automatic_backups_are_posted_to_the_webhook() {
     // An automatic backup fails: posted, once the hook accepts (2nd try).
     let auto = f
         .catalog
-        .create_backup(&backup(BackupType::Automatic, "auto"), Timestamp::now())
+        .backups()
+        .create(&backup(BackupType::Automatic, "auto"), Timestamp::now())
         .await
         .unwrap();
     let failed = wait_for_failure(&f.catalog, auto.id).await;
@@ -702,19 +739,22 @@ async fn failed_automatic_backups_are_posted_to_the_webhook() {
     // logged only.
     let manual = f
         .catalog
-        .create_backup(&backup(BackupType::Manual, "manual"), Timestamp::now())
+        .backups()
+        .create(&backup(BackupType::Manual, "manual"), Timestamp::now())
         .await
         .unwrap();
     wait_for_failure(&f.catalog, manual.id).await;
     let mut quiet = BackupRule::defaults(INSTANCE, 7);
     quiet.notify = false;
     f.catalog
-        .set_backup_rule(&quiet, Timestamp::now())
+        .rules()
+        .set(&quiet, Timestamp::now())
         .await
         .unwrap();
     let muted = f
         .catalog
-        .create_backup(&backup(BackupType::Automatic, "muted"), Timestamp::now())
+        .backups()
+        .create(&backup(BackupType::Automatic, "muted"), Timestamp::now())
         .await
         .unwrap();
     wait_for_failure(&f.catalog, muted.id).await;

@@ -59,7 +59,8 @@ pub(super) async fn create_backup_db_instance(
     let backup = ctx
         .api
         .catalog
-        .create_backup(
+        .backups()
+        .create(
             &NewBackup {
                 instance_id: instance.id,
                 method,
@@ -120,7 +121,8 @@ pub(super) async fn describe_async_request_info(
     let backup = ctx
         .api
         .catalog
-        .backup_by_async_request(&id)
+        .backups()
+        .by_async_request(&id)
         .await
         .map_err(crate::catalog_error)?
         .ok_or_else(not_found)?;
@@ -174,7 +176,8 @@ pub(super) async fn describe_db_backups(
     let listed: Vec<Backup> = ctx
         .api
         .catalog
-        .backups_of(&instance.id)
+        .backups()
+        .of_instance(&instance.id)
         .await
         .map_err(crate::catalog_error)?
         .into_iter()
@@ -236,7 +239,8 @@ pub(super) async fn delete_db_backups(
         let backup = ctx
             .api
             .catalog
-            .backup(id)
+            .backups()
+            .get(id)
             .await
             .map_err(crate::catalog_error)?;
         match backup {
@@ -254,7 +258,8 @@ pub(super) async fn delete_db_backups(
                 let downloading = ctx
                     .api
                     .catalog
-                    .backup_has_active_downloads(b.id)
+                    .downloads()
+                    .backup_has_active(b.id)
                     .await
                     .map_err(crate::catalog_error)?;
                 if downloading {
@@ -287,7 +292,8 @@ pub(super) async fn delete_db_backups(
         let download_files = ctx
             .api
             .catalog
-            .mark_backup_deleted(backup.id, now)
+            .backups()
+            .mark_deleted(backup.id, now)
             .await
             .map_err(crate::catalog_error)?;
         // Its download files go with it, so that no URL, not even one
@@ -297,6 +303,7 @@ pub(super) async fn delete_db_backups(
         match ctx
             .api
             .catalog
+            .downloads()
             .delete_retired_files(&download_files, |folder| async move {
                 store.delete_prefix(&folder).await
             })
@@ -359,14 +366,16 @@ pub(super) async fn modify_backup_expire_time(
         let backup = ctx
             .api
             .catalog
-            .backup(id)
+            .backups()
+            .get(id)
             .await
             .map_err(crate::catalog_error)?;
         match backup {
             Some(b) if b.instance_id == instance.id && b.is_available(now) => {
                 ctx.api
                     .catalog
-                    .set_backup_expiry(b.id, Some(expire_at))
+                    .backups()
+                    .set_expiry(b.id, Some(expire_at))
                     .await
                     .map_err(crate::catalog_error)?;
             }

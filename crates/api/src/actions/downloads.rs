@@ -50,7 +50,8 @@ pub(super) async fn create_backup_download_task(
     let backup = ctx
         .api
         .catalog
-        .backup_by_name(&instance.id, &backup_name)
+        .backups()
+        .by_name(&instance.id, &backup_name)
         .await
         .map_err(crate::catalog_error)?;
     // The replica sets the backup holds, whatever the instance has now;
@@ -84,7 +85,8 @@ pub(super) async fn create_backup_download_task(
     let tasks = ctx
         .api
         .catalog
-        .ensure_download_tasks(backup.id, &instance.id, &unique, now)
+        .downloads()
+        .ensure_tasks(backup.id, &instance.id, &unique, now)
         .await
         .map_err(crate::catalog_error)?;
     let status_of: HashMap<&str, DownloadTaskStatus> = tasks
@@ -204,7 +206,8 @@ pub(super) async fn describe_backup_download_task(
     let backups: HashMap<i64, Backup> = ctx
         .api
         .catalog
-        .backups_of(&instance.id)
+        .backups()
+        .of_instance(&instance.id)
         .await
         .map_err(crate::catalog_error)?
         .into_iter()
@@ -235,7 +238,8 @@ pub(super) async fn describe_backup_download_task(
     let (tasks, total_count) = ctx
         .api
         .catalog
-        .download_tasks_of(
+        .downloads()
+        .list(
             &instance.id,
             &filter,
             order,

@@ -217,7 +217,8 @@ pub(super) async fn describe_db_instances(
     let registry = ctx
         .api
         .catalog
-        .instance_registry()
+        .instances()
+        .registry()
         .await
         .map_err(crate::catalog_error)?;
     let owner = &ctx.caller.owner_uin;

@@ -242,7 +242,8 @@ pub(crate) async fn authorize_instance(
     let instance = ctx
         .api
         .catalog
-        .instance(id)
+        .instances()
+        .get(id)
         .await
         .map_err(crate::catalog_error)?
         .filter(|i| ctx.caller.owns(&i.owner_uin) && i.region == ctx.region)

@@ -31,6 +31,7 @@ pub(super) async fn describe_backup_rules(
     let (stored, oplog) = ctx
         .api
         .catalog
+        .backups()
         .stored_bytes_per_instance()
         .await
         .map_err(crate::catalog_error)?
@@ -63,7 +64,8 @@ async fn current_rule(ctx: &CallContext<'_>, instance_id: &str) -> Result<Backup
     Ok(ctx
         .api
         .catalog
-        .backup_rule(instance_id)
+        .rules()
+        .get(instance_id)
         .await
         .map_err(crate::catalog_error)?
         .unwrap_or_else(|| {
@@ -309,7 +311,8 @@ pub(super) async fn set_backup_rules(
     let rule = changes.apply(current_rule(ctx, &instance.id).await?)?;
     ctx.api
         .catalog
-        .set_backup_rule(&rule, Timestamp::now())
+        .rules()
+        .set(&rule, Timestamp::now())
         .await
         .map_err(crate::catalog_error)?;
     tracing::info!(

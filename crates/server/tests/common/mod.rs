@@ -98,7 +98,7 @@ impl TestServer {
             instance(SHANGHAI_INSTANCE, "ap-shanghai", ROOT_UIN, uri),
             instance(OTHER_INSTANCE, "ap-guangzhou", "100000000009", uri),
         ] {
-            catalog.add_instance(&i).await.unwrap();
+            catalog.instances().add(&i).await.unwrap();
         }
         let sub = |uin: &str, id: &str, key: &str, allow: &str, resource: &str| SubAccount {
             uin: uin.into(),
