@@ -345,7 +345,7 @@ impl Api {
                     .iter()
                     .find(|(id, _, _)| *id == instance.id)
                     .map_or((0, 0), |(_, all, oplog)| (*all, *oplog));
-                (instance.id.clone(), all, oplog)
+                (instance.id.to_string(), all, oplog)
             })
             .collect())
     }

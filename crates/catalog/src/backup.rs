@@ -13,6 +13,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::download::{RetiredFile, TaskStatus};
+use crate::instance::ReplicaSetId;
 use crate::store::{time_column, BackupStore, CatalogError};
 
 /// Where a backup is in its life.
@@ -103,7 +104,7 @@ pub struct Backup {
     pub failure: Option<String>,
     /// The replica sets it holds (`<instance>_<n>`), once it succeeded;
     /// `None` for a backup that finished before they were recorded.
-    pub replica_set_ids: Option<Vec<String>>,
+    pub replica_set_ids: Option<Vec<ReplicaSetId>>,
 }
 
 impl Backup {
@@ -323,7 +324,7 @@ impl BackupStore<'_> {
         id: i64,
         now: Timestamp,
         sizes: BackupSizes,
-        replica_set_ids: &[String],
+        replica_set_ids: &[ReplicaSetId],
         default_retention_days: i64,
     ) -> Result<(), CatalogError> {
         let row = sqlx::query(
@@ -591,7 +592,16 @@ fn decode_backup(row: &AnyRow) -> Result<Backup, CatalogError> {
         long_term: row.try_get::<i64, _>("long_term")? != 0,
         failure: row.try_get("failure")?,
         replica_set_ids: match row.try_get::<Option<String>, _>("replica_set_ids")? {
-            Some(ids) => Some(serde_json::from_str(&ids).map_err(|e| corrupt(&e.to_string()))?),
+            Some(ids) => {
+                let ids: Vec<String> =
+                    serde_json::from_str(&ids).map_err(|e| corrupt(&e.to_string()))?;
+                let parsed = ids.iter().map(|id| ReplicaSetId::parse(id));
+                Some(
+                    parsed
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| corrupt("malformed replica set ID"))?,
+                )
+            }
             None => None,
         },
         id,
@@ -643,7 +653,7 @@ mod tests {
             stored_bytes: 5,
             oplog_bytes: 1,
         };
-        let sets = ["cmgo-aaaaaaaa_0".to_string()];
+        let sets = [ReplicaSetId::parse("cmgo-aaaaaaaa_0").unwrap()];
         c.backups()
             .complete(b.id, t(2_000), sizes, &sets, 7)
             .await

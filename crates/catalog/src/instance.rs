@@ -68,7 +68,7 @@ impl InstanceSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
     /// `cmgo-` followed by 8 characters of `[a-z0-9]`.
-    pub id: String,
+    pub id: InstanceId,
     /// Display name.
     pub name: String,
     /// The region the instance is served in.
@@ -94,35 +94,160 @@ pub struct Instance {
 
 impl Instance {
     /// The IDs of its replica sets / shards: `<id>_0`, `<id>_1`, ...
-    pub fn replica_set_ids(&self) -> Vec<String> {
+    pub fn replica_set_ids(&self) -> Vec<ReplicaSetId> {
         (0..self.replica_set_uris.len())
-            .map(|n| format!("{}_{n}", self.id))
+            .map(|index| self.id.replica_set(index))
             .collect()
     }
 }
 
-/// Whether `id` has the form `cmgo-` + 8 `[a-z0-9]`.
-pub fn is_valid_instance_id(id: &str) -> bool {
-    id.strip_prefix("cmgo-").is_some_and(|rest| {
-        rest.len() == 8
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    })
+/// An instance ID: `cmgo-` followed by 8 characters of `[a-z0-9]`.
+///
+/// Made only here: checked from text by [`InstanceId::parse`], or derived
+/// from a seed by [`InstanceId::derive`]. Reads as a `&str`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    /// The ID `text` names, if it has the form of one.
+    pub fn parse(text: &str) -> Option<Self> {
+        let valid = text.strip_prefix("cmgo-").is_some_and(|rest| {
+            rest.len() == 8
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
+        valid.then(|| InstanceId(text.to_string()))
+    }
+
+    /// A stable ID derived from `seed` (owner and name), so that an
+    /// `[[instances]]` entry without an `id` keeps the same ID across
+    /// restarts and across the nodes of a cluster.
+    pub fn derive(seed: &str) -> Self {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let digest = Sha256::digest(seed.as_bytes());
+        let suffix: String = digest[..8]
+            .iter()
+            .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+            .collect();
+        InstanceId(format!("cmgo-{suffix}"))
+    }
+
+    /// The ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The ID of its replica set / shard number `index` (from 0).
+    pub fn replica_set(&self, index: usize) -> ReplicaSetId {
+        ReplicaSetId(format!("{}_{index}", self.0))
+    }
 }
 
-/// A stable instance ID derived from `seed` (owner and name), so that an
-/// `[[instances]]` entry without an `id` keeps the same ID across restarts
-/// and across the nodes of a cluster.
-pub fn derive_instance_id(seed: &str) -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let digest = Sha256::digest(seed.as_bytes());
-    let suffix: String = digest[..8]
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect();
-    format!("cmgo-{suffix}")
+/// A replica set / shard of an instance: `<instance id>_<n>`, `n` counting
+/// from 0 in the order of the instance's connection URIs (the TencentDB
+/// convention the download API's `ReplicaSetId` refers to).
+///
+/// Made only here: by [`InstanceId::replica_set`], or checked from text by
+/// [`ReplicaSetId::parse`]. Reads as a `&str`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct ReplicaSetId(String);
+
+impl ReplicaSetId {
+    /// The replica set ID `text` names, if it has the form of one.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (instance, index) = text.rsplit_once('_')?;
+        let index: usize = index.parse().ok()?;
+        Some(InstanceId::parse(instance)?.replica_set(index))
+    }
+
+    /// The ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The instance it belongs to.
+    pub fn instance_id(&self) -> InstanceId {
+        let (instance, _) = self.0.rsplit_once('_').expect("made with a `_<n>` suffix");
+        InstanceId(instance.to_string())
+    }
+
+    /// Its position among the instance's replica sets / shards.
+    pub fn index(&self) -> usize {
+        let (_, index) = self.0.rsplit_once('_').expect("made with a `_<n>` suffix");
+        index.parse().expect("made with a numeric suffix")
+    }
 }
+
+macro_rules! reads_as_str {
+    ($($id:ty),*) => {$(
+        impl std::ops::Deref for $id {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $id {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $id {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $id {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl PartialEq<str> for $id {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $id {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $id {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+
+        impl PartialEq<$id> for String {
+            fn eq(&self, other: &$id) -> bool {
+                *self == other.0
+            }
+        }
+
+        impl PartialEq<$id> for str {
+            fn eq(&self, other: &$id) -> bool {
+                *self == other.0
+            }
+        }
+
+        impl From<$id> for String {
+            fn from(id: $id) -> String {
+                id.0
+            }
+        }
+    )*};
+}
+
+reads_as_str!(InstanceId, ReplicaSetId);
 
 impl InstanceStore<'_> {
     /// Registers a new instance; refuses an ID that is taken.
@@ -132,7 +257,7 @@ impl InstanceStore<'_> {
         match result {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(CatalogError::InstanceExists {
-                    id: instance.id.clone(),
+                    id: instance.id.to_string(),
                 })
             }
             other => other.map(drop).map_err(Into::into),
@@ -148,13 +273,13 @@ impl InstanceStore<'_> {
         let mut tx = self.catalog.begin_write().await?;
         for instance in instances {
             let existing = sqlx::query("SELECT source FROM instances WHERE id = $1")
-                .bind(&instance.id)
+                .bind(instance.id.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
             match existing.map(|row| InstanceSource::parse(row.get::<&str, _>(0))) {
                 Some(InstanceSource::Cli) => {
                     return Err(CatalogError::InstanceExists {
-                        id: instance.id.clone(),
+                        id: instance.id.to_string(),
                     })
                 }
                 Some(InstanceSource::Config) => {
@@ -254,7 +379,7 @@ pub(crate) const SELECT_INSTANCE: &str =
 /// URI), in that order.
 fn bind_deployment<'q>(query: AnyQuery<'q>, instance: &'q Instance) -> AnyQuery<'q> {
     query
-        .bind(&instance.id)
+        .bind(instance.id.as_str())
         .bind(&instance.name)
         .bind(&instance.region)
         .bind(&instance.owner_uin)
@@ -302,7 +427,7 @@ pub(crate) fn decode_instance(row: &AnyRow) -> Result<Instance, CatalogError> {
         source: InstanceSource::parse(row.try_get::<&str, _>("source")?),
         created_at,
         server_version: row.try_get("server_version")?,
-        id,
+        id: InstanceId::parse(&id).ok_or_else(|| corrupt("malformed instance ID".into()))?,
     })
 }
 
@@ -313,19 +438,38 @@ mod tests {
 
     #[test]
     fn instance_ids() {
-        assert!(is_valid_instance_id("cmgo-dygv1rnp"));
-        assert!(!is_valid_instance_id("cmgo-DYGV1RNP"));
-        assert!(!is_valid_instance_id("cmgo-dygv1rn"));
-        assert!(!is_valid_instance_id("xmgo-dygv1rnp"));
-        let id = derive_instance_id("100000000001/orders");
-        assert!(is_valid_instance_id(&id), "{id}");
-        assert_eq!(id, derive_instance_id("100000000001/orders"));
-        assert_ne!(id, derive_instance_id("100000000001/billing"));
+        assert!(InstanceId::parse("cmgo-dygv1rnp").is_some());
+        assert!(InstanceId::parse("cmgo-DYGV1RNP").is_none());
+        assert!(InstanceId::parse("cmgo-dygv1rn").is_none());
+        assert!(InstanceId::parse("xmgo-dygv1rnp").is_none());
+        let id = InstanceId::derive("100000000001/orders");
+        assert!(InstanceId::parse(&id).is_some(), "{id}");
+        assert_eq!(id, InstanceId::derive("100000000001/orders"));
+        assert_ne!(id, InstanceId::derive("100000000001/billing"));
+    }
+
+    #[test]
+    fn replica_set_ids() {
+        let instance = InstanceId::parse("cmgo-dygv1rnp").unwrap();
+        let second = instance.replica_set(1);
+        assert_eq!(second, "cmgo-dygv1rnp_1");
+        assert_eq!(second.instance_id(), instance);
+        assert_eq!(second.index(), 1);
+        assert_eq!(ReplicaSetId::parse("cmgo-dygv1rnp_1"), Some(second));
+        for malformed in [
+            "cmgo-dygv1rnp",
+            "cmgo-dygv1rnp_",
+            "cmgo-dygv1rnp_x",
+            "cmgo-dy_0",
+            "_0",
+        ] {
+            assert_eq!(ReplicaSetId::parse(malformed), None, "{malformed}");
+        }
     }
 
     fn instance(id: &str, source: InstanceSource) -> Instance {
         Instance {
-            id: id.to_string(),
+            id: InstanceId::parse(id).unwrap(),
             name: format!("name of {id}"),
             region: "ap-guangzhou".into(),
             owner_uin: "100".into(),
@@ -388,7 +532,7 @@ mod tests {
             .unwrap();
         a.name = "renamed".into();
         c.instances().sync_config(&[a.clone()]).await.unwrap();
-        let ids: Vec<String> = c
+        let ids: Vec<InstanceId> = c
             .instances()
             .all()
             .await

@@ -41,7 +41,7 @@ pub use download::{
     DownloadFolder, DownloadTask, PublishedFile, RetiredFile, RetiredFileError, RetryPolicy,
     TaskFilter, TaskOrder, TaskStatus,
 };
-pub use instance::{ClusterType, Instance, InstanceSource};
+pub use instance::{ClusterType, Instance, InstanceId, InstanceSource, ReplicaSetId};
 pub use rule::{days_csv, BackupRule, LongTermInterval};
 pub use signatures::SignatureUse;
 pub use store::{

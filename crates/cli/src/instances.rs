@@ -15,8 +15,7 @@ use clap::{Args, Subcommand};
 use futures::future::try_join_all;
 use jiff::Timestamp;
 
-use mongobak_catalog::instance::{derive_instance_id, is_valid_instance_id};
-use mongobak_catalog::{Catalog, ClusterType, Instance, InstanceSource};
+use mongobak_catalog::{Catalog, ClusterType, Instance, InstanceId, InstanceSource};
 
 use crate::config::{Config, InstanceEntry};
 use crate::output::{print_json, print_table, Output};
@@ -188,7 +187,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
                     ClusterType::Sharded => "sharded",
                 };
                 vec![
-                    i.id.clone(),
+                    i.id.to_string(),
                     i.name.clone(),
                     i.region.clone(),
                     kind.to_string(),
@@ -240,13 +239,15 @@ pub fn resolve(
         .clone()
         .unwrap_or_else(|| default_owner.to_string());
     let id = match &entry.id {
-        Some(id) if is_valid_instance_id(id) => id.clone(),
-        Some(id) => {
-            bail!("instance ID {id:?} must be cmgo- followed by 8 characters of a-z and 0-9")
-        }
+        Some(id) => match InstanceId::parse(id) {
+            Some(id) => id,
+            None => {
+                bail!("instance ID {id:?} must be cmgo- followed by 8 characters of a-z and 0-9")
+            }
+        },
         None => {
             let seed = entry.name.as_deref().unwrap_or(&entry.replica_sets[0]);
-            derive_instance_id(&format!("{owner_uin}/{seed}"))
+            InstanceId::derive(&format!("{owner_uin}/{seed}"))
         }
     };
     let sharded = entry
@@ -256,7 +257,7 @@ pub fn resolve(
         bail!("instance {id}: a replica set has exactly one URI; set sharded = true for a cluster");
     }
     Ok(Instance {
-        name: entry.name.clone().unwrap_or_else(|| id.clone()),
+        name: entry.name.clone().unwrap_or_else(|| id.to_string()),
         region: entry
             .region
             .clone()

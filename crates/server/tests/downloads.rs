@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use mongobak_archive::{gunzip, ArchiveReader, Event};
+use mongobak_catalog::{InstanceId, ReplicaSetId};
 use mongobak_testkit::snapshot::snapshot;
 use mongobak_testkit::{seed, MongoServer};
 use serde_json::{json, Value};
@@ -32,8 +33,8 @@ async fn a_backup_downloads_as_an_archive_of_the_source() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        recorded.replica_set_ids,
-        Some(vec![set.clone()]),
+        recorded.replica_set_ids.as_deref(),
+        Some(&[ReplicaSetId::parse(&set).unwrap()][..]),
         "the backup records the replica sets it holds"
     );
     let created = server
@@ -381,7 +382,7 @@ async fn bad_parameters_get_the_right_codes() {
                 stored_bytes: 10,
                 oplog_bytes: 0,
             },
-            &[format!("{SHANGHAI_INSTANCE}_0")],
+            &[ReplicaSetId::parse(&format!("{SHANGHAI_INSTANCE}_0")).unwrap()],
             7,
         )
         .await
@@ -432,7 +433,8 @@ async fn requests_are_checked_against_the_sets_the_backup_holds() {
     let claimed = server.catalog.backups().claim_queued(now).await.unwrap();
     assert_eq!(claimed.map(|b| b.id), Some(backup.id));
     // Taken when the instance had two replica sets; it has one now.
-    let held = [format!("{INSTANCE}_0"), format!("{INSTANCE}_1")];
+    let instance = InstanceId::parse(INSTANCE).unwrap();
+    let held = [instance.replica_set(0), instance.replica_set(1)];
     server
         .catalog
         .backups()

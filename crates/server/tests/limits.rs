@@ -41,7 +41,7 @@ async fn succeeded_backup(server: &TestServer) -> Backup {
             queued.id,
             now,
             BackupSizes::default(),
-            &[format!("{INSTANCE}_0")],
+            &[mongobak_catalog::ReplicaSetId::parse(&format!("{INSTANCE}_0")).unwrap()],
             7,
         )
         .await

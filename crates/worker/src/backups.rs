@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use mongobak_blob::BlobStore;
-use mongobak_catalog::{Backup, BackupSizes, BackupType, Catalog, ClusterType};
+use mongobak_catalog::{Backup, BackupSizes, BackupType, Catalog, ClusterType, ReplicaSetId};
 use mongobak_dump::format::BackupManifest;
 use mongobak_dump::{run_backup_until, BackupSource, DumpError, DumpOptions, Progress};
 use tokio_util::sync::CancellationToken;
@@ -122,11 +122,12 @@ impl BackupRunner {
             }
         };
         let source = BackupSource {
-            instance_id: instance.id.clone(),
+            instance_id: instance.id.to_string(),
             sharded: instance.cluster_type == ClusterType::Sharded,
             replica_sets: instance
                 .replica_set_ids()
                 .into_iter()
+                .map(String::from)
                 .zip(instance.replica_set_uris.clone())
                 .collect(),
         };
@@ -172,10 +173,16 @@ impl BackupRunner {
                     stored_bytes: stored,
                     oplog_bytes: manifest.oplog_stored_bytes(),
                 };
-                let replica_set_ids: Vec<String> = manifest
-                    .replica_sets
-                    .iter()
-                    .map(|rs| rs.replica_set_id.clone())
+                // The sets the manifest holds, as the instance named them.
+                let replica_set_ids: Vec<ReplicaSetId> = instance
+                    .replica_set_ids()
+                    .into_iter()
+                    .filter(|id| {
+                        manifest
+                            .replica_sets
+                            .iter()
+                            .any(|rs| rs.replica_set_id == *id)
+                    })
                     .collect();
                 let saved = self
                     .catalog

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use mongobak_blob::BlobStore;
 use mongobak_catalog::{
-    BackupStatus, BackupType, Catalog, ClusterType, Instance, InstanceSource, NewBackup,
+    BackupStatus, BackupType, Catalog, ClusterType, Instance, InstanceId, InstanceSource, NewBackup,
 };
 use mongobak_testkit::wait::{eventually, eventually_every};
 use mongobak_testkit::MongoServer;
@@ -31,7 +31,7 @@ async fn fixture(uri: &str) -> Fixture {
     catalog
         .instances()
         .add(&Instance {
-            id: "cmgo-runr0001".into(),
+            id: InstanceId::parse("cmgo-runr0001").unwrap(),
             name: "runner".into(),
             region: "ap-guangzhou".into(),
             owner_uin: "1".into(),

@@ -15,7 +15,7 @@ use jiff::{SignedDuration, Timestamp};
 use mongobak_blob::BlobStore;
 use mongobak_catalog::{
     Backup, BackupRule, BackupSizes, BackupStatus, BackupType, Catalog, ClusterType, Instance,
-    InstanceSource, LongTermInterval, NewBackup, PublishedFile,
+    InstanceId, InstanceSource, LongTermInterval, NewBackup, PublishedFile,
 };
 use mongobak_testkit::postgres::TestDatabase;
 use mongobak_testkit::wait::eventually;
@@ -75,7 +75,7 @@ impl Fixture {
         catalog
             .instances()
             .add(&Instance {
-                id: INSTANCE.into(),
+                id: InstanceId::parse(INSTANCE).unwrap(),
                 name: "scheduled".into(),
                 region: "ap-guangzhou".into(),
                 owner_uin: "1".into(),

@@ -62,7 +62,7 @@ pub(super) async fn create_backup_db_instance(
         .backups()
         .create(
             &NewBackup {
-                instance_id: instance.id,
+                instance_id: instance.id.to_string(),
                 method,
                 backup_type: BackupType::Manual,
                 remark,

@@ -61,7 +61,7 @@ pub(super) async fn create_backup_download_task(
         .as_ref()
         .and_then(|b| b.replica_set_ids.clone())
         .unwrap_or_else(|| instance.replica_set_ids());
-    if let Some(unknown) = sets.iter().find(|s| !held.contains(s)) {
+    if let Some(unknown) = sets.iter().find(|s| !held.iter().any(|h| h == *s)) {
         return Err(ApiError::bad_value(
             ErrorKind::ReplicaNotFound,
             "BackupSets.ReplicaSetId",

@@ -144,7 +144,7 @@ impl Request {
     }
 
     fn matches(&self, instance: &Instance, address: &Address) -> bool {
-        listed(&self.instance_ids, &instance.id)
+        listed(&self.instance_ids, &instance.id.to_string())
             && self
                 .instance_type
                 .is_none_or(|t| [0, -1, INSTANCE_TYPE_FORMAL].contains(&t))
@@ -293,7 +293,7 @@ impl RenderedInstances {
             .by_id
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&instance.id)
+            .get(instance.id.as_str())
             .filter(|r| r.instance == *instance)
         {
             return hit.clone();
@@ -316,7 +316,7 @@ impl RenderedInstances {
         if by_id.len() >= RENDERED_PRUNE_AT {
             by_id.clear();
         }
-        by_id.insert(instance.id.clone(), rendered.clone());
+        by_id.insert(instance.id.to_string(), rendered.clone());
         rendered
     }
 }
@@ -327,9 +327,9 @@ fn detail(api: &crate::Api, instance: &Instance, address: &Address) -> InstanceD
         .into_iter()
         .map(|id| ShardInfo {
             used_volume: 0.0,
-            replica_set_name: id.clone(),
-            real_replica_set_id: id.clone(),
-            replica_set_id: id,
+            replica_set_name: id.to_string(),
+            real_replica_set_id: id.to_string(),
+            replica_set_id: id.into(),
             memory: 0,
             volume: 0,
             oplog_size: 0,
@@ -372,7 +372,7 @@ fn detail(api: &crate::Api, instance: &Instance, address: &Address) -> InstanceD
         protocol: 1,
         instance_type: INSTANCE_TYPE_FORMAL,
         instance_status_desc: String::new(),
-        real_instance_id: instance.id.clone(),
+        real_instance_id: instance.id.to_string(),
         zone_list: vec![zone],
         mongos_node_num: instance
             .mongos_uri
@@ -387,7 +387,7 @@ fn detail(api: &crate::Api, instance: &Instance, address: &Address) -> InstanceD
         readonly_node_num: 0,
         instance_name: instance.name.clone(),
         region: instance.region.clone(),
-        instance_id: instance.id.clone(),
+        instance_id: instance.id.to_string(),
     }
 }
 

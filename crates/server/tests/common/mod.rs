@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use mongobak_api::signature::{sha256_hex, Tc3Request};
 use mongobak_api::{Api, ApiConfig, Policy, RootAccount, SubAccount};
 use mongobak_blob::BlobStore;
-use mongobak_catalog::{Catalog, ClusterType, Instance, InstanceSource};
+use mongobak_catalog::{Catalog, ClusterType, Instance, InstanceId, InstanceSource};
 use mongobak_server::ServerConfig;
 use mongobak_testkit::api::{self, Fetched, Http};
 use mongobak_worker::{BackupRunner, BackupRunnerConfig, DownloadRunner, DownloadRunnerConfig};
@@ -60,7 +60,7 @@ impl Drop for TestServer {
 
 fn instance(id: &str, region: &str, owner: &str, uri: &str) -> Instance {
     Instance {
-        id: id.into(),
+        id: InstanceId::parse(id).expect("an instance ID"),
         name: format!("name of {id}"),
         region: region.into(),
         owner_uin: owner.into(),
