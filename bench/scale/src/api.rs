@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use jiff::Timestamp;
-use mongobak_api::signature::sign_json_post_traced;
+use mongobak_api::signature::sign_json_post;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -49,9 +49,9 @@ impl Api {
         let host = addr.to_string();
         let timestamp = Timestamp::now().as_second();
         let trace_id = uuid::Uuid::new_v4().to_string();
-        let authorization = sign_json_post_traced(
+        let authorization = sign_json_post(
             &host,
-            &trace_id,
+            Some(&trace_id),
             body.as_bytes(),
             timestamp,
             "mongodb",

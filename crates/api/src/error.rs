@@ -203,6 +203,12 @@ impl ApiError {
         )
     }
 
+    /// `InvalidParameterValue` naming the parameter: [`ApiError::bad_value`]
+    /// with the plain code.
+    pub fn invalid_value(name: &str, detail: impl fmt::Display) -> Self {
+        Self::bad_value(ErrorKind::InvalidParameterValue, name, detail)
+    }
+
     /// `InternalError`; the cause is logged by the caller, never returned.
     pub fn internal() -> Self {
         Self::new(
@@ -246,7 +252,7 @@ mod tests {
     #[test]
     fn messages_are_bounded_whatever_they_repeat() {
         let name = "X".repeat(1_000_000);
-        let e = ApiError::bad_value(ErrorKind::InvalidParameterValue, &name, "no");
+        let e = ApiError::invalid_value(&name, "no");
         assert!(e.message().chars().count() < 300, "{}", e.message().len());
         let e = ApiError::new(ErrorKind::InvalidAction, "Y".repeat(1_000_000));
         assert!(e.message().chars().count() < MAX_MESSAGE_CHARS + 40);

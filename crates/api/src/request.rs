@@ -212,11 +212,7 @@ impl Envelope {
         let method = match get("SignatureMethod") {
             None => V1Method::HmacSha1,
             Some(name) => V1Method::parse(name).ok_or_else(|| {
-                ApiError::bad_value(
-                    ErrorKind::InvalidParameterValue,
-                    "SignatureMethod",
-                    "expected HmacSHA1 or HmacSHA256",
-                )
+                ApiError::invalid_value("SignatureMethod", "expected HmacSHA1 or HmacSHA256")
             })?,
         };
         Ok(Envelope {

@@ -632,8 +632,8 @@ mod tests {
     crate::testing::on_each_engine!(life_cycle, concurrent_requests_wait_for_the_lock);
 
     async fn life_cycle(c: TestCatalog) {
-        let b = c
-            .backups()
+        let backups = c.backups();
+        let b = backups
             .create(&new("cmgo-aaaaaaaa_2026-11-28 10:44"), t(1_000))
             .await
             .unwrap();
@@ -641,31 +641,31 @@ mod tests {
         assert_eq!(b.async_request_id, format!("1000000{:03}", b.id % 1000));
         assert_eq!(b.storage_prefix, format!("backups/cmgo-aaaaaaaa/{}", b.id));
         assert!(matches!(
-            c.backups().create(&new("x"), t(1_001)).await,
+            backups.create(&new("x"), t(1_001)).await,
             Err(CatalogError::BackupInProgress { .. })
         ));
-        let claimed = c.backups().claim_queued(t(1_002)).await.unwrap().unwrap();
+        let claimed = backups.claim_queued(t(1_002)).await.unwrap().unwrap();
         assert_eq!((claimed.id, claimed.status), (b.id, BackupStatus::Running));
-        assert!(c.backups().claim_queued(t(1_002)).await.unwrap().is_none());
-        c.backups().set_percent(b.id, 40).await.unwrap();
+        assert!(backups.claim_queued(t(1_002)).await.unwrap().is_none());
+        backups.set_percent(b.id, 40).await.unwrap();
         let sizes = BackupSizes {
             raw_bytes: 10,
             stored_bytes: 5,
             oplog_bytes: 1,
         };
         let sets = [ReplicaSetId::parse("cmgo-aaaaaaaa_0").unwrap()];
-        c.backups()
+        backups
             .complete(b.id, t(2_000), sizes, &sets, 7)
             .await
             .unwrap();
-        let done = c.backups().get(b.id).await.unwrap().unwrap();
+        let done = backups.get(b.id).await.unwrap().unwrap();
         assert_eq!(done.status, BackupStatus::Succeeded);
         assert_eq!(done.replica_set_ids.as_deref(), Some(&sets[..]));
         assert_eq!(done.expires_at, Some(t(2_000 + 7 * 86_400)));
         assert!(done.is_available(t(2_001)));
         assert!(!done.is_available(t(2_000 + 7 * 86_400)));
         assert_eq!(
-            c.backups()
+            backups
                 .by_async_request(&b.async_request_id)
                 .await
                 .unwrap()
@@ -675,14 +675,13 @@ mod tests {
         );
 
         // The same minute again: a unique name.
-        let second = c
-            .backups()
+        let second = backups
             .create(&new("cmgo-aaaaaaaa_2026-11-28 10:44"), t(2_010))
             .await
             .unwrap();
         assert_eq!(second.name, "cmgo-aaaaaaaa_2026-11-28 10:44-2");
         assert_eq!(
-            c.backups()
+            backups
                 .by_name("cmgo-aaaaaaaa", "cmgo-aaaaaaaa_2026-11-28 10:44-2")
                 .await
                 .unwrap()
@@ -690,19 +689,19 @@ mod tests {
                 .id,
             second.id
         );
-        c.backups().claim_queued(t(2_011)).await.unwrap().unwrap();
-        let interrupted = c.backups().fail_interrupted(t(2_012)).await.unwrap();
+        backups.claim_queued(t(2_011)).await.unwrap().unwrap();
+        let interrupted = backups.fail_interrupted(t(2_012)).await.unwrap();
         assert_eq!(interrupted.len(), 1);
-        let failed = c.backups().get(second.id).await.unwrap().unwrap();
+        let failed = backups.get(second.id).await.unwrap().unwrap();
         assert_eq!(failed.status, BackupStatus::Failed);
         assert!(failed.failure.unwrap().contains("interrupted"));
 
-        c.backups().mark_deleted(b.id, t(3_000)).await.unwrap();
+        backups.mark_deleted(b.id, t(3_000)).await.unwrap();
         assert_eq!(
-            c.backups().get(b.id).await.unwrap().unwrap().status,
+            backups.get(b.id).await.unwrap().unwrap().status,
             BackupStatus::Deleted
         );
-        let listed = c.backups().of_instance("cmgo-aaaaaaaa").await.unwrap();
+        let listed = backups.of_instance("cmgo-aaaaaaaa").await.unwrap();
         assert_eq!(
             listed.iter().map(|b| b.id).collect::<Vec<_>>(),
             vec![second.id, b.id]

@@ -777,6 +777,21 @@ mod tests {
         b.id
     }
 
+    /// A backup with one download task, of replica set `cmgo-aaaaaaaa_0`,
+    /// asked for at second 1000.
+    async fn one_task(c: &crate::Catalog) -> (i64, DownloadTask) {
+        let backup = setup(c).await;
+        let sets = vec!["cmgo-aaaaaaaa_0".to_string()];
+        let downloads = c.downloads();
+        let tasks = downloads.ensure_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000));
+        (backup, tasks.await.unwrap()[0].clone())
+    }
+
+    /// Claims the next task for `worker` at second `at`, with a 30 s lease.
+    async fn claim(downloads: &DownloadStore<'_>, worker: &str, at: i64) -> Option<DownloadTask> {
+        downloads.claim(worker, t(at), t(at + 30)).await.unwrap()
+    }
+
     fn file(expires: i64) -> PublishedFile {
         PublishedFile {
             path: "downloads/1/f.archive.gz".into(),
@@ -790,6 +805,7 @@ mod tests {
     /// published, brought forward when the backup's expiry is, ended when
     /// the backup is deleted or retired (and handed back for deletion).
     async fn files_never_outlive_their_backup(c: TestCatalog) {
+        let downloads = c.downloads();
         let backup = setup(&c).await;
         c.backups().claim_queued(t(100)).await.unwrap().unwrap();
         let sizes = crate::BackupSizes {
@@ -806,48 +822,37 @@ mod tests {
             .await
             .unwrap();
         let sets = vec!["cmgo-aaaaaaaa_0".to_string(), "cmgo-aaaaaaaa_1".to_string()];
-        let tasks = c
-            .downloads()
+        let tasks = downloads
             .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
             .await
             .unwrap();
-        let claimed = c
-            .downloads()
-            .claim("w", t(1_000), t(1_030))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(c
-            .downloads()
+        let claimed = claim(&downloads, "w", 1_000).await.unwrap();
+        assert!(downloads
             .complete(claimed.id, "w", t(1_010), &file(2_000))
             .await
             .unwrap());
         let expiry = |task: DownloadTask| task.file.map(|f| f.expires_at);
-        let published = c.downloads().get(claimed.id).await.unwrap().unwrap();
+        let published = downloads.get(claimed.id).await.unwrap().unwrap();
         assert_eq!(expiry(published), Some(t(1_500)), "capped at the backup's");
 
         c.backups()
             .set_expiry(backup, Some(t(1_200)))
             .await
             .unwrap();
-        let earlier = c.downloads().get(claimed.id).await.unwrap().unwrap();
+        let earlier = downloads.get(claimed.id).await.unwrap().unwrap();
         assert_eq!(expiry(earlier), Some(t(1_200)));
         c.backups()
             .set_expiry(backup, Some(t(5_000)))
             .await
             .unwrap();
-        let kept = c.downloads().get(claimed.id).await.unwrap().unwrap();
+        let kept = downloads.get(claimed.id).await.unwrap().unwrap();
         assert_eq!(expiry(kept), Some(t(1_200)), "never extended");
 
         // The other replica set's task is still waiting: retiring waits.
         assert_eq!(c.backups().retire(backup, t(1_100)).await.unwrap(), None);
         let other = tasks.iter().find(|task| task.id != claimed.id).unwrap();
-        c.downloads()
-            .claim("w", t(1_050), t(1_080))
-            .await
-            .unwrap()
-            .unwrap();
-        c.downloads()
+        claim(&downloads, "w", 1_050).await.unwrap();
+        downloads
             .fail_attempt(other.id, "w", t(1_060), "boom", false, &POLICY)
             .await
             .unwrap();
@@ -859,9 +864,9 @@ mod tests {
                 path: "downloads/1/f.archive.gz".to_string()
             }]
         );
-        let ended = c.downloads().get(claimed.id).await.unwrap().unwrap();
+        let ended = downloads.get(claimed.id).await.unwrap().unwrap();
         assert_eq!(expiry(ended), Some(t(1_100)));
-        assert_eq!(c.downloads().expired_files(t(1_100)).await.unwrap(), files);
+        assert_eq!(downloads.expired_files(t(1_100)).await.unwrap(), files);
         // Deleting it again hands back the same file, still not deleted.
         assert_eq!(
             c.backups().mark_deleted(backup, t(1_101)).await.unwrap(),
@@ -870,31 +875,15 @@ mod tests {
     }
 
     async fn expired_files_are_found_forgotten_and_purged(c: TestCatalog) {
-        let backup = setup(&c).await;
-        let sets = vec!["cmgo-aaaaaaaa_0".to_string()];
-        let task = c
-            .downloads()
-            .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
-            .await
-            .unwrap()[0]
-            .clone();
-        c.downloads()
-            .claim("w", t(1_000), t(1_030))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(c
-            .downloads()
+        let downloads = c.downloads();
+        let (_, task) = one_task(&c).await;
+        claim(&downloads, "w", 1_000).await.unwrap();
+        assert!(downloads
             .complete(task.id, "w", t(1_010), &file(2_000))
             .await
             .unwrap());
-        assert!(c
-            .downloads()
-            .expired_files(t(1_999))
-            .await
-            .unwrap()
-            .is_empty());
-        let expired = c.downloads().expired_files(t(2_000)).await.unwrap();
+        assert!(downloads.expired_files(t(1_999)).await.unwrap().is_empty());
+        let expired = downloads.expired_files(t(2_000)).await.unwrap();
         assert_eq!(
             expired,
             vec![RetiredFile {
@@ -903,21 +892,21 @@ mod tests {
             }]
         );
         assert_eq!(
-            c.downloads().purge_old(t(9_999)).await.unwrap(),
+            downloads.purge_old(t(9_999)).await.unwrap(),
             0,
             "its file is still stored"
         );
-        c.downloads().forget_file(task.id).await.unwrap();
-        let gone = c.downloads().get(task.id).await.unwrap().unwrap();
+        downloads.forget_file(task.id).await.unwrap();
+        let gone = downloads.get(task.id).await.unwrap().unwrap();
         assert_eq!((gone.status, gone.file.clone()), (TaskStatus::Done, None));
         assert!(!gone.is_current(t(2_001)));
         assert_eq!(
-            c.downloads().purge_old(t(1_000)).await.unwrap(),
+            downloads.purge_old(t(1_000)).await.unwrap(),
             0,
             "created at 1000, not before"
         );
-        assert_eq!(c.downloads().purge_old(t(1_001)).await.unwrap(), 1);
-        assert!(c.downloads().get(task.id).await.unwrap().is_none());
+        assert_eq!(downloads.purge_old(t(1_001)).await.unwrap(), 1);
+        assert!(downloads.get(task.id).await.unwrap().is_none());
     }
 
     #[test]
@@ -930,36 +919,28 @@ mod tests {
     }
 
     async fn requests_are_idempotent_until_the_file_expires(c: TestCatalog) {
+        let downloads = c.downloads();
         let backup = setup(&c).await;
         let sets = vec!["cmgo-aaaaaaaa_0".to_string(), "cmgo-aaaaaaaa_1".to_string()];
-        let first = c
-            .downloads()
+        let first = downloads
             .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
             .await
             .unwrap();
         assert_eq!(first.len(), 2);
         assert!(first.iter().all(|t| t.status == TaskStatus::Waiting));
-        let again = c
-            .downloads()
+        let again = downloads
             .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(1_001))
             .await
             .unwrap();
         assert_eq!(again[0].id, first[0].id);
 
-        let claimed = c
-            .downloads()
-            .claim("w1", t(1_002), t(1_032))
-            .await
-            .unwrap()
-            .unwrap();
+        let claimed = claim(&downloads, "w1", 1_002).await.unwrap();
         assert_eq!(claimed.id, first[0].id);
-        assert!(c
-            .downloads()
+        assert!(downloads
             .complete(claimed.id, "w1", t(1_010), &file(5_000))
             .await
             .unwrap());
-        let done = c
-            .downloads()
+        let done = downloads
             .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(2_000))
             .await
             .unwrap();
@@ -969,8 +950,7 @@ mod tests {
         );
         assert_eq!(done[0].seconds_spent(t(9_999)), 8);
         // Once the file expired, a new request starts afresh.
-        let fresh = c
-            .downloads()
+        let fresh = downloads
             .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets[..1], t(5_000))
             .await
             .unwrap();
@@ -979,61 +959,32 @@ mod tests {
     }
 
     async fn leases_retries_and_take_over(c: TestCatalog) {
-        let backup = setup(&c).await;
-        let sets = vec!["cmgo-aaaaaaaa_0".to_string()];
-        let task = c
-            .downloads()
-            .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
-            .await
-            .unwrap()[0]
-            .clone();
-        assert!(c.downloads().backup_has_active(backup).await.unwrap());
+        let downloads = c.downloads();
+        let (backup, task) = one_task(&c).await;
+        assert!(downloads.backup_has_active(backup).await.unwrap());
 
         // w1 claims, then dies: the lease expires and w2 takes over.
-        let claimed = c
-            .downloads()
-            .claim("w1", t(1_000), t(1_030))
-            .await
-            .unwrap()
-            .unwrap();
+        let claimed = claim(&downloads, "w1", 1_000).await.unwrap();
         assert_eq!(claimed.attempts, 1);
-        assert!(c
-            .downloads()
-            .claim("w2", t(1_010), t(1_040))
-            .await
-            .unwrap()
-            .is_none());
-        assert!(c
-            .downloads()
+        assert!(claim(&downloads, "w2", 1_010).await.is_none());
+        assert!(downloads
             .heartbeat(task.id, "w1", 50, t(1_040))
             .await
             .unwrap());
-        assert!(c
-            .downloads()
-            .claim("w2", t(1_035), t(1_065))
-            .await
-            .unwrap()
-            .is_none());
-        let taken = c
-            .downloads()
-            .claim("w2", t(1_041), t(1_071))
-            .await
-            .unwrap()
-            .unwrap();
+        assert!(claim(&downloads, "w2", 1_035).await.is_none());
+        let taken = claim(&downloads, "w2", 1_041).await.unwrap();
         assert_eq!((taken.id, taken.attempts), (task.id, 2));
         // The old worker can no longer change it.
-        assert!(!c
-            .downloads()
+        assert!(!downloads
             .heartbeat(task.id, "w1", 60, t(1_080))
             .await
             .unwrap());
-        assert!(!c
-            .downloads()
+        assert!(!downloads
             .complete(task.id, "w1", t(1_050), &file(9_000))
             .await
             .unwrap());
         assert_eq!(
-            c.downloads()
+            downloads
                 .fail_attempt(task.id, "w1", t(1_050), "x", true, &POLICY)
                 .await
                 .unwrap(),
@@ -1041,61 +992,43 @@ mod tests {
         );
 
         // w2 fails transiently: retry after the backoff (second failure: 20 s).
-        let status = c
-            .downloads()
+        let status = downloads
             .fail_attempt(task.id, "w2", t(1_050), "storage down", true, &POLICY)
             .await;
         assert_eq!(status.unwrap(), Some(TaskStatus::RetryWaiting));
-        let waiting = c.downloads().get(task.id).await.unwrap().unwrap();
+        let waiting = downloads.get(task.id).await.unwrap().unwrap();
         assert_eq!(waiting.next_attempt_at, t(1_070));
         assert_eq!(waiting.failure.as_deref(), Some("storage down"));
-        assert!(c
-            .downloads()
-            .claim("w1", t(1_069), t(1_099))
-            .await
-            .unwrap()
-            .is_none());
-        let third = c
-            .downloads()
-            .claim("w1", t(1_070), t(1_100))
-            .await
-            .unwrap()
-            .unwrap();
+        assert!(claim(&downloads, "w1", 1_069).await.is_none());
+        let third = claim(&downloads, "w1", 1_070).await.unwrap();
         assert_eq!(third.attempts, 3);
         // The last try fails: failed for good, with the reason.
-        let status = c
-            .downloads()
+        let status = downloads
             .fail_attempt(task.id, "w1", t(1_080), "still down", true, &POLICY)
             .await;
         assert_eq!(status.unwrap(), Some(TaskStatus::Failed));
-        let failed = c.downloads().get(task.id).await.unwrap().unwrap();
+        let failed = downloads.get(task.id).await.unwrap().unwrap();
         assert_eq!(failed.failure.as_deref(), Some("still down"));
         assert!(!failed.is_current(t(1_081)));
-        assert!(!c.downloads().backup_has_active(backup).await.unwrap());
+        assert!(!downloads.backup_has_active(backup).await.unwrap());
     }
 
     async fn permanent_failures_do_not_retry_and_listing_filters(c: TestCatalog) {
+        let downloads = c.downloads();
         let backup = setup(&c).await;
         let sets = vec!["cmgo-aaaaaaaa_0".to_string(), "cmgo-aaaaaaaa_1".to_string()];
-        let tasks = c
-            .downloads()
+        let tasks = downloads
             .ensure_tasks(backup, "cmgo-aaaaaaaa", &sets, t(1_000))
             .await
             .unwrap();
-        c.downloads()
-            .claim("w", t(1_001), t(1_031))
-            .await
-            .unwrap()
-            .unwrap();
-        let status = c
-            .downloads()
+        claim(&downloads, "w", 1_001).await.unwrap();
+        let status = downloads
             .fail_attempt(tasks[0].id, "w", t(1_002), "corrupt", false, &POLICY)
             .await;
         assert_eq!(status.unwrap(), Some(TaskStatus::Failed));
 
         let all = TaskFilter::default();
-        let (page, total) = c
-            .downloads()
+        let (page, total) = downloads
             .list("cmgo-aaaaaaaa", &all, TaskOrder::CreateTime, true, 0, 20)
             .await
             .unwrap();
@@ -1105,8 +1038,7 @@ mod tests {
             statuses: vec![TaskStatus::Failed],
             ..TaskFilter::default()
         };
-        let (page, total) = c
-            .downloads()
+        let (page, total) = downloads
             .list(
                 "cmgo-aaaaaaaa",
                 &failed_only,
@@ -1123,7 +1055,7 @@ mod tests {
             ..TaskFilter::default()
         };
         assert_eq!(
-            c.downloads()
+            downloads
                 .list("cmgo-aaaaaaaa", &window, TaskOrder::CreateTime, true, 0, 20)
                 .await
                 .unwrap()
@@ -1133,14 +1065,12 @@ mod tests {
         // Finished tasks first by finish time, unfinished ones last; a page
         // counts every match.
         let ids = |page: Vec<DownloadTask>| page.iter().map(|t| t.id).collect::<Vec<_>>();
-        let (page, total) = c
-            .downloads()
+        let (page, total) = downloads
             .list("cmgo-aaaaaaaa", &all, TaskOrder::FinishTime, false, 0, 20)
             .await
             .unwrap();
         assert_eq!((total, ids(page)), (2, vec![tasks[0].id, tasks[1].id]));
-        let (page, total) = c
-            .downloads()
+        let (page, total) = downloads
             .list("cmgo-aaaaaaaa", &all, TaskOrder::FinishTime, true, 1, 1)
             .await
             .unwrap();
@@ -1154,8 +1084,7 @@ mod tests {
                 backup_ids: Some(backup_ids),
                 ..TaskFilter::default()
             };
-            let (_, total) = c
-                .downloads()
+            let (_, total) = downloads
                 .list(
                     "cmgo-aaaaaaaa",
                     &by_backup,
@@ -1169,7 +1098,7 @@ mod tests {
             assert_eq!(total, expected);
         }
         assert_eq!(
-            c.downloads()
+            downloads
                 .list("cmgo-other000", &all, TaskOrder::CreateTime, false, 0, 20)
                 .await
                 .unwrap()

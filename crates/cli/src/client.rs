@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use mongobak_api::model::ActionRequest;
-use mongobak_api::signature::sign_json_post_traced;
+use mongobak_api::signature::sign_json_post;
 use mongobak_api::API_VERSION;
 
 use crate::failure::{ApiRefusal, Failure};
@@ -321,9 +321,9 @@ impl ApiClient {
     async fn send(&self, action: &str, body: String) -> anyhow::Result<Value> {
         let timestamp = jiff::Timestamp::now().as_second();
         let trace_id = uuid::Uuid::new_v4().to_string();
-        let authorization = sign_json_post_traced(
+        let authorization = sign_json_post(
             &self.host,
-            &trace_id,
+            Some(&trace_id),
             body.as_bytes(),
             timestamp,
             SERVICE,

@@ -43,6 +43,7 @@ use crate::replica_set::ReplicaSetSource;
 use crate::stored::format::{
     BackupManifest, OplogTime, ReplicaSetEntry, ReplicaSetManifest, FORMAT, MANIFEST,
 };
+use crate::stored::segment::SegmentSink;
 
 pub use stored::{format, read_manifests, segment, Compression, SegmentReader};
 
@@ -177,6 +178,24 @@ impl Default for DumpOptions {
             cluster_time_wait: Duration::from_secs(60),
             clock_skew_allowance: Duration::from_secs(2),
         }
+    }
+}
+
+impl DumpOptions {
+    /// A sink that stores segments under `folder` as these options say.
+    pub(crate) fn segment_sink(
+        &self,
+        store: &BlobStore,
+        folder: String,
+        writers: &TaskTracker,
+    ) -> Result<SegmentSink, DumpError> {
+        SegmentSink::new(
+            store.clone(),
+            folder,
+            self.segment_bytes,
+            self.compression,
+            writers,
+        )
     }
 }
 

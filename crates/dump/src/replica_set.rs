@@ -11,7 +11,6 @@ use mongodb::Client;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::stored::format::{CollectionEntry, CollectionKind, OplogTime, SegmentSet};
-use crate::stored::segment::SegmentSink;
 use crate::{DumpError, DumpOptions, Progress};
 
 /// Databases a full-instance dump leaves out, as mongodump does.
@@ -327,13 +326,7 @@ impl ReplicaSetSource {
                     _ => Err(e),
                 })?,
         };
-        let mut sink = SegmentSink::new(
-            store.clone(),
-            folder,
-            options.segment_bytes,
-            options.compression,
-            writers,
-        )?;
+        let mut sink = options.segment_sink(store, folder, writers)?;
         if let Some(source) = &ns.data_from {
             let mut cursor = self
                 .client
@@ -445,13 +438,7 @@ impl ReplicaSetSource {
             .sort(doc! {"$natural": 1})
             .await
             .map_err(self.mongo_error("reading the oplog"))?;
-        let mut sink = SegmentSink::new(
-            store.clone(),
-            folder,
-            options.segment_bytes,
-            options.compression,
-            writers,
-        )?;
+        let mut sink = options.segment_sink(store, folder, writers)?;
         let mut first = true;
         while cursor
             .advance()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use jiff::Timestamp;
-use mongobak_api::signature::{sign_json_post, sign_json_post_traced};
+use mongobak_api::signature::sign_json_post;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
@@ -108,6 +108,7 @@ impl Http {
         let timestamp = Timestamp::now().as_second();
         let authorization = sign_json_post(
             &host,
+            None,
             body.as_bytes(),
             timestamp,
             "mongodb",
@@ -131,9 +132,9 @@ impl Http {
         let host = addr.to_string();
         let timestamp = Timestamp::now().as_second();
         let trace_id = uuid::Uuid::new_v4().to_string();
-        let authorization = sign_json_post_traced(
+        let authorization = sign_json_post(
             &host,
-            &trace_id,
+            Some(&trace_id),
             body.as_bytes(),
             timestamp,
             "mongodb",

@@ -53,20 +53,13 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
         // A runtime of its own: the test's may be shutting down.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                let mut conn = PgConnection::connect(&admin_url()).await?;
-                conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                    .await
-                    .map(drop)
-            })
-        })
-        .join();
-        if let Ok(Err(e)) = dropped {
+        let dropped = on_a_runtime_of_its_own(async move {
+            let mut conn = PgConnection::connect(&admin_url()).await?;
+            conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await
+                .map(drop)
+        });
+        if let Err(e) = dropped {
             eprintln!("cannot drop test database {}: {e}", self.name);
         }
     }
@@ -87,31 +80,39 @@ pub fn keyed_database(key: &str) -> Option<String> {
         .rsplit_once('/')
         .expect("the admin URL names a database");
     let url = format!("{base}/{name}");
-    let created = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async {
-            let mut conn = PgConnection::connect(&admin_url()).await?;
-            let exists: Option<i32> =
-                sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-                    .bind(&name)
-                    .fetch_optional(&mut conn)
-                    .await?;
-            if exists.is_none() {
-                conn.execute(format!("CREATE DATABASE {name}").as_str())
-                    .await?;
-            }
-            Ok::<_, sqlx::Error>(())
-        })
-    })
-    .join()
-    .expect("the database thread");
+    let created = on_a_runtime_of_its_own(async move {
+        let mut conn = PgConnection::connect(&admin_url()).await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(&name)
+                .fetch_optional(&mut conn)
+                .await?;
+        if exists.is_none() {
+            conn.execute(format!("CREATE DATABASE {name}").as_str())
+                .await?;
+        }
+        Ok::<_, sqlx::Error>(())
+    });
     if let Err(e) = created {
         panic!("cannot create a test database on {admin}: {e}");
     }
     Some(url)
+}
+
+/// Runs `work` to its end on a thread and runtime of its own, from sync
+/// code that may itself be inside a runtime (a `Drop`, a test's set-up).
+fn on_a_runtime_of_its_own<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(work)
+    })
+    .join()
+    .expect("the database thread")
 }
 
 /// FNV-1a: a stable name for a key, with no dependency.

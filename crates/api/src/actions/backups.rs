@@ -10,7 +10,7 @@ use jiff::civil::DateTime;
 use jiff::Timestamp;
 
 use mongobak_catalog::{
-    backup_name, Backup, BackupStatus, BackupType, NewBackup, RetiredFileError,
+    backup_name, Backup, BackupStatus, BackupType, Instance, NewBackup, RetiredFileError,
 };
 
 use super::{authorize_instance, caps, to_fields, CallContext, Fields};
@@ -40,15 +40,13 @@ pub(super) async fn create_backup_db_instance(
     p.finish()?;
     check_backup_method(method)?;
     if remark.chars().count() > MAX_REMARK_CHARS {
-        return Err(ApiError::bad_value(
-            ErrorKind::InvalidParameterValue,
+        return Err(ApiError::invalid_value(
             "BackupRemark",
             format_args!("at most {MAX_REMARK_CHARS} characters"),
         ));
     }
     if !(retention_days == -2 || retention_days == -1 || (0..=7300).contains(&retention_days)) {
-        return Err(ApiError::bad_value(
-            ErrorKind::InvalidParameterValue,
+        return Err(ApiError::invalid_value(
             "BackupRetentionDays",
             "expected -2 (forever), -1 (long-term rule), 0 (the instance's rule) or 1 to 7300 days",
         ));
@@ -57,8 +55,7 @@ pub(super) async fn create_backup_db_instance(
     let now = Timestamp::now();
     let name = backup_name(&instance.id, now, &ctx.api.config.timezone);
     let backup = ctx
-        .api
-        .catalog
+        .catalog()
         .backups()
         .create(
             &NewBackup {
@@ -83,9 +80,7 @@ pub(super) async fn create_backup_db_instance(
 pub(super) fn check_backup_method(method: i64) -> Result<(), ApiError> {
     match method {
         backup_method::LOGICAL => Ok(()),
-        backup_method::PHYSICAL | backup_method::SNAPSHOT => Err(ApiError::bad_value(
-            ErrorKind::InvalidParameterValue,
-            "BackupMethod",
+        backup_method::PHYSICAL | backup_method::SNAPSHOT => Err(ApiError::invalid_value("BackupMethod",
             format_args!(
                 "{method} ({}) needs access to the database server's files; mongobak takes logical backups (0)",
                 if method == backup_method::PHYSICAL {
@@ -95,9 +90,7 @@ pub(super) fn check_backup_method(method: i64) -> Result<(), ApiError> {
                 }
             ),
         )),
-        other => Err(ApiError::bad_value(
-            ErrorKind::InvalidParameterValue,
-            "BackupMethod",
+        other => Err(ApiError::invalid_value("BackupMethod",
             format_args!("{other} is not 0 (logical), 1 (physical) or 3 (snapshot)"),
         )),
     }
@@ -112,15 +105,13 @@ pub(super) async fn describe_async_request_info(
     let id = p.string("AsyncRequestId")?;
     p.finish()?;
     let not_found = || {
-        ApiError::bad_value(
-            ErrorKind::InvalidParameterValue,
+        ApiError::invalid_value(
             "AsyncRequestId",
             format_args!("no asynchronous request {} was found", clip(&id)),
         )
     };
     let backup = ctx
-        .api
-        .catalog
+        .catalog()
         .backups()
         .by_async_request(&id)
         .await
@@ -165,8 +156,7 @@ pub(super) async fn describe_db_backups(
     let offset = p.offset()?;
     p.finish()?;
     if method.is_some_and(|m| !(backup_method::LOGICAL..=backup_method::SNAPSHOT).contains(&m)) {
-        return Err(ApiError::bad_value(
-            ErrorKind::InvalidParameterValue,
+        return Err(ApiError::invalid_value(
             "BackupMethod",
             "expected 0 (logical), 1 (physical), 2 (all) or 3 (snapshot)",
         ));
@@ -174,8 +164,7 @@ pub(super) async fn describe_db_backups(
     let instance = authorize_instance(ctx, &instance_id).await?;
     let now = Timestamp::now();
     let listed: Vec<Backup> = ctx
-        .api
-        .catalog
+        .catalog()
         .backups()
         .of_instance(&instance.id)
         .await
@@ -224,6 +213,17 @@ pub(super) async fn describe_db_backups(
 
 // ---------------------------------------------------------------- Delete
 
+/// The backup `id` if it is one of `instance`'s.
+async fn backup_of(
+    ctx: &CallContext<'_>,
+    instance: &Instance,
+    id: i64,
+) -> Result<Option<Backup>, ApiError> {
+    let backup = ctx.catalog().backups().get(id).await;
+    let backup = backup.map_err(crate::catalog_error)?;
+    Ok(backup.filter(|b| b.instance_id == instance.id))
+}
+
 pub(super) async fn delete_db_backups(
     ctx: &CallContext<'_>,
     mut p: Params,
@@ -236,28 +236,17 @@ pub(super) async fn delete_db_backups(
     // Check every ID before deleting anything.
     let mut targets = Vec::with_capacity(ids.len());
     for id in ids {
-        let backup = ctx
-            .api
-            .catalog
-            .backups()
-            .get(id)
-            .await
-            .map_err(crate::catalog_error)?;
-        match backup {
-            Some(b)
-                if b.instance_id == instance.id
-                    && matches!(b.status, BackupStatus::Queued | BackupStatus::Running) =>
-            {
+        match backup_of(ctx, &instance, id).await? {
+            Some(b) if matches!(b.status, BackupStatus::Queued | BackupStatus::Running) => {
                 return Err(ApiError::bad_value(
                     ErrorKind::StatusAbnormal,
                     "BackupIds",
                     format_args!("backup {id} is still running; delete it once it has finished"),
                 ))
             }
-            Some(b) if b.instance_id == instance.id && b.is_available(now) => {
+            Some(b) if b.is_available(now) => {
                 let downloading = ctx
-                    .api
-                    .catalog
+                    .catalog()
                     .downloads()
                     .backup_has_active(b.id)
                     .await
@@ -272,8 +261,7 @@ pub(super) async fn delete_db_backups(
                 targets.push(b)
             }
             _ => {
-                return Err(ApiError::bad_value(
-                    ErrorKind::InvalidParameterValue,
+                return Err(ApiError::invalid_value(
                     "BackupIds",
                     format_args!("backup {id} of instance {} was not found", instance.id),
                 ))
@@ -290,8 +278,7 @@ pub(super) async fn delete_db_backups(
                 ApiError::internal()
             })?;
         let download_files = ctx
-            .api
-            .catalog
+            .catalog()
             .backups()
             .mark_deleted(backup.id, now)
             .await
@@ -301,8 +288,7 @@ pub(super) async fn delete_db_backups(
         // are expired files the janitor deletes.
         let store = &ctx.api.store;
         match ctx
-            .api
-            .catalog
+            .catalog()
             .downloads()
             .delete_retired_files(&download_files, |folder| async move {
                 store.delete_prefix(&folder).await
@@ -325,8 +311,7 @@ fn required_ids(p: &mut Params) -> Result<Vec<i64>, ApiError> {
         .opt_i64_list("BackupIds", caps::BACKUP_IDS)?
         .ok_or_else(|| ApiError::missing("BackupIds"))?;
     if ids.is_empty() {
-        return Err(ApiError::bad_value(
-            ErrorKind::InvalidParameterValue,
+        return Err(ApiError::invalid_value(
             "BackupIds",
             "name at least one backup",
         ));
@@ -354,8 +339,7 @@ pub(super) async fn modify_backup_expire_time(
     let expire_at = ctx.api.parse_time("ExpireTime", &expire_text)?;
     let now = Timestamp::now();
     if expire_at <= now {
-        return Err(ApiError::bad_value(
-            ErrorKind::InvalidParameterValue,
+        return Err(ApiError::invalid_value(
             "ExpireTime",
             format_args!("{} is not in the future", clip(&expire_text)),
         ));
@@ -363,17 +347,9 @@ pub(super) async fn modify_backup_expire_time(
     let instance = authorize_instance(ctx, &instance_id).await?;
     let mut failed_backups = Vec::new();
     for id in ids {
-        let backup = ctx
-            .api
-            .catalog
-            .backups()
-            .get(id)
-            .await
-            .map_err(crate::catalog_error)?;
-        match backup {
-            Some(b) if b.instance_id == instance.id && b.is_available(now) => {
-                ctx.api
-                    .catalog
+        match backup_of(ctx, &instance, id).await? {
+            Some(b) if b.is_available(now) => {
+                ctx.catalog()
                     .backups()
                     .set_expiry(b.id, Some(expire_at))
                     .await

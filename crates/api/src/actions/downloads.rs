@@ -39,8 +39,7 @@ pub(super) async fn create_backup_download_task(
         .ok_or_else(|| ApiError::missing("BackupSets"))?;
     p.finish()?;
     if sets.is_empty() {
-        return Err(ApiError::bad_value(
-            ErrorKind::InvalidParameterValue,
+        return Err(ApiError::invalid_value(
             "BackupSets",
             "name at least one replica set, such as <InstanceId>_0",
         ));
@@ -48,8 +47,7 @@ pub(super) async fn create_backup_download_task(
     let instance = authorize_instance(ctx, &instance_id).await?;
     let now = Timestamp::now();
     let backup = ctx
-        .api
-        .catalog
+        .catalog()
         .backups()
         .by_name(&instance.id, &backup_name)
         .await
@@ -83,8 +81,7 @@ pub(super) async fn create_backup_download_task(
         }
     }
     let tasks = ctx
-        .api
-        .catalog
+        .catalog()
         .downloads()
         .ensure_tasks(backup.id, &instance.id, &unique, now)
         .await
@@ -156,8 +153,7 @@ pub(super) async fn describe_backup_download_task(
         None | Some("createTime") => TaskOrder::CreateTime,
         Some("finishTime") => TaskOrder::FinishTime,
         Some(other) => {
-            return Err(ApiError::bad_value(
-                ErrorKind::InvalidParameterValue,
+            return Err(ApiError::invalid_value(
                 "OrderBy",
                 format_args!("`{}` is not createTime or finishTime", clip(other)),
             ))
@@ -167,8 +163,7 @@ pub(super) async fn describe_backup_download_task(
         None | Some("desc") => true,
         Some("asc") => false,
         Some(other) => {
-            return Err(ApiError::bad_value(
-                ErrorKind::InvalidParameterValue,
+            return Err(ApiError::invalid_value(
                 "OrderByType",
                 format_args!("`{}` is not asc or desc", clip(other)),
             ))
@@ -178,9 +173,7 @@ pub(super) async fn describe_backup_download_task(
         .into_iter()
         .map(|code| {
             TaskStatus::from_code(code).ok_or_else(|| {
-                ApiError::bad_value(
-                    ErrorKind::InvalidParameterValue,
-                    "Status",
+                ApiError::invalid_value("Status",
                     format_args!("{code} is not 0 (waiting), 1 (running), 2 (done), 3 (failed) or 4 (retrying)"),
                 )
             })
@@ -204,8 +197,7 @@ pub(super) async fn describe_backup_download_task(
     }
     let instance = authorize_instance(ctx, &instance_id).await?;
     let backups: HashMap<i64, Backup> = ctx
-        .api
-        .catalog
+        .catalog()
         .backups()
         .of_instance(&instance.id)
         .await
@@ -236,8 +228,7 @@ pub(super) async fn describe_backup_download_task(
         statuses,
     };
     let (tasks, total_count) = ctx
-        .api
-        .catalog
+        .catalog()
         .downloads()
         .list(
             &instance.id,

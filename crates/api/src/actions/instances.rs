@@ -55,8 +55,7 @@ impl Request {
     fn parse(mut p: Params) -> Result<Self, ApiError> {
         let instance_type = p.opt_i64("InstanceType")?;
         if instance_type.is_some_and(|t| !(-1..=3).contains(&t)) {
-            return Err(ApiError::bad_value(
-                ErrorKind::InvalidParameterValue,
+            return Err(ApiError::invalid_value(
                 "InstanceType",
                 "expected -1, 0, 1, 2 or 3",
             ));
@@ -83,8 +82,7 @@ impl Request {
         }
         let pay_mode = p.opt_i64("PayMode")?;
         if pay_mode.is_some_and(|m| !(-1..=1).contains(&m)) {
-            return Err(ApiError::bad_value(
-                ErrorKind::InvalidParameterValue,
+            return Err(ApiError::invalid_value(
                 "PayMode",
                 "expected -1 (all), 0 (pay as you go) or 1 (monthly)",
             ));
@@ -101,8 +99,7 @@ impl Request {
             Some("ProjectId") => OrderBy::ProjectId,
             Some("InstanceName") => OrderBy::InstanceName,
             Some(other) => {
-                return Err(ApiError::bad_value(
-                    ErrorKind::InvalidParameterValue,
+                return Err(ApiError::invalid_value(
                     "OrderBy",
                     format_args!(
                         "`{}` is not ProjectId, InstanceName or CreateTime",
@@ -116,8 +113,7 @@ impl Request {
             Some(t) if t.eq_ignore_ascii_case("DESC") => true,
             Some(t) if t.eq_ignore_ascii_case("ASC") => false,
             Some(other) => {
-                return Err(ApiError::bad_value(
-                    ErrorKind::InvalidParameterValue,
+                return Err(ApiError::invalid_value(
                     "OrderByType",
                     format_args!("`{}` is not ASC or DESC", clip(other)),
                 ))
@@ -215,8 +211,7 @@ pub(super) async fn describe_db_instances(
 ) -> Result<Fields, ApiError> {
     let request = Request::parse(params)?;
     let registry = ctx
-        .api
-        .catalog
+        .catalog()
         .instances()
         .registry()
         .await

@@ -207,6 +207,13 @@ pub(crate) struct CallContext<'a> {
     pub region: &'a str,
 }
 
+impl CallContext<'_> {
+    /// The catalog the action runs against.
+    pub fn catalog(&self) -> &mongobak_catalog::Catalog {
+        &self.api.catalog
+    }
+}
+
 /// Runs `action` and returns the fields of its `Response` object.
 pub(crate) async fn dispatch(
     ctx: &CallContext<'_>,
@@ -240,8 +247,7 @@ pub(crate) async fn authorize_instance(
     id: &str,
 ) -> Result<Instance, ApiError> {
     let instance = ctx
-        .api
-        .catalog
+        .catalog()
         .instances()
         .get(id)
         .await

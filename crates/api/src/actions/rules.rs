@@ -29,8 +29,7 @@ pub(super) async fn describe_backup_rules(
     let instance = authorize_instance(ctx, &instance_id).await?;
     let rule = current_rule(ctx, &instance.id).await?;
     let (stored, oplog) = ctx
-        .api
-        .catalog
+        .catalog()
         .backups()
         .stored_bytes_per_instance()
         .await
@@ -62,8 +61,7 @@ pub(super) async fn describe_backup_rules(
 /// The instance's stored rule, or the defaults it follows.
 async fn current_rule(ctx: &CallContext<'_>, instance_id: &str) -> Result<BackupRule, ApiError> {
     Ok(ctx
-        .api
-        .catalog
+        .catalog()
         .rules()
         .get(instance_id)
         .await
@@ -116,8 +114,7 @@ fn in_range(
     range: std::ops::RangeInclusive<i64>,
 ) -> Result<(), ApiError> {
     match value {
-        Some(v) if !range.contains(&v) => Err(ApiError::bad_value(
-            ErrorKind::InvalidParameterValue,
+        Some(v) if !range.contains(&v) => Err(ApiError::invalid_value(
             name,
             format_args!(
                 "{v} is out of range: expected {} to {}",
@@ -131,8 +128,7 @@ fn in_range(
 
 fn one_of(name: &str, value: Option<i64>, allowed: &[i64], meaning: &str) -> Result<(), ApiError> {
     match value {
-        Some(v) if !allowed.contains(&v) => Err(ApiError::bad_value(
-            ErrorKind::InvalidParameterValue,
+        Some(v) if !allowed.contains(&v) => Err(ApiError::invalid_value(
             name,
             format_args!("{v} is not allowed: expected {meaning}"),
         )),
@@ -208,8 +204,7 @@ impl RuleChanges {
         }
         if let Some(text) = self.active_weekdays {
             rule.active_weekdays = parse_days_csv(&text, 0..=6).ok_or_else(|| {
-                ApiError::bad_value(
-                    ErrorKind::InvalidParameterValue,
+                ApiError::invalid_value(
                     "ActiveWeekdays",
                     format_args!(
                         "`{}` is not a comma-separated list of weekdays 0 (Sunday) to 6",
@@ -220,8 +215,7 @@ impl RuleChanges {
         }
         if let Some(text) = self.long_term_interval {
             rule.long_term_interval = LongTermInterval::parse(&text).ok_or_else(|| {
-                ApiError::bad_value(
-                    ErrorKind::InvalidParameterValue,
+                ApiError::invalid_value(
                     "LongTermInterval",
                     format_args!("`{}` is not weekly, monthly or empty (off)", clip(&text)),
                 )
@@ -233,8 +227,7 @@ impl RuleChanges {
         };
         if let Some(text) = self.long_term_active_days {
             if rule.long_term_interval == LongTermInterval::Off && !text.is_empty() {
-                return Err(ApiError::bad_value(
-                    ErrorKind::InvalidParameterValue,
+                return Err(ApiError::invalid_value(
                     "LongTermActiveDays",
                     "long-term days need LongTermInterval (weekly or monthly)",
                 ));
@@ -243,8 +236,7 @@ impl RuleChanges {
                 Vec::new()
             } else {
                 parse_days_csv(&text, day_range.clone()).ok_or_else(|| {
-                    ApiError::bad_value(
-                        ErrorKind::InvalidParameterValue,
+                    ApiError::invalid_value(
                         "LongTermActiveDays",
                         format_args!(
                             "`{}` is not a comma-separated list of {}",
@@ -264,8 +256,7 @@ impl RuleChanges {
                         .iter()
                         .any(|d| !day_range.contains(d))
                 {
-                    return Err(ApiError::bad_value(
-                        ErrorKind::InvalidParameterValue,
+                    return Err(ApiError::invalid_value(
                         "LongTermActiveDays",
                         format_args!(
                             "a {} long-term rule needs {}",
@@ -309,8 +300,7 @@ pub(super) async fn set_backup_rules(
     p.finish()?;
     let instance = authorize_instance(ctx, &instance_id).await?;
     let rule = changes.apply(current_rule(ctx, &instance.id).await?)?;
-    ctx.api
-        .catalog
+    ctx.catalog()
         .rules()
         .set(&rule, Timestamp::now())
         .await
