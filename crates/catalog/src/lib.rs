@@ -10,6 +10,8 @@
 //! * [`rule`]: automatic backup rules and the schedule they define.
 //! * [`duty`]: singleton duties, held by one node of a cluster at a time.
 //! * [`download`]: backup download tasks and their leased, retrying queue.
+//! * [`oplog`]: continuous oplog backup: how far each replica set's oplog
+//!   is saved, its slices and its gaps.
 //! * [`store`]: [`Catalog`], the metadata store on SQLite or PostgreSQL
 //!   through sqlx, with embedded migrations, and the helpers every query
 //!   shares (fetch and decode).
@@ -28,6 +30,7 @@ pub mod backup;
 pub mod download;
 pub mod duty;
 pub mod instance;
+pub mod oplog;
 pub mod ratelimit;
 pub mod rule;
 pub mod signatures;
@@ -42,10 +45,11 @@ pub use download::{
     TaskFilter, TaskOrder, TaskStatus,
 };
 pub use instance::{ClusterType, Instance, InstanceId, InstanceSource, ReplicaSetId};
+pub use oplog::{NewSlice, OplogGap, OplogPosition, OplogSlice, OplogTs, SliceObject, TailerLease};
 pub use rule::{days_csv, BackupRule, LongTermInterval};
 pub use signatures::SignatureUse;
 pub use store::{
     BackupStore, Catalog, CatalogError, DownloadStore, DutyStore, Engine, InstanceStore,
-    RateLimitStore, RuleStore, SignatureStore,
+    OplogStore, RateLimitStore, RuleStore, SignatureStore,
 };
 pub use wake::Wakeups;

@@ -121,6 +121,8 @@ stores! {
     DownloadStore;
     /// Backup rules ([`Catalog::rules`]).
     RuleStore;
+    /// Saved oplog ([`Catalog::oplog`]).
+    OplogStore;
     /// Singleton duties ([`Catalog::duties`]).
     DutyStore;
     /// Cluster-wide rate limits ([`Catalog::rate_limits`]).
@@ -278,6 +280,11 @@ impl Catalog {
     /// Automatic backup rules and the schedule they define.
     pub fn rules(&self) -> RuleStore<'_> {
         RuleStore { catalog: self }
+    }
+
+    /// Continuous oplog backup: positions, slices and gaps.
+    pub fn oplog(&self) -> OplogStore<'_> {
+        OplogStore { catalog: self }
     }
 
     /// Singleton duties, held by one node at a time.
