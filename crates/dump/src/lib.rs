@@ -24,10 +24,14 @@
 //! [`stored`] reads a backup back: its manifests, its segments, and
 //! [`stored::export_archive`], which turns one replica set's backup into
 //! a mongodump archive.
+//!
+//! [`tail`] follows a replica set's oplog after a saved position, for
+//! continuous oplog backup.
 
 pub mod probe;
 mod replica_set;
 pub mod stored;
+pub mod tail;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

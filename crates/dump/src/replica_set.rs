@@ -105,7 +105,23 @@ impl ReplicaSetSource {
         Ok(source)
     }
 
-    fn mongo_error(&self, action: &str) -> impl FnOnce(mongodb::error::Error) -> DumpError + '_ {
+    /// The replica set's oplog, read as raw entries.
+    pub(crate) fn oplog_collection(&self) -> mongodb::Collection<RawDocumentBuf> {
+        self.client.database("local").collection("oplog.rs")
+    }
+
+    /// An oplog entry or answer that does not have the expected shape.
+    pub(crate) fn corrupt(&self, detail: String) -> DumpError {
+        DumpError::Corrupt {
+            path: format!("{} local.oplog.rs", self.id),
+            detail,
+        }
+    }
+
+    pub(crate) fn mongo_error(
+        &self,
+        action: &str,
+    ) -> impl FnOnce(mongodb::error::Error) -> DumpError + '_ {
         let action = action.to_string();
         move |source| DumpError::Mongo {
             replica_set: self.id.clone(),
