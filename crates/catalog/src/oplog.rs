@@ -206,30 +206,20 @@ impl OplogStore<'_> {
         lease: TailerLease<'_>,
         now: Timestamp,
     ) -> Result<bool, CatalogError> {
-        let mut tx = self.catalog.begin_write().await?;
-        let held: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM duty_leases WHERE duty = $1 AND holder = $2 AND expires_at >= $3",
-        )
-        .bind(lease.duty)
-        .bind(lease.node)
-        .bind(now.as_second())
-        .fetch_optional(&mut *tx)
-        .await?;
-        if held.is_none() || slice.last <= slice.after {
+        if slice.last <= slice.after {
             return Ok(false);
         }
-        let moved = sqlx::query(
-            "UPDATE oplog_positions SET sealed_ts = $3, sealed_wall = $4, updated_at = $5 \
-             WHERE replica_set_id = $1 AND sealed_ts = $2",
+        let mut tx = self.catalog.begin_write().await?;
+        let moved = move_position(
+            &mut tx,
+            lease,
+            &slice.replica_set_id,
+            slice.after,
+            (slice.last, slice.last_wall),
+            now,
         )
-        .bind(slice.replica_set_id.as_str())
-        .bind(slice.after.to_i64())
-        .bind(slice.last.to_i64())
-        .bind(slice.last_wall.as_second())
-        .bind(now.as_second())
-        .execute(&mut *tx)
         .await?;
-        if moved.rows_affected() != 1 {
+        if !moved {
             return Ok(false);
         }
         if let Some(object) = &slice.object {
@@ -269,29 +259,16 @@ impl OplogStore<'_> {
         now: Timestamp,
     ) -> Result<bool, CatalogError> {
         let mut tx = self.catalog.begin_write().await?;
-        let held: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM duty_leases WHERE duty = $1 AND holder = $2 AND expires_at >= $3",
+        let moved = move_position(
+            &mut tx,
+            lease,
+            &position.replica_set_id,
+            position.sealed,
+            (resume, resume_wall),
+            now,
         )
-        .bind(lease.duty)
-        .bind(lease.node)
-        .bind(now.as_second())
-        .fetch_optional(&mut *tx)
         .await?;
-        if held.is_none() {
-            return Ok(false);
-        }
-        let moved = sqlx::query(
-            "UPDATE oplog_positions SET sealed_ts = $3, sealed_wall = $4, updated_at = $5 \
-             WHERE replica_set_id = $1 AND sealed_ts = $2",
-        )
-        .bind(position.replica_set_id.as_str())
-        .bind(position.sealed.to_i64())
-        .bind(resume.to_i64())
-        .bind(resume_wall.as_second())
-        .bind(now.as_second())
-        .execute(&mut *tx)
-        .await?;
-        if moved.rows_affected() != 1 {
+        if !moved {
             return Ok(false);
         }
         sqlx::query(
@@ -344,6 +321,43 @@ impl OplogStore<'_> {
             )
             .await
     }
+}
+
+/// Within `tx`, moves the replica set's position from `from` to `to` (an
+/// oplog position and when it was written) if `lease` is held at `now` and
+/// the position still stands at `from`; false, with nothing changed,
+/// otherwise.
+async fn move_position(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    lease: TailerLease<'_>,
+    replica_set_id: &ReplicaSetId,
+    from: OplogTs,
+    to: (OplogTs, Timestamp),
+    now: Timestamp,
+) -> Result<bool, CatalogError> {
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM duty_leases WHERE duty = $1 AND holder = $2 AND expires_at >= $3",
+    )
+    .bind(lease.duty)
+    .bind(lease.node)
+    .bind(now.as_second())
+    .fetch_optional(&mut **tx)
+    .await?;
+    if held.is_none() {
+        return Ok(false);
+    }
+    let moved = sqlx::query(
+        "UPDATE oplog_positions SET sealed_ts = $3, sealed_wall = $4, updated_at = $5 \
+         WHERE replica_set_id = $1 AND sealed_ts = $2",
+    )
+    .bind(replica_set_id.as_str())
+    .bind(from.to_i64())
+    .bind(to.0.to_i64())
+    .bind(to.1.as_second())
+    .bind(now.as_second())
+    .execute(&mut **tx)
+    .await?;
+    Ok(moved.rows_affected() == 1)
 }
 
 fn replica_set_column(row: &AnyRow, what: &str) -> Result<ReplicaSetId, CatalogError> {
