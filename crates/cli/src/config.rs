@@ -23,7 +23,7 @@ use mongobak_api::{
 use mongobak_blob::{StorageCredentials, StorageOptions};
 use mongobak_dump::{Compression, DumpOptions};
 use mongobak_server::{ServerConfig, TlsFiles};
-use mongobak_worker::{BackupRunnerConfig, Notifier, SchedulerConfig};
+use mongobak_worker::{BackupRunnerConfig, Notifier, OplogBackupConfig, SchedulerConfig};
 
 /// Sections whose scalar keys the environment may override.
 const ENV_SECTIONS: &[&str] = &[
@@ -33,6 +33,7 @@ const ENV_SECTIONS: &[&str] = &[
     "rate_limits",
     "backups",
     "downloads",
+    "pitr",
 ];
 
 /// The configuration file as written.
@@ -57,6 +58,9 @@ pub struct ConfigFile {
     /// `[downloads]`.
     #[serde(default)]
     pub downloads: DownloadSection,
+    /// `[pitr]`.
+    #[serde(default)]
+    pub pitr: PitrSection,
     /// `[[accounts]]`.
     #[serde(default)]
     pub accounts: Vec<AccountEntry>,
@@ -191,6 +195,19 @@ pub struct BackupSection {
     /// Seconds before the second try, doubling before each next one
     /// (default 30).
     pub retry_delay_secs: Option<u64>,
+}
+
+/// `[pitr]`: continuous oplog backup, for point-in-time recovery.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PitrSection {
+    /// Follow every instance's oplog (default true).
+    pub enabled: Option<bool>,
+    /// Seconds a stretch of oplog may wait before it is sealed while
+    /// writes keep coming (default 2).
+    pub seal_interval_secs: Option<u64>,
+    /// Uncompressed MiB at which a stretch is sealed at once (default 16).
+    pub max_slice_mib: Option<u64>,
 }
 
 /// `[backups] compression`.
@@ -358,6 +375,8 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     /// Age of unaccounted stored data before garbage collection deletes it.
     pub gc_grace: jiff::SignedDuration,
+    /// Settings of continuous oplog backup; `None` when it is off.
+    pub pitr: Option<OplogBackupConfig>,
 }
 
 impl Config {
@@ -527,6 +546,7 @@ impl Config {
             ..SchedulerConfig::default()
         };
         let downloads = downloads(file.downloads)?;
+        let pitr = oplog_backup(file.pitr, &timezone, &backups.notifier)?;
         let rate_limits = RateLimits {
             default_per_second: file.rate_limits.default.unwrap_or(20),
             per_action: file.rate_limits.actions.into_iter().collect(),
@@ -572,8 +592,34 @@ impl Config {
             downloads,
             scheduler,
             gc_grace: jiff::SignedDuration::from_hours(gc_grace_hours),
+            pitr,
         })
     }
+}
+
+fn oplog_backup(
+    section: PitrSection,
+    timezone: &TimeZone,
+    notifier: &Notifier,
+) -> anyhow::Result<Option<OplogBackupConfig>> {
+    if !section.enabled.unwrap_or(true) {
+        return Ok(None);
+    }
+    let seal_interval_secs = section.seal_interval_secs.unwrap_or(2);
+    if !(1..=600).contains(&seal_interval_secs) {
+        bail!("[pitr] seal_interval_secs = {seal_interval_secs}: expected 1 to 600");
+    }
+    let max_slice_mib = section.max_slice_mib.unwrap_or(16);
+    if !(1..=1024).contains(&max_slice_mib) {
+        bail!("[pitr] max_slice_mib = {max_slice_mib}: expected 1 to 1024");
+    }
+    Ok(Some(OplogBackupConfig {
+        seal_interval: std::time::Duration::from_secs(seal_interval_secs),
+        max_slice_bytes: (max_slice_mib as usize) << 20,
+        timezone: timezone.clone(),
+        notifier: notifier.clone(),
+        ..OplogBackupConfig::default()
+    }))
 }
 
 /// Opens the configured blob storage.
@@ -806,6 +852,24 @@ mod tests {
             let key = wrong.split(' ').next().unwrap();
             assert!(format!("{e:#}").contains(key), "{e:#}");
         }
+        for wrong in [
+            "seal_interval_secs = 0",
+            "seal_interval_secs = 601",
+            "max_slice_mib = 0",
+            "max_slice_mib = 1025",
+            "enabled = \"yes\"",
+        ] {
+            let e = parse(&format!("[pitr]\n{wrong}")).unwrap_err();
+            let key = wrong.split(' ').next().unwrap();
+            assert!(format!("{e:#}").contains(key), "{e:#}");
+        }
+        let pitr = parse("[pitr]\nseal_interval_secs = 5\nmax_slice_mib = 8")
+            .unwrap()
+            .pitr
+            .expect("on by default");
+        assert_eq!(pitr.seal_interval.as_secs(), 5);
+        assert_eq!(pitr.max_slice_bytes, 8 << 20);
+        assert!(parse("[pitr]\nenabled = false").unwrap().pitr.is_none());
         for wrong in [
             "header_read_timeout_secs = 0",
             "idle_timeout_secs = 0",

@@ -2,7 +2,8 @@
 //!
 //! Start-up: metadata store (migrations), accounts, configured instances,
 //! blob folder, then the listener; the backup runner, the download
-//! workers, the janitor and the scheduler run beside the server, on one
+//! workers, the janitor, the scheduler and the oplog tailers run beside
+//! the server, on one
 //! task tracker that a stop waits for (`mongobak_worker::Runner`). The bound
 //! address is printed on stdout as `mongobak listening on <url>` (so
 //! `listen = "127.0.0.1:0"` is usable by scripts), preceded by
@@ -19,8 +20,8 @@ use mongobak_api::{Api, UrlSigner};
 use mongobak_catalog::Catalog;
 use mongobak_catalog::RetryPolicy;
 use mongobak_worker::{
-    BackupRunner, DownloadRunner, DownloadRunnerConfig, Janitor, JanitorConfig, Runner, Scheduler,
-    SchedulerConfig,
+    BackupRunner, DownloadRunner, DownloadRunnerConfig, Janitor, JanitorConfig, OplogBackup,
+    OplogBackupConfig, Runner, Scheduler, SchedulerConfig,
 };
 use tokio_util::task::TaskTracker;
 
@@ -84,6 +85,16 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
             ..config.scheduler.clone()
         },
     );
+    let oplog = config.pitr.clone().map(|pitr| {
+        OplogBackup::new(
+            catalog.clone(),
+            store.clone(),
+            OplogBackupConfig {
+                node: node.clone(),
+                ..pitr
+            },
+        )
+    });
     let downloads = DownloadRunner::new(
         catalog.clone(),
         store.clone(),
@@ -170,6 +181,9 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     downloads.start(&runner);
     janitor.start(&runner);
     scheduler.start(&runner);
+    if let Some(oplog) = oplog {
+        oplog.start(&runner);
+    }
     let admin = admin.map(|listener| {
         tokio::spawn(mongobak_server::run_admin(
             listener,

@@ -84,6 +84,8 @@ pub struct OplogTail {
     repeats: HashMap<u64, u32>,
     /// Wait of one empty poll of the cursor.
     await_time: Duration,
+    /// The position the tail follows on from.
+    started_after: OplogTime,
 }
 
 impl OplogTail {
@@ -154,9 +156,17 @@ impl OplogTail {
                 backlog,
                 repeats,
                 await_time,
+                started_after: after,
             },
             start,
         ))
+    }
+
+    /// The position the tail follows on from: the one asked for, the
+    /// newest entry at open for a first start, or the oldest entry the
+    /// source still has when the one asked for was [lost](TailStart::Lost).
+    pub fn started_after(&self) -> OplogTime {
+        self.started_after
     }
 
     /// The next entries, in order: at most `max` of them, waiting up to
@@ -197,8 +207,10 @@ impl OplogTail {
     }
 
     /// The oldest entry the source still has; a tail whose last entry is
-    /// older has lost entries (the oplog was truncated past it).
-    pub async fn oldest(&self) -> Result<Option<OplogTime>, DumpError> {
+    /// older has lost entries (the oplog was truncated past it). Takes the
+    /// tail mutably, as every use of it: a tail may move between threads
+    /// but not be shared by them.
+    pub async fn oldest(&mut self) -> Result<Option<OplogTime>, DumpError> {
         let oldest = self
             .source
             .oplog_collection()

@@ -11,6 +11,8 @@
 //!   old tasks and collects garbage.
 //! * [`Scheduler`] (`scheduler`): starts automatic backups by each
 //!   instance's rule and deletes expired backups.
+//! * [`OplogBackup`] (`pitr`): continuous oplog backup, one leased tailer
+//!   per replica set sealing the source's oplog into slices.
 //! * [`gc`]: finds and deletes stored data no catalog entry accounts for.
 //! * [`Notifier`] (`notify`): reports failed automatic backups to a
 //!   webhook.
@@ -25,12 +27,14 @@ mod downloads;
 pub mod gc;
 mod janitor;
 mod notify;
+mod pitr;
 pub mod runner;
 mod scheduler;
 
 pub use backups::{BackupRunner, BackupRunnerConfig};
 pub use downloads::{DownloadRunner, DownloadRunnerConfig};
 pub use janitor::{Janitor, JanitorConfig, JanitorReport};
-pub use notify::{BackupFailedEvent, Notifier};
+pub use notify::{BackupFailedEvent, Notifier, OplogGapEvent};
+pub use pitr::{OplogBackup, OplogBackupConfig};
 pub use runner::{Duty, Runner, Step, WorkError, Worker};
 pub use scheduler::{Scheduler, SchedulerConfig, TickReport};

@@ -1,12 +1,12 @@
-//! Notifications of failed automatic backups: always an error-level log
-//! line, and, when `[server] notify_webhook` is set and the instance's rule
-//! has `Notify` on, a JSON POST to the webhook, retried with backoff until
-//! it answers 2xx.
+//! Notifications of failed automatic backups and of lost stretches of
+//! oplog: always an error-level log line, and, when `[server]
+//! notify_webhook` is set and the instance's rule has `Notify` on, a JSON
+//! POST to the webhook, retried with backoff until it answers 2xx.
 
 use std::time::Duration;
 
 use jiff::Timestamp;
-use mongobak_catalog::Backup;
+use mongobak_catalog::{Backup, ReplicaSetId};
 use serde::Serialize;
 
 /// Where failures are reported.
@@ -34,6 +34,25 @@ pub struct BackupFailedEvent<'a> {
     /// Why it failed.
     pub reason: &'a str,
     /// When it failed, RFC 3339.
+    pub time: String,
+}
+
+/// The JSON body POSTed to the webhook when a replica set's saved oplog
+/// position has left the source's oplog.
+#[derive(Debug, Serialize)]
+pub struct OplogGapEvent<'a> {
+    /// Always `oplog.gap`.
+    pub event: &'static str,
+    /// The instance.
+    pub instance_id: &'a str,
+    /// The replica set.
+    pub replica_set_id: &'a str,
+    /// `BackId` of the base backup queued to start the window again, if
+    /// one could be queued.
+    pub backup_id: Option<i64>,
+    /// What was lost.
+    pub reason: &'a str,
+    /// When the loss was found, RFC 3339.
     pub time: String,
 }
 
@@ -78,9 +97,6 @@ impl Notifier {
             reason,
             "automatic backup failed"
         );
-        let Some(url) = self.webhook.as_deref().filter(|_| post) else {
-            return false;
-        };
         let event = BackupFailedEvent {
             event: "backup.failed",
             instance_id: &backup.instance_id,
@@ -90,22 +106,56 @@ impl Notifier {
             reason,
             time: Timestamp::now().to_string(),
         };
+        self.post(&event, post).await
+    }
+
+    /// Reports that the oplog of `replica_set_id` was lost for a while
+    /// (`backup`: the base backup queued since): logs it, and posts it to
+    /// the webhook when `post` (the rule's `Notify`) is set. Returns
+    /// whether the webhook accepted it.
+    pub async fn oplog_gap(
+        &self,
+        replica_set_id: &ReplicaSetId,
+        backup: Option<&Backup>,
+        reason: &str,
+        post: bool,
+    ) -> bool {
+        tracing::error!(
+            replica_set = %replica_set_id,
+            backup_id = backup.map(|b| b.id),
+            reason,
+            "oplog lost: continuous backup has a gap"
+        );
+        let instance_id = replica_set_id.instance_id();
+        let event = OplogGapEvent {
+            event: "oplog.gap",
+            instance_id: &instance_id,
+            replica_set_id,
+            backup_id: backup.map(|b| b.id),
+            reason,
+            time: Timestamp::now().to_string(),
+        };
+        self.post(&event, post).await
+    }
+
+    /// Posts `event` to the webhook, if there is one and `post`, trying
+    /// again with backoff until it answers 2xx.
+    async fn post<E: Serialize>(&self, event: &E, post: bool) -> bool {
+        let Some(url) = self.webhook.as_deref().filter(|_| post) else {
+            return false;
+        };
         let mut backoff = self.first_backoff;
         for attempt in 1..=self.attempts {
-            match self.client.post(url).json(&event).send().await {
+            match self.client.post(url).json(event).send().await {
                 Ok(response) if response.status().is_success() => {
-                    tracing::info!(
-                        backup_id = backup.id,
-                        attempt,
-                        "failure notification delivered"
-                    );
+                    tracing::info!(attempt, "notification delivered");
                     return true;
                 }
                 Ok(response) => {
-                    tracing::warn!(backup_id = backup.id, attempt, status = %response.status(), "notification webhook refused");
+                    tracing::warn!(attempt, status = %response.status(), "notification webhook refused");
                 }
                 Err(e) => {
-                    tracing::warn!(backup_id = backup.id, attempt, error = %e, "notification webhook unreachable");
+                    tracing::warn!(attempt, error = %e, "notification webhook unreachable");
                 }
             }
             if attempt < self.attempts {
@@ -113,10 +163,7 @@ impl Notifier {
                 backoff *= 2;
             }
         }
-        tracing::error!(
-            backup_id = backup.id,
-            "failure notification not delivered; giving up"
-        );
+        tracing::error!("notification not delivered; giving up");
         false
     }
 }

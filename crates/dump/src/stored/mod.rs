@@ -10,10 +10,13 @@
 //! * [`export_archive`]: one replica set's backup as a mongodump archive
 //!   (optionally gzipped, hashed as it is written) into a blob, the file
 //!   a download task publishes.
+//! * [`slice`]: the objects of continuous oplog backup, one per sealed
+//!   stretch of a replica set's oplog.
 
 mod export;
 pub mod format;
 pub mod segment;
+pub mod slice;
 
 use mongobak_blob::BlobStore;
 use sha2::{Digest, Sha256};
