@@ -40,7 +40,7 @@ pub use access::{Directory, Policy, RootAccount, SubAccount};
 pub use actions::{caps, Action, ListCap, LIST_CAPS};
 pub use download_url::UrlSigner;
 pub use error::{ApiError, ErrorKind};
-pub use mongobak_catalog::CatalogError;
+pub use mongobak_catalog::{CatalogError, OplogPosition};
 pub use ratelimit::RateLimits;
 pub use request::RawRequest;
 
@@ -330,6 +330,12 @@ impl Api {
     /// Whether the metadata store answers.
     pub async fn ping_catalog(&self) -> Result<(), CatalogError> {
         self.catalog.ping().await
+    }
+
+    /// How far each replica set's oplog is saved by continuous oplog
+    /// backup.
+    pub async fn oplog_positions(&self) -> Result<Vec<OplogPosition>, CatalogError> {
+        self.catalog.oplog().positions().await
     }
 
     /// The stored bytes of each registered instance's backups and of their

@@ -12,6 +12,9 @@
 //! * [`download`]: backup download tasks and their leased, retrying queue.
 //! * [`oplog`]: continuous oplog backup: how far each replica set's oplog
 //!   is saved, its slices and its gaps.
+//! * [`window`]: what point-in-time recovery can restore: bases, stretches
+//!   of saved oplog between gaps, restorable seconds per replica set and
+//!   per instance.
 //! * [`store`]: [`Catalog`], the metadata store on SQLite or PostgreSQL
 //!   through sqlx, with embedded migrations, and the helpers every query
 //!   shares (fetch and decode).
@@ -38,6 +41,7 @@ pub mod store;
 #[cfg(test)]
 mod testing;
 pub mod wake;
+pub mod window;
 
 pub use backup::{backup_name, Backup, BackupSizes, BackupStatus, BackupType, NewBackup};
 pub use download::{
@@ -53,3 +57,4 @@ pub use store::{
     OplogStore, RateLimitStore, RuleStore, SignatureStore,
 };
 pub use wake::Wakeups;
+pub use window::{common_spans, Base, ReplicaSetWindow, RestorableSpan};

@@ -69,6 +69,9 @@ pub struct OplogPosition {
     pub sealed_wall: Timestamp,
     /// When the position last moved.
     pub updated_at: Timestamp,
+    /// Where the kept chain of slices begins: the position the first
+    /// tailer began at, raised when old slices are deleted.
+    pub kept_from: OplogTs,
 }
 
 /// What a tailer hands over to move a position: a slice it stored, or a
@@ -158,11 +161,24 @@ impl OplogStore<'_> {
         self.catalog
             .fetch_optional(
                 sqlx::query(
-                    "SELECT replica_set_id, sealed_ts, sealed_wall, updated_at \
+                    "SELECT replica_set_id, sealed_ts, sealed_wall, updated_at, \
+                     COALESCE(kept_from_ts, sealed_ts) AS kept_from_ts \
                      FROM oplog_positions WHERE replica_set_id = $1",
                 )
                 .bind(replica_set_id.as_str()),
             )
+            .await
+    }
+
+    /// The positions of every replica set with continuous oplog backup,
+    /// by replica set.
+    pub async fn positions(&self) -> Result<Vec<OplogPosition>, CatalogError> {
+        self.catalog
+            .fetch_all(sqlx::query(
+                "SELECT replica_set_id, sealed_ts, sealed_wall, updated_at, \
+                 COALESCE(kept_from_ts, sealed_ts) AS kept_from_ts \
+                 FROM oplog_positions ORDER BY replica_set_id",
+            ))
             .await
     }
 
@@ -179,7 +195,8 @@ impl OplogStore<'_> {
     ) -> Result<OplogPosition, CatalogError> {
         sqlx::query(
             "INSERT INTO oplog_positions (replica_set_id, instance_id, sealed_ts, sealed_wall, \
-             updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (replica_set_id) DO NOTHING",
+             updated_at, kept_from_ts) VALUES ($1, $2, $3, $4, $5, $3) \
+             ON CONFLICT (replica_set_id) DO NOTHING",
         )
         .bind(replica_set_id.as_str())
         .bind(instance_id)
@@ -383,6 +400,7 @@ impl FromRow for OplogPosition {
             sealed: OplogTs::from_i64(row.try_get("sealed_ts")?),
             sealed_wall: required_time(row, "sealed_wall", what)?,
             updated_at: required_time(row, "updated_at", what)?,
+            kept_from: OplogTs::from_i64(row.try_get("kept_from_ts")?),
         })
     }
 }

@@ -1,6 +1,7 @@
-//! `mongobak backup create` and `mongobak backup list`: the backup actions
-//! of the API (`CreateBackupDBInstance`, `DescribeAsyncRequestInfo`,
-//! `DescribeDBBackups`) from the command line.
+//! `mongobak backup create`, `mongobak backup list` and `mongobak backup
+//! window`: the backup actions of the API (`CreateBackupDBInstance`,
+//! `DescribeAsyncRequestInfo`, `DescribeDBBackups`, and the restorable
+//! window `DescribeBackupRules` answers) from the command line.
 //!
 //! `create --wait` polls the asynchronous request with a progress meter
 //! until the backup succeeds or fails; a failed backup is exit status 7
@@ -13,7 +14,8 @@ use serde::Serialize;
 
 use mongobak_api::model::{
     backup_method, AsyncRequestStatus, BackupInfo, BackupState, CreateBackupDBInstanceRequest,
-    DescribeAsyncRequestInfoRequest, DescribeDBBackupsRequest, DescribeDBBackupsResponse,
+    DescribeAsyncRequestInfoRequest, DescribeBackupRulesRequest, DescribeDBBackupsRequest,
+    DescribeDBBackupsResponse,
 };
 
 use crate::client::{ApiClient, ClientArgs};
@@ -39,6 +41,10 @@ enum BackupCommand {
     Create(CreateArgs),
     /// List an instance's backups, running and finished.
     List(ListArgs),
+    /// Show the times an instance can be restored to (point-in-time
+    /// recovery): from its oldest base backup to its newest saved oplog,
+    /// less any gap.
+    Window(ListArgs),
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +82,26 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
                 Output::Json => print_json(&backups),
                 Output::Table => {
                     print_backups(backups.backup_list.iter().map(Listed::Info));
+                    Ok(())
+                }
+            }
+        }
+        BackupCommand::Window(window) => {
+            let rules = client
+                .call(&DescribeBackupRulesRequest {
+                    instance_id: window.instance,
+                })
+                .await?;
+            match output {
+                Output::Json => print_json(&rules.restore_window),
+                Output::Table => {
+                    print_table(
+                        &["FROM", "TO"],
+                        rules
+                            .restore_window
+                            .iter()
+                            .map(|span| vec![span.start_time.clone(), span.end_time.clone()]),
+                    );
                     Ok(())
                 }
             }

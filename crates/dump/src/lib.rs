@@ -413,6 +413,7 @@ async fn backup(
             raw_bytes,
             oplog_stored_bytes: manifest.oplog.stored_bytes,
             server_version: manifest.server_version.clone(),
+            oplog_end: Some(manifest.oplog_end),
         });
     }
     let manifest = BackupManifest {

@@ -94,7 +94,8 @@ impl Metrics {
 /// The stored bytes of each registered instance's backups, and of their
 /// oplog slices, as Prometheus text: `mongobak_backup_stored_bytes{instance}`
 /// and `mongobak_backup_oplog_bytes{instance}` (0 for an instance without
-/// backups).
+/// backups); and the lag of continuous oplog backup,
+/// `mongobak_oplog_lag_seconds{replica_set}`.
 pub(crate) async fn per_instance(api: &Api) -> Result<String, CatalogError> {
     use std::fmt::Write;
     let sizes = api.stored_bytes_per_instance().await?;
@@ -120,6 +121,27 @@ pub(crate) async fn per_instance(api: &Api) -> Result<String, CatalogError> {
                 pick(size)
             );
         }
+    }
+    // How old the newest restorable point of each replica set is: the
+    // tailer's lag (a source writes a no-op every few seconds when idle,
+    // so an idle source shows that period at most).
+    let positions = api.oplog_positions().await?;
+    let now = jiff::Timestamp::now();
+    let name = "mongobak_oplog_lag_seconds";
+    let _ = writeln!(
+        text,
+        "# HELP {name} Seconds since the oplog entry at the saved position of continuous oplog backup was written.\n# TYPE {name} gauge"
+    );
+    for position in &positions {
+        let lag = now
+            .duration_since(position.sealed_wall)
+            .as_secs_f64()
+            .max(0.0);
+        let _ = writeln!(
+            text,
+            "{name}{{replica_set=\"{}\"}} {lag:.3}",
+            label_value(&position.replica_set_id)
+        );
     }
     Ok(text)
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use mongobak_blob::BlobStore;
-use mongobak_catalog::{Backup, BackupSizes, BackupType, Catalog, ClusterType, ReplicaSetId};
+use mongobak_catalog::{
+    Backup, BackupSizes, BackupType, Catalog, ClusterType, OplogTs, ReplicaSetId,
+};
 use mongobak_dump::format::BackupManifest;
 use mongobak_dump::{run_backup_until, BackupSource, DumpError, DumpOptions, Progress};
 use tokio_util::sync::CancellationToken;
@@ -184,17 +186,40 @@ impl BackupRunner {
                             .any(|rs| rs.replica_set_id == *id)
                     })
                     .collect();
-                let saved = self
-                    .catalog
-                    .backups()
-                    .complete(
-                        backup.id,
-                        Timestamp::now(),
-                        sizes,
-                        &replica_set_ids,
-                        self.config.default_retention_days,
-                    )
-                    .await;
+                // Where each replica set ends in its oplog: a base for
+                // point-in-time restore once the backup is marked done.
+                let oplog_ends: Vec<(ReplicaSetId, OplogTs)> = replica_set_ids
+                    .iter()
+                    .filter_map(|id| {
+                        let entry = manifest
+                            .replica_sets
+                            .iter()
+                            .find(|rs| rs.replica_set_id == *id)?;
+                        let end = entry.oplog_end?;
+                        Some((
+                            id.clone(),
+                            OplogTs {
+                                seconds: end.t,
+                                increment: end.i,
+                            },
+                        ))
+                    })
+                    .collect();
+                let backups = self.catalog.backups();
+                let saved = match backups.record_oplog_ends(backup.id, &oplog_ends).await {
+                    Ok(()) => {
+                        backups
+                            .complete(
+                                backup.id,
+                                Timestamp::now(),
+                                sizes,
+                                &replica_set_ids,
+                                self.config.default_retention_days,
+                            )
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 match saved {
                     Ok(()) => {
                         // DescribeDBInstances shows the version a backup

@@ -411,8 +411,7 @@ impl Tailer {
         let quiet = batch.is_empty();
         if !batch.is_empty() {
             following.oldest_buffered.get_or_insert_with(Instant::now);
-            metrics::counter!("mongobak_oplog_entries_total", "replica_set" => self.target.replica_set_id.to_string())
-                .increment(batch.len() as u64);
+            metrics::counter!("mongobak_oplog_entries_total").increment(batch.len() as u64);
         }
         for entry in batch {
             following.buffer_bytes += entry.raw.as_bytes().len();
@@ -451,12 +450,6 @@ impl Tailer {
                 return Ok(Step::Busy);
             }
         }
-        let following = self.following.as_ref().expect("opened");
-        let lag = following.buffer.first().map_or(0.0, |e| {
-            (Timestamp::now().as_millisecond() - e.wall_millis).max(0) as f64 / 1000.0
-        });
-        metrics::gauge!("mongobak_oplog_unsealed_seconds", "replica_set" => self.target.replica_set_id.to_string())
-            .set(lag);
         Ok(Step::Busy)
     }
 

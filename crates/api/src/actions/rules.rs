@@ -2,6 +2,9 @@
 //! per the SDK's models, parameters per the README's API reference; the
 //! ranges are checked below).
 //!
+//! DescribeBackupRules also answers the instance's restorable window
+//! (`RestoreWindow`, an extra field), computed by `catalog::window`.
+//!
 //! SetBackupRules changes only the parameters it is given; the others keep
 //! their current value (the defaults for an instance never configured).
 //! Every value is checked before anything is stored, and the combination
@@ -10,12 +13,14 @@
 use jiff::Timestamp;
 
 use mongobak_catalog::rule::parse_days_csv;
-use mongobak_catalog::{days_csv, BackupRule, LongTermInterval};
+use mongobak_catalog::{common_spans, days_csv, BackupRule, Instance, LongTermInterval};
 
 use super::backups::check_backup_method;
 use super::{authorize_instance, to_fields, CallContext, Fields};
 use crate::error::{clip, ApiError, ErrorKind};
-use crate::model::{BackupTotalSize, DescribeBackupRulesResponse, SetBackupRulesResponse};
+use crate::model::{
+    BackupTotalSize, DescribeBackupRulesResponse, RestoreWindowSpan, SetBackupRulesResponse,
+};
 use crate::params::Params;
 
 // ---------------------------------------------------------------- Describe
@@ -37,6 +42,13 @@ pub(super) async fn describe_backup_rules(
         .into_iter()
         .find(|(id, _, _)| *id == instance.id)
         .map_or((0, 0), |(_, all, oplog)| (all, oplog));
+    // The oplog kept for point-in-time recovery counts as oplog too.
+    let continuous = ctx
+        .catalog()
+        .oplog()
+        .stored_bytes(&instance.id)
+        .await
+        .map_err(crate::catalog_error)?;
     to_fields(DescribeBackupRulesResponse {
         backup_save_time: rule.retention_days,
         backup_time: rule.backup_hour.into(),
@@ -51,11 +63,36 @@ pub(super) async fn describe_backup_rules(
         alert_threshold: rule.alert_threshold,
         backup_total_size: BackupTotalSize {
             snapshot_size: stored.saturating_sub(oplog),
-            oplog_size: oplog,
+            oplog_size: oplog + continuous,
             free_quota: 0,
         },
         notify: rule.notify,
+        restore_window: restore_window(ctx, &instance).await?,
     })
+}
+
+/// The seconds the instance can be restored to, in the API's time zone.
+pub(super) async fn restore_window(
+    ctx: &CallContext<'_>,
+    instance: &Instance,
+) -> Result<Vec<RestoreWindowSpan>, ApiError> {
+    let oplog = ctx.catalog().oplog();
+    let mut windows = Vec::new();
+    for replica_set_id in instance.replica_set_ids() {
+        windows.push(
+            oplog
+                .window(&replica_set_id)
+                .await
+                .map_err(crate::catalog_error)?,
+        );
+    }
+    Ok(common_spans(&windows)
+        .into_iter()
+        .map(|span| RestoreWindowSpan {
+            start_time: ctx.api.format_time(span.from),
+            end_time: ctx.api.format_time(span.to),
+        })
+        .collect())
 }
 
 /// The instance's stored rule, or the defaults it follows.

@@ -39,7 +39,7 @@ pub use instances::{
     RelatedInstanceInfo, ShardInfo, TagInfo,
 };
 pub use rules::{
-    BackupTotalSize, DescribeBackupRulesRequest, DescribeBackupRulesResponse,
+    BackupTotalSize, DescribeBackupRulesRequest, DescribeBackupRulesResponse, RestoreWindowSpan,
     SetBackupRulesRequest, SetBackupRulesResponse,
 };
 

@@ -42,6 +42,21 @@ pub struct DescribeBackupRulesResponse {
     /// reported.
     #[serde(default)]
     pub notify: bool,
+    /// Extra field: the times point-in-time recovery can restore the
+    /// instance to, oldest first (every shard of a sharded instance).
+    #[serde(default)]
+    pub restore_window: Vec<RestoreWindowSpan>,
+}
+
+/// A stretch of restorable seconds, both ends included, in the API's time
+/// zone (`YYYY-MM-DD hh:mm:ss`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RestoreWindowSpan {
+    /// The first restorable second.
+    pub start_time: String,
+    /// The last restorable second.
+    pub end_time: String,
 }
 
 /// `BackupTotalSize`, bytes. A self-hosted install has no free quota.

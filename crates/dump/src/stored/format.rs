@@ -77,6 +77,11 @@ pub struct ReplicaSetEntry {
     /// written before it was recorded here.
     #[serde(default)]
     pub server_version: String,
+    /// Where its oplog slice ends, as in its manifest: the replica set as
+    /// restored is its state at this position. Absent in manifests
+    /// written before it was recorded here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oplog_end: Option<OplogTime>,
 }
 
 /// Everything about one replica set's part of a backup.
