@@ -163,6 +163,10 @@ def test_every_answer_matches_the_sdk_models(backup_server, mongo):
     backup_name = info["BackupName"]
 
     answers["DescribeDBInstances"] = raw(c, "DescribeDBInstances", InstanceIds=[BACKUP_INSTANCE])
+    # With DbName, both lists hold names.
+    answers["DescribeDBInstanceNamespace"] = raw(c, "DescribeDBInstanceNamespace", InstanceId=BACKUP_INSTANCE,
+                                                 DbName="shop")
+    assert answers["DescribeDBInstanceNamespace"]["Collections"], answers["DescribeDBInstanceNamespace"]
     backups = raw(c, "DescribeDBBackups", InstanceId=BACKUP_INSTANCE)
     answers["DescribeDBBackups"] = backups
     backup_id = next(b["BackId"] for b in backups["BackupList"] if b["BackupName"] == backup_name)

@@ -56,6 +56,9 @@ pub enum ErrorKind {
     /// `AuthFailure.TokenFailure`: a temporary-credential token was sent;
     /// mongobak issues none, so none is valid.
     TokenFailure,
+    /// `FailedOperation`: the deployment itself could not be read (a live
+    /// listing found it unreachable, or it refused).
+    FailedOperation,
     /// `InternalError`: a server fault; details are logged, not returned.
     InternalError,
     /// `InternalError.CheckAppIdFailed`: the caller's AppId cannot be verified.
@@ -116,6 +119,7 @@ impl ErrorKind {
             SignatureExpire => "AuthFailure.SignatureExpire",
             SignatureFailure => "AuthFailure.SignatureFailure",
             TokenFailure => "AuthFailure.TokenFailure",
+            FailedOperation => "FailedOperation",
             InternalError => "InternalError",
             CheckAppIdFailed => "InternalError.CheckAppIdFailed",
             InvalidAction => "InvalidAction",

@@ -84,6 +84,16 @@ pub enum DumpError {
         /// The driver's error.
         source: Box<mongodb::error::Error>,
     },
+    /// A server gave no answer within the time allowed.
+    #[error("replica set {replica_set}: {action} got no answer within {waited_secs} s")]
+    TimedOut {
+        /// `<instance>_<n>`, or `mongos`.
+        replica_set: String,
+        /// What was being done.
+        action: String,
+        /// How long we waited.
+        waited_secs: u64,
+    },
     /// The oplog lost the start position while the backup ran.
     #[error(
         "replica set {replica_set}: the oplog no longer holds the backup's start position; \
@@ -137,12 +147,27 @@ pub enum DumpError {
 }
 
 impl DumpError {
+    /// A failure to connect to `replica_set`: refused credentials, or any
+    /// other reason the server could not be reached.
+    pub(crate) fn connecting(replica_set: &str, source: mongodb::error::Error) -> Self {
+        match *source.kind {
+            mongodb::error::ErrorKind::Authentication { .. } => DumpError::AuthenticationFailed {
+                replica_set: replica_set.to_string(),
+            },
+            _ => DumpError::Connect {
+                replica_set: replica_set.to_string(),
+                source: Box::new(source),
+            },
+        }
+    }
+
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
             DumpError::Storage(e) => e.is_transient(),
             DumpError::Connect { .. }
             | DumpError::Mongo { .. }
+            | DumpError::TimedOut { .. }
             | DumpError::ClusterTimeNotReached { .. } => true,
             DumpError::NotReplicaSet { .. }
             | DumpError::AuthenticationFailed { .. }

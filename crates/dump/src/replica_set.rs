@@ -58,15 +58,7 @@ impl ReplicaSetSource {
     /// Connects, checks the node is a replica set member, and records the
     /// oplog position before anything is read.
     pub(crate) async fn connect(id: &str, uri: &str) -> Result<Self, DumpError> {
-        let connect_error = |source: mongodb::error::Error| match *source.kind {
-            mongodb::error::ErrorKind::Authentication { .. } => DumpError::AuthenticationFailed {
-                replica_set: id.to_string(),
-            },
-            _ => DumpError::Connect {
-                replica_set: id.to_string(),
-                source: Box::new(source),
-            },
-        };
+        let connect_error = |source| DumpError::connecting(id, source);
         let mut options = ClientOptions::parse(uri).await.map_err(connect_error)?;
         options.app_name = Some("mongobak".into());
         options

@@ -13,6 +13,7 @@
 mod backups;
 mod downloads;
 mod instances;
+mod namespaces;
 
 pub(crate) use instances::RenderedInstances;
 mod rules;
@@ -29,6 +30,8 @@ use crate::Api;
 pub enum Action {
     /// List registered instances.
     DescribeDBInstances,
+    /// List an instance's databases, or a database's collections, live.
+    DescribeDBInstanceNamespace,
     /// Start a manual logical backup.
     CreateBackupDBInstance,
     /// Follow an asynchronous request (a backup).
@@ -53,6 +56,7 @@ impl Action {
     /// Every provided action.
     pub const ALL: &'static [Action] = &[
         Action::DescribeDBInstances,
+        Action::DescribeDBInstanceNamespace,
         Action::CreateBackupDBInstance,
         Action::DescribeAsyncRequestInfo,
         Action::DescribeDBBackups,
@@ -68,6 +72,7 @@ impl Action {
     pub fn name(self) -> &'static str {
         match self {
             Action::DescribeDBInstances => "DescribeDBInstances",
+            Action::DescribeDBInstanceNamespace => "DescribeDBInstanceNamespace",
             Action::CreateBackupDBInstance => "CreateBackupDBInstance",
             Action::DescribeAsyncRequestInfo => "DescribeAsyncRequestInfo",
             Action::DescribeDBBackups => "DescribeDBBackups",
@@ -86,6 +91,7 @@ impl Action {
     pub fn changes_state(self) -> bool {
         match self {
             Action::DescribeDBInstances
+            | Action::DescribeDBInstanceNamespace
             | Action::DescribeAsyncRequestInfo
             | Action::DescribeDBBackups
             | Action::DescribeBackupDownloadTask
@@ -222,6 +228,9 @@ pub(crate) async fn dispatch(
 ) -> Result<Fields, ApiError> {
     match action {
         Action::DescribeDBInstances => instances::describe_db_instances(ctx, params).await,
+        Action::DescribeDBInstanceNamespace => {
+            namespaces::describe_db_instance_namespace(ctx, params).await
+        }
         Action::CreateBackupDBInstance => backups::create_backup_db_instance(ctx, params).await,
         Action::DescribeAsyncRequestInfo => backups::describe_async_request_info(ctx, params).await,
         Action::DescribeDBBackups => backups::describe_db_backups(ctx, params).await,

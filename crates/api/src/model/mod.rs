@@ -16,6 +16,7 @@
 mod backups;
 mod downloads;
 mod instances;
+mod namespaces;
 mod rules;
 
 use serde::de::DeserializeOwned;
@@ -38,6 +39,7 @@ pub use instances::{
     DescribeDBInstancesRequest, DescribeDBInstancesResponse, InstanceDetail, InstanceStatus,
     RelatedInstanceInfo, ShardInfo, TagInfo,
 };
+pub use namespaces::{DescribeDBInstanceNamespaceRequest, DescribeDBInstanceNamespaceResponse};
 pub use rules::{
     BackupTotalSize, DescribeBackupRulesRequest, DescribeBackupRulesResponse, RestoreWindowSpan,
     SetBackupRulesRequest, SetBackupRulesResponse,
@@ -71,6 +73,7 @@ macro_rules! actions {
 
 actions! {
     DescribeDBInstances: DescribeDBInstancesRequest => DescribeDBInstancesResponse,
+    DescribeDBInstanceNamespace: DescribeDBInstanceNamespaceRequest => DescribeDBInstanceNamespaceResponse,
     CreateBackupDBInstance: CreateBackupDBInstanceRequest => CreateBackupDBInstanceResponse,
     DescribeAsyncRequestInfo: DescribeAsyncRequestInfoRequest => DescribeAsyncRequestInfoResponse,
     DescribeDBBackups: DescribeDBBackupsRequest => DescribeDBBackupsResponse,
@@ -202,6 +205,13 @@ mod tests {
                 ..Default::default()
             },
             json!({"InstanceId": "cmgo-a", "BackupMethod": 0}),
+        );
+        round_trip(
+            &DescribeDBInstanceNamespaceRequest {
+                instance_id: "cmgo-a".into(),
+                db_name: None,
+            },
+            json!({"InstanceId": "cmgo-a"}),
         );
         round_trip(&DeleteDBBackupsResponse {}, json!({}));
         round_trip(&SetBackupRulesResponse {}, json!({}));
