@@ -57,4 +57,4 @@ pub use store::{
     OplogStore, RateLimitStore, RuleStore, SignatureStore,
 };
 pub use wake::Wakeups;
-pub use window::{common_spans, Base, ReplicaSetWindow, RestorableSpan};
+pub use window::{common_spans, expiry_cutoff, Base, ReplicaSetWindow, RestorableSpan};

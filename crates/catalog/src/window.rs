@@ -15,7 +15,7 @@
 use jiff::Timestamp;
 
 use crate::instance::ReplicaSetId;
-use crate::oplog::{OplogGap, OplogPosition, OplogTs};
+use crate::oplog::{OplogGap, OplogPosition, OplogSlice, OplogTs};
 use crate::store::{BackupStore, CatalogError, OplogStore};
 
 /// Restorable seconds, `from` to `to` inclusive.
@@ -213,6 +213,75 @@ impl OplogStore<'_> {
     }
 }
 
+/// Where the slices of a replica set that no restore inside the kept
+/// window needs end: slices ending at or before it may go. `horizon` is
+/// the oldest second the rule's `OplogExpiredDays` keeps.
+///
+/// A restore to a second at or after the horizon starts from the latest
+/// base at or before that second, so at the earliest from the latest base
+/// at or before the horizon: the slices before that base are never read
+/// again. Without such a base, no restore reaches back before the horizon
+/// at all.
+pub fn expiry_cutoff(bases: &[Base], horizon: Timestamp) -> OplogTs {
+    let horizon = end_of(horizon).unwrap_or_default();
+    bases
+        .iter()
+        .map(|base| base.end)
+        .filter(|end| *end <= horizon)
+        .max()
+        .unwrap_or(horizon)
+}
+
+impl OplogStore<'_> {
+    /// Raises where the kept chain of the replica set's slices begins to
+    /// `from` (never lowers it): the window no longer offers times before
+    /// it. Done before the slices before it are deleted.
+    pub async fn keep_from(
+        &self,
+        replica_set_id: &ReplicaSetId,
+        from: OplogTs,
+    ) -> Result<(), CatalogError> {
+        sqlx::query(
+            "UPDATE oplog_positions SET kept_from_ts = $2 \
+             WHERE replica_set_id = $1 AND COALESCE(kept_from_ts, sealed_ts) < $2",
+        )
+        .bind(replica_set_id.as_str())
+        .bind(from.to_i64())
+        .execute(self.catalog.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The replica set's slices that end at or before `cutoff`.
+    pub async fn slices_ending_by(
+        &self,
+        replica_set_id: &ReplicaSetId,
+        cutoff: OplogTs,
+    ) -> Result<Vec<OplogSlice>, CatalogError> {
+        self.catalog
+            .fetch_all(
+                sqlx::query(
+                    "SELECT id, instance_id, replica_set_id, after_ts, last_ts, last_wall, \
+                     entries, raw_bytes, stored_bytes, path, sha256, created_at \
+                     FROM oplog_slices WHERE replica_set_id = $1 AND last_ts <= $2 \
+                     ORDER BY after_ts",
+                )
+                .bind(replica_set_id.as_str())
+                .bind(cutoff.to_i64()),
+            )
+            .await
+    }
+
+    /// Forgets slice `id`, whose object is deleted.
+    pub async fn forget_slice(&self, id: i64) -> Result<(), CatalogError> {
+        sqlx::query("DELETE FROM oplog_slices WHERE id = $1")
+            .bind(id)
+            .execute(self.catalog.pool())
+            .await?;
+        Ok(())
+    }
+}
+
 impl BackupStore<'_> {
     /// Records where each replica set of backup `id` ends in its oplog:
     /// what makes it a base for point-in-time restore. Called before the
@@ -344,6 +413,23 @@ mod tests {
         assert_eq!(window.base_for(second(250)), Some(base(3, ts(180, 9))));
         assert_eq!(window.base_for(second(300)), None, "not sealed whole");
         assert_eq!(window.base_for(second(105)), None, "before every base");
+    }
+
+    #[test]
+    fn slices_before_the_last_base_before_the_horizon_expire() {
+        let bases = [
+            base(1, ts(100, 1)),
+            base(2, ts(200, 1)),
+            base(3, ts(300, 1)),
+        ];
+        assert_eq!(expiry_cutoff(&bases, second(250)), ts(200, 1));
+        assert_eq!(expiry_cutoff(&bases, second(200)), ts(200, 1));
+        // No base before the horizon: what is older than it goes.
+        assert_eq!(
+            expiry_cutoff(&bases, second(50)),
+            OplogTs::end_of_second(50)
+        );
+        assert_eq!(expiry_cutoff(&[], second(50)), OplogTs::end_of_second(50));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The janitor: deletes download files whose time is up, forgets finished
 //! download tasks once they have been listed long enough, removes the
-//! partial objects that writers killed mid-write left behind, and collects
+//! partial objects that writers killed mid-write left behind, deletes the
+//! oplog slices of continuous backup that have expired, and collects
 //! garbage (stored data no catalog entry accounts for, see [`crate::gc`]).
 //!
 //! A file is deleted before its task forgets it, so a crash in between
@@ -65,6 +66,9 @@ pub struct JanitorReport {
     pub temporary_removed: usize,
     /// Folders of garbage deleted.
     pub garbage_deleted: usize,
+    /// Oplog slices deleted: older than their instance's
+    /// `OplogExpiredDays` and needed by no restore inside the window.
+    pub slices_deleted: usize,
 }
 
 impl Janitor {
@@ -104,6 +108,7 @@ impl Janitor {
             .downloads()
             .purge_old(now - self.config.task_retention)
             .await?;
+        report.slices_deleted = crate::pitr::expire_slices(&self.catalog, &self.store, now).await?;
         report.garbage_deleted =
             crate::gc::collect_garbage(&self.catalog, &self.store, now, self.config.garbage_grace)
                 .await?

@@ -31,8 +31,8 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use mongobak_blob::BlobStore;
 use mongobak_catalog::{
-    backup_name, BackupType, Catalog, CatalogError, InstanceId, NewBackup, NewSlice, OplogPosition,
-    OplogTs, ReplicaSetId, SliceObject, TailerLease,
+    backup_name, expiry_cutoff, BackupType, Catalog, CatalogError, InstanceId, NewBackup, NewSlice,
+    OplogPosition, OplogTs, ReplicaSetId, SliceObject, TailerLease,
 };
 use mongobak_dump::format::OplogTime;
 use mongobak_dump::stored::slice::{slice_path, write_slice};
@@ -517,6 +517,42 @@ impl Tailer {
         tracing::debug!(replica_set = %self.target.replica_set_id, position = %last_ts, entries = cut, "oplog slice sealed");
         Ok(true)
     }
+}
+
+/// Deletes the slices no restore inside any replica set's kept window
+/// needs (see `mongobak_catalog::expiry_cutoff`), by each instance's
+/// `OplogExpiredDays` (7 without a rule): first the window's start moves
+/// past them, then their objects go, then their rows. A crash in between
+/// leaves rows the next round deletes. Returns how many were deleted.
+pub(crate) async fn expire_slices(
+    catalog: &Catalog,
+    store: &BlobStore,
+    now: Timestamp,
+) -> Result<usize, WorkError> {
+    let oplog = catalog.oplog();
+    let mut deleted = 0;
+    for position in oplog.positions().await? {
+        let replica_set_id = &position.replica_set_id;
+        let days = catalog
+            .rules()
+            .get(&replica_set_id.instance_id())
+            .await?
+            .map_or(7, |rule| rule.oplog_expired_days);
+        let horizon = now - jiff::SignedDuration::from_hours(24 * days.max(1));
+        let cutoff = expiry_cutoff(&oplog.bases(replica_set_id).await?, horizon);
+        let expired = oplog.slices_ending_by(replica_set_id, cutoff).await?;
+        if expired.is_empty() {
+            continue;
+        }
+        oplog.keep_from(replica_set_id, cutoff).await?;
+        for slice in expired {
+            store.delete(&slice.object.path).await?;
+            oplog.forget_slice(slice.id).await?;
+            deleted += 1;
+        }
+        tracing::info!(replica_set = %replica_set_id, kept_from = %cutoff, deleted, "expired oplog slices deleted");
+    }
+    Ok(deleted)
 }
 
 fn to_ts(time: OplogTime) -> OplogTs {

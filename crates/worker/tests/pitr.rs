@@ -3,20 +3,21 @@
 //! saved position without storing objects, a node that dies without a word
 //! is replaced by another that resumes where the first stopped, and a
 //! position the source's oplog no longer reaches becomes a recorded gap
-//! and a queued base backup.
+//! and a queued base backup, and the janitor deletes the slices no restore
+//! inside the window needs.
 
 use std::time::Duration;
 
 use jiff::Timestamp;
 use mongobak_blob::BlobStore;
 use mongobak_catalog::{
-    BackupStatus, BackupType, Catalog, ClusterType, Instance, InstanceId, InstanceSource, OplogTs,
-    ReplicaSetId,
+    BackupSizes, BackupStatus, BackupType, Catalog, ClusterType, Instance, InstanceId,
+    InstanceSource, NewBackup, OplogTs, ReplicaSetId,
 };
 use mongobak_dump::stored::slice::{read_slice, WrittenSlice};
 use mongobak_testkit::wait::eventually;
 use mongobak_testkit::MongoServer;
-use mongobak_worker::{OplogBackup, OplogBackupConfig, Runner};
+use mongobak_worker::{Janitor, JanitorConfig, OplogBackup, OplogBackupConfig, Runner};
 use mongodb::bson::{doc, Document, RawDocumentBuf, Timestamp as BsonTimestamp};
 use mongodb::Client;
 use tokio_util::sync::CancellationToken;
@@ -404,4 +405,123 @@ fn a_position_the_source_no_longer_has_is_a_gap_and_starts_a_base_backup() {
     });
     stop.cancel();
     capture.shutdown_timeout(Duration::from_secs(10));
+}
+
+#[test]
+fn the_janitor_deletes_the_slices_no_restore_in_the_window_needs() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(MongoServer::start_with(&["--noop-heartbeat-seconds", "1"]));
+    let fixture = runtime.block_on(fixture(&server.uri()));
+    let client = runtime.block_on(async { server.client() });
+    let stop = CancellationToken::new();
+    let capture = node(&fixture, "a", stop.clone());
+    let (start, base_end) = runtime.block_on(async {
+        let start = begun(&fixture).await;
+        burst(&client, 0, 100).await;
+        let base_end = sealed_at_least(
+            &fixture,
+            newest_position(&client).await,
+            Duration::from_secs(30),
+        )
+        .await;
+        burst(&client, 1_000, 100).await;
+        sealed_at_least(
+            &fixture,
+            newest_position(&client).await,
+            Duration::from_secs(30),
+        )
+        .await;
+        (start, base_end)
+    });
+    stop.cancel();
+    capture.shutdown_timeout(Duration::from_secs(10));
+
+    runtime.block_on(async {
+        // A backup whose replica set ends where the first burst was sealed.
+        let backups = fixture.catalog.backups();
+        let backup = backups
+            .create(
+                &NewBackup {
+                    instance_id: INSTANCE.into(),
+                    method: 0,
+                    backup_type: BackupType::Manual,
+                    remark: String::new(),
+                    retention_days: 30,
+                    name: "base".into(),
+                    long_term: false,
+                },
+                Timestamp::now(),
+            )
+            .await
+            .unwrap();
+        backups
+            .claim_queued(Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
+        backups
+            .record_oplog_ends(backup.id, &[(fixture.replica_set.clone(), base_end)])
+            .await
+            .unwrap();
+        backups
+            .complete(
+                backup.id,
+                Timestamp::now(),
+                BackupSizes::default(),
+                &[fixture.replica_set.clone()],
+                7,
+            )
+            .await
+            .unwrap();
+        let all = fixture
+            .catalog
+            .oplog()
+            .slices(
+                &fixture.replica_set,
+                start,
+                OplogTs::end_of_second(i32::MAX as u32),
+            )
+            .await
+            .unwrap();
+        let (before, after): (Vec<_>, Vec<_>) = all.iter().partition(|s| s.last <= base_end);
+        assert!(
+            !before.is_empty() && !after.is_empty(),
+            "slices on both sides of the base"
+        );
+
+        // Eight days on, past the default 7 days of oplog.
+        let later = Timestamp::now() + jiff::SignedDuration::from_hours(24 * 8);
+        let janitor = Janitor::new(
+            fixture.catalog.clone(),
+            fixture.store.clone(),
+            JanitorConfig::default(),
+        );
+        let report = janitor.round(later).await.unwrap();
+        assert_eq!(report.slices_deleted, before.len(), "{report:?}");
+        for slice in &before {
+            assert_eq!(fixture.store.size(&slice.object.path).await.unwrap(), None);
+        }
+        for slice in &after {
+            assert!(fixture
+                .store
+                .size(&slice.object.path)
+                .await
+                .unwrap()
+                .is_some());
+        }
+        let window = fixture
+            .catalog
+            .oplog()
+            .window(&fixture.replica_set)
+            .await
+            .unwrap();
+        assert_eq!(window.position.as_ref().unwrap().kept_from, base_end);
+        assert_eq!(
+            window.spans.first().map(|s| s.from.as_second()),
+            Some(i64::from(base_end.seconds)),
+            "the window still starts at the base: {window:?}"
+        );
+        // Nothing more to delete.
+        assert_eq!(janitor.round(later).await.unwrap().slices_deleted, 0);
+    });
 }
