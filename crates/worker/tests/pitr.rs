@@ -468,7 +468,7 @@ fn the_janitor_deletes_the_slices_no_restore_in_the_window_needs() {
                 backup.id,
                 Timestamp::now(),
                 BackupSizes::default(),
-                &[fixture.replica_set.clone()],
+                std::slice::from_ref(&fixture.replica_set),
                 7,
             )
             .await
