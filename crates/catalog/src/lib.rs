@@ -12,6 +12,8 @@
 //! * [`download`]: backup download tasks and their leased, retrying queue.
 //! * [`oplog`]: continuous oplog backup: how far each replica set's oplog
 //!   is saved, its slices and its gaps.
+//! * [`restore`]: point-in-time restores and flashbacks, durable leased
+//!   tasks answered by their FlowId.
 //! * [`window`]: what point-in-time recovery can restore: bases, stretches
 //!   of saved oplog between gaps, restorable seconds per replica set and
 //!   per instance.
@@ -35,6 +37,7 @@ pub mod duty;
 pub mod instance;
 pub mod oplog;
 pub mod ratelimit;
+pub mod restore;
 pub mod rule;
 pub mod signatures;
 pub mod store;
@@ -50,11 +53,15 @@ pub use download::{
 };
 pub use instance::{ClusterType, Instance, InstanceId, InstanceSource, ReplicaSetId};
 pub use oplog::{NewSlice, OplogGap, OplogPosition, OplogSlice, OplogTs, SliceObject, TailerLease};
+pub use restore::{
+    KeyFilter, NewRestore, RestoreKind, RestorePlan, RestoreStatus, RestoreTarget, RestoreTask,
+    RESTORE_LEASE,
+};
 pub use rule::{days_csv, BackupRule, LongTermInterval};
 pub use signatures::SignatureUse;
 pub use store::{
     BackupStore, Catalog, CatalogError, DownloadStore, DutyStore, Engine, InstanceStore,
-    OplogStore, RateLimitStore, RuleStore, SignatureStore,
+    OplogStore, RateLimitStore, RestoreStore, RuleStore, SignatureStore,
 };
 pub use wake::Wakeups;
 pub use window::{common_spans, expiry_cutoff, Base, ReplicaSetWindow, RestorableSpan};

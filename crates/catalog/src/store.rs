@@ -123,6 +123,8 @@ stores! {
     RuleStore;
     /// Saved oplog ([`Catalog::oplog`]).
     OplogStore;
+    /// Point-in-time restores ([`Catalog::restores`]).
+    RestoreStore;
     /// Singleton duties ([`Catalog::duties`]).
     DutyStore;
     /// Cluster-wide rate limits ([`Catalog::rate_limits`]).
@@ -285,6 +287,11 @@ impl Catalog {
     /// Continuous oplog backup: positions, slices and gaps.
     pub fn oplog(&self) -> OplogStore<'_> {
         OplogStore { catalog: self }
+    }
+
+    /// Point-in-time restores and flashbacks: leased tasks.
+    pub fn restores(&self) -> RestoreStore<'_> {
+        RestoreStore { catalog: self }
     }
 
     /// Singleton duties, held by one node at a time.

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 pub struct Wakeups {
     backups_queued: Arc<Notify>,
     downloads_queued: Arc<Notify>,
+    restores_queued: Arc<Notify>,
 }
 
 impl Wakeups {
@@ -34,5 +35,15 @@ impl Wakeups {
     /// waiting.
     pub async fn wait_for_downloads(&self) {
         self.downloads_queued.notified().await;
+    }
+
+    /// Tells the restore workers that a restore was queued.
+    pub(crate) fn restore_queued(&self) {
+        self.restores_queued.notify_waiters();
+    }
+
+    /// Resolves when a restore is queued in this process while waiting.
+    pub async fn wait_for_restores(&self) {
+        self.restores_queued.notified().await;
     }
 }
