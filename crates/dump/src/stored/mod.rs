@@ -10,7 +10,7 @@
 //! * [`export_archive`]: one replica set's backup as a mongodump archive
 //!   (optionally gzipped, hashed as it is written) into a blob, the file
 //!   a download task publishes.
-//! * [`slice`]: the objects of continuous oplog backup, one per sealed
+//! * [`slice`](mod@slice): the objects of continuous oplog backup, one per sealed
 //!   stretch of a replica set's oplog.
 
 mod export;
