@@ -49,6 +49,8 @@
 //! - `input`: the reading thread; `restore`: the orchestration;
 //! - `metadata`: options and indexes; `timeseries`: buckets;
 //! - `auth`: users and roles; `oplog`: replay; `filter`: namespaces;
+//! - [`point_in_time`]: one collection as it was at a time, from a base
+//!   backup's documents and the oplog after them (point-in-time restore);
 //! - `error`: [`RestoreError`].
 
 mod auth;
@@ -57,6 +59,7 @@ mod filter;
 mod input;
 mod metadata;
 mod oplog;
+pub mod point_in_time;
 mod restore;
 mod timeseries;
 

@@ -47,7 +47,21 @@ impl CollectionSpec {
                 indexes: Vec::new(),
             });
         };
-        let options = match map.get("options") {
+        let indexes = match map.get("indexes") {
+            None => &[][..],
+            Some(serde_json::Value::Array(items)) => &items[..],
+            Some(_) => return Err("indexes is not an array".into()),
+        };
+        Self::from_json(map.get("options"), indexes)
+    }
+
+    /// A collection's `listCollections` options and `listIndexes`
+    /// specifications, as canonical Extended JSON.
+    pub(crate) fn from_json(
+        options: Option<&serde_json::Value>,
+        indexes: &[serde_json::Value],
+    ) -> Result<CollectionSpec, String> {
+        let options = match options {
             None | Some(serde_json::Value::Null) => Document::new(),
             Some(value) => match Bson::try_from(value.clone()) {
                 Ok(Bson::Document(d)) => d,
@@ -55,17 +69,12 @@ impl CollectionSpec {
                 Err(e) => return Err(format!("options: {e}")),
             },
         };
-        let mut indexes = Vec::new();
-        if let Some(list) = map.get("indexes") {
-            let serde_json::Value::Array(items) = list else {
-                return Err("indexes is not an array".into());
-            };
-            for (n, item) in items.iter().enumerate() {
-                match Bson::try_from(item.clone()) {
-                    Ok(Bson::Document(d)) => indexes.push(d),
-                    Ok(other) => return Err(format!("index #{n} is not a document: {other}")),
-                    Err(e) => return Err(format!("index #{n}: {e}")),
-                }
+        let mut parsed = Vec::new();
+        for (n, item) in indexes.iter().enumerate() {
+            match Bson::try_from(item.clone()) {
+                Ok(Bson::Document(d)) => parsed.push(d),
+                Ok(other) => return Err(format!("index #{n} is not a document: {other}")),
+                Err(e) => return Err(format!("index #{n}: {e}")),
             }
         }
         let shape = if options.contains_key("viewOn") {
@@ -78,7 +87,7 @@ impl CollectionSpec {
         Ok(CollectionSpec {
             shape,
             options,
-            indexes,
+            indexes: parsed,
         })
     }
 
