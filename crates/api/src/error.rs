@@ -91,6 +91,9 @@ pub enum ErrorKind {
     StatusAbnormal,
     /// `InvalidParameterValue.TimeFormatErr`.
     TimeFormatErr,
+    /// `InvalidParameterValue.QueryTimeOutOfRange`: a time outside what
+    /// can be served (a restore time outside the restorable window).
+    QueryTimeOutOfRange,
     /// `MissingParameter`: a required parameter is absent.
     MissingParameter,
     /// `NoSuchVersion`: the Version is not `2019-07-25`.
@@ -136,6 +139,7 @@ impl ErrorKind {
             OffsetOutOfRange => "InvalidParameterValue.OffsetParaOutOfRange",
             StatusAbnormal => "InvalidParameterValue.StatusAbnormal",
             TimeFormatErr => "InvalidParameterValue.TimeFormatErr",
+            QueryTimeOutOfRange => "InvalidParameterValue.QueryTimeOutOfRange",
             MissingParameter => "MissingParameter",
             NoSuchVersion => "NoSuchVersion",
             RequestLimitExceeded => "RequestLimitExceeded",

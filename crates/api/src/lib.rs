@@ -296,8 +296,13 @@ impl Api {
     /// Formats `t` as the API shows times: `YYYY-MM-DD hh:mm:ss` in the
     /// configured zone.
     pub fn format_time(&self, t: Timestamp) -> String {
+        self.format_zoned(t, "%Y-%m-%d %H:%M:%S")
+    }
+
+    /// Formats `t` in the configured zone with a `strftime` format.
+    pub fn format_zoned(&self, t: Timestamp, format: &str) -> String {
         t.to_zoned(self.config.timezone.clone())
-            .strftime("%Y-%m-%d %H:%M:%S")
+            .strftime(format)
             .to_string()
     }
 

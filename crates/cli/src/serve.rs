@@ -2,8 +2,8 @@
 //!
 //! Start-up: metadata store (migrations), accounts, configured instances,
 //! blob folder, then the listener; the backup runner, the download
-//! workers, the janitor, the scheduler and the oplog tailers run beside
-//! the server, on one
+//! workers, the janitor, the scheduler, the oplog tailers and the restore
+//! workers run beside the server, on one
 //! task tracker that a stop waits for (`mongobak_worker::Runner`). The bound
 //! address is printed on stdout as `mongobak listening on <url>` (so
 //! `listen = "127.0.0.1:0"` is usable by scripts), preceded by
@@ -21,7 +21,7 @@ use mongobak_catalog::Catalog;
 use mongobak_catalog::RetryPolicy;
 use mongobak_worker::{
     BackupRunner, DownloadRunner, DownloadRunnerConfig, Janitor, JanitorConfig, OplogBackup,
-    OplogBackupConfig, Runner, Scheduler, SchedulerConfig,
+    OplogBackupConfig, RestoreRunner, RestoreRunnerConfig, Runner, Scheduler, SchedulerConfig,
 };
 use tokio_util::task::TaskTracker;
 
@@ -95,6 +95,14 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
             },
         )
     });
+    let restores = RestoreRunner::new(
+        catalog.clone(),
+        store.clone(),
+        RestoreRunnerConfig {
+            node: node.clone(),
+            ..RestoreRunnerConfig::default()
+        },
+    );
     let downloads = DownloadRunner::new(
         catalog.clone(),
         store.clone(),
@@ -184,6 +192,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     if let Some(oplog) = oplog {
         oplog.start(&runner);
     }
+    restores.start(&runner);
     let admin = admin.map(|listener| {
         tokio::spawn(mongobak_server::run_admin(
             listener,

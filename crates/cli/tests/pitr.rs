@@ -1,16 +1,23 @@
-//! Continuous oplog backup in a running `mongobak serve`: the tailer starts
+//! Point-in-time recovery in a running `mongobak serve`: the tailer starts
 //! by itself for a configured instance, its lag shows on the admin
-//! listener's metrics, and a backup taken after it began opens the
-//! restorable window that DescribeBackupRules and `mongobak backup window`
-//! show.
+//! listener's metrics, a backup taken after it began opens the restorable
+//! window that DescribeBackupRules and `mongobak backup window` show, and
+//! RestoreDBInstance rebuilds a collection exactly as it was at a second
+//! between bursts of writes (documents byte for byte, indexes as of then),
+//! refusing before any work what it cannot do.
 
 mod common;
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use jiff::civil::DateTime;
+use jiff::Timestamp;
+use mongobak_testkit::snapshot::snapshot;
 use mongobak_testkit::MongoServer;
 use mongodb::bson::{doc, Document};
+use mongodb::Client;
 use serde_json::{json, Value};
 
 use common::*;
@@ -19,7 +26,7 @@ const INSTANCE: &str = "cmgo-pitrcli1";
 
 /// `mongobak_oplog_lag_seconds` of the instance's first replica set, once
 /// the admin listener shows it.
-async fn lag(http: &Http, admin: std::net::SocketAddr) -> Option<f64> {
+async fn lag(http: &Http, admin: SocketAddr) -> Option<f64> {
     let metrics = http.get(&format!("http://{admin}/metrics")).await.ok()?;
     let text = String::from_utf8_lossy(&metrics.body).to_string();
     let prefix = format!("mongobak_oplog_lag_seconds{{replica_set=\"{INSTANCE}_0\"}} ");
@@ -28,35 +35,73 @@ async fn lag(http: &Http, admin: std::net::SocketAddr) -> Option<f64> {
         .and_then(|value| value.parse().ok())
 }
 
+/// A `mongobak serve` with an admin listener, for `mongo`'s instance.
+fn serve_with_admin(mongo: &MongoServer, dir: &Path) -> Mongobak {
+    let config_path = dir.join("mongobak.toml");
+    let admin_port = mongobak_testkit::free_port();
+    let config = config(&dir.join("data"), INSTANCE, &mongo.uri(), "").replacen(
+        "[server]\n",
+        &format!("[server]\nadmin_listen = \"127.0.0.1:{admin_port}\"\n"),
+        1,
+    );
+    std::fs::write(&config_path, config).unwrap();
+    Mongobak::start(&config_path, &dir.join("serve.log"))
+}
+
+/// Waits until the instance's tailer has begun (its lag is that of the
+/// source's heartbeat).
+async fn tailer_began(http: &Http, server: &Mongobak) {
+    let admin = server.admin.expect("an admin listener");
+    eventually(
+        Duration::from_secs(60),
+        "the tailer's lag on /metrics",
+        async || lag(http, admin).await.filter(|lag| *lag < 10.0),
+    )
+    .await;
+}
+
 fn parse_time(text: &str) -> DateTime {
     text.parse()
         .unwrap_or_else(|e| panic!("{text:?} is not YYYY-MM-DD hh:mm:ss: {e}"))
+}
+
+/// The instance's restorable window, once its last span ends at or after
+/// `at` (API time) and lasts at least `seconds`.
+async fn window_reaching(http: &Http, addr: SocketAddr, at: DateTime, seconds: i64) -> Vec<Value> {
+    eventually(Duration::from_secs(60), "a restorable window", async || {
+        let rules = http
+            .call(addr, "DescribeBackupRules", json!({"InstanceId": INSTANCE}))
+            .await;
+        let spans = rules["RestoreWindow"].as_array()?.clone();
+        let last = spans.last()?;
+        let from = parse_time(last["StartTime"].as_str()?);
+        let to = parse_time(last["EndTime"].as_str()?);
+        (to >= at && to.since(from).ok()?.get_seconds() >= seconds).then_some(spans)
+    })
+    .await
+}
+
+/// `mongobak <args>` as a client of `addr`.
+async fn client_command(addr: SocketAddr, home: &Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_mongobak"))
+        .args(args)
+        .env("MONGOBAK_ENDPOINT", format!("http://{addr}"))
+        .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
+        .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
+        .env("TENCENTCLOUD_REGION", REGION)
+        .env("HOME", home)
+        .output()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_after_the_tailer_began_opens_the_restore_window() {
     let mongo = MongoServer::start_with(&["--noop-heartbeat-seconds", "1"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("mongobak.toml");
-    let admin_port = mongobak_testkit::free_port();
-    let mut config = config(&dir.path().join("data"), INSTANCE, &mongo.uri(), "");
-    config = config.replacen(
-        "[server]\n",
-        &format!("[server]\nadmin_listen = \"127.0.0.1:{admin_port}\"\n"),
-        1,
-    );
-    std::fs::write(&config_path, config).unwrap();
-    let server = Mongobak::start(&config_path, &dir.path().join("serve.log"));
-    let admin = server.admin.expect("an admin listener");
+    let server = serve_with_admin(&mongo, dir.path());
     let http = root_http();
-
-    // The tailer begins by itself; its lag is that of the heartbeat.
-    eventually(
-        Duration::from_secs(60),
-        "the tailer's lag on /metrics",
-        async || lag(&http, admin).await.filter(|lag| *lag < 10.0),
-    )
-    .await;
+    tailer_began(&http, &server).await;
     let rules = http
         .call(
             server.addr,
@@ -74,61 +119,339 @@ async fn a_backup_after_the_tailer_began_opens_the_restore_window() {
         .await
         .unwrap();
     take_backup(&http, server.addr, INSTANCE).await;
-    let window = eventually(Duration::from_secs(60), "a restorable window", async || {
-        let rules = http
-            .call(
-                server.addr,
-                "DescribeBackupRules",
-                json!({"InstanceId": INSTANCE}),
-            )
-            .await;
-        let spans = rules["RestoreWindow"].as_array()?.clone();
-        // Wait until the window reaches a few seconds past the backup.
-        let span = spans.first()?;
-        let from = parse_time(span["StartTime"].as_str()?);
-        let to = parse_time(span["EndTime"].as_str()?);
-        (to.since(from).ok()?.get_seconds() >= 2).then_some(spans)
-    })
-    .await;
+    let window = window_reaching(&http, server.addr, DateTime::MIN, 2).await;
     assert_eq!(window.len(), 1, "one stretch: {window:?}");
 
     // The CLI shows the same window.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_mongobak"))
-        .args([
+    let output = client_command(
+        server.addr,
+        dir.path(),
+        &[
             "backup",
             "window",
             "--instance",
             INSTANCE,
             "--output",
             "json",
-        ])
-        .env("MONGOBAK_ENDPOINT", format!("http://{}", server.addr))
-        .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
-        .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
-        .env("TENCENTCLOUD_REGION", REGION)
-        .env("HOME", dir.path())
-        .output()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert!(output.status.success(), "{output:?}");
     let shown: Value = serde_json::from_slice(&output.stdout).unwrap();
     let shown = shown.as_array().expect("a list of spans").clone();
     assert_eq!(shown.len(), 1, "{shown:?}");
     assert_eq!(shown[0]["StartTime"], window[0]["StartTime"]);
-    let table = tokio::process::Command::new(env!("CARGO_BIN_EXE_mongobak"))
-        .args(["backup", "window", "--instance", INSTANCE])
-        .env("MONGOBAK_ENDPOINT", format!("http://{}", server.addr))
-        .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
-        .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
-        .env("TENCENTCLOUD_REGION", REGION)
-        .env("HOME", dir.path())
-        .output()
-        .await
-        .unwrap();
+    let table = client_command(
+        server.addr,
+        dir.path(),
+        &["backup", "window", "--instance", INSTANCE],
+    )
+    .await;
     let table = String::from_utf8_lossy(&table.stdout).to_string();
     assert!(table.starts_with("FROM"), "{table}");
     assert!(
         table.contains(window[0]["StartTime"].as_str().unwrap()),
         "{table}"
+    );
+}
+
+/// One burst of every kind of write on `shop.orders`, keyed from `from`.
+async fn burst(client: &Client, from: i64) {
+    let orders = client.database("shop").collection::<Document>("orders");
+    for n in from..from + 60 {
+        orders
+            .insert_one(doc! {"_id": n, "qty": n % 7, "note": "new", "tags": ["a"]})
+            .await
+            .unwrap();
+    }
+    for n in from..from + 60 {
+        match n % 6 {
+            0 => orders
+                .update_one(
+                    doc! {"_id": n},
+                    doc! {"$set": {"note": "set", "extra.deep": n}},
+                )
+                .await
+                .map(drop),
+            1 => orders
+                .update_one(doc! {"_id": n}, doc! {"$unset": {"note": ""}})
+                .await
+                .map(drop),
+            2 => orders
+                .update_one(doc! {"_id": n}, doc! {"$inc": {"qty": 10}})
+                .await
+                .map(drop),
+            3 => orders
+                .update_one(doc! {"_id": n}, doc! {"$push": {"tags": "b"}})
+                .await
+                .map(drop),
+            4 => orders
+                .replace_one(doc! {"_id": n}, doc! {"replaced": true, "qty": -1})
+                .await
+                .map(drop),
+            _ => orders.delete_one(doc! {"_id": n}).await.map(drop),
+        }
+        .unwrap();
+    }
+    // Older documents change too, those of the base among them.
+    orders
+        .update_many(doc! {"_id": {"$lt": 20}}, doc! {"$inc": {"qty": 1}})
+        .await
+        .unwrap();
+}
+
+/// Waits for the start of the next second, then returns it: a second in
+/// which nothing is written (the caller writes again only after it).
+async fn quiet_second() -> Timestamp {
+    let now = Timestamp::now();
+    let next = Timestamp::from_second(now.as_second() + 1).unwrap();
+    tokio::time::sleep((next - now).try_into().unwrap()).await;
+    next
+}
+
+/// Waits until second `second` is over.
+async fn after(second: Timestamp) {
+    let end = Timestamp::from_second(second.as_second() + 1).unwrap();
+    let now = Timestamp::now();
+    if end > now {
+        tokio::time::sleep((end - now).try_into().unwrap()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+fn api_time(at: Timestamp) -> String {
+    at.to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+async fn wait_flow(http: &Http, addr: SocketAddr, flow_id: &Value) -> Value {
+    let id = flow_id.as_i64().expect("FlowId is a number").to_string();
+    eventually(Duration::from_secs(120), "the restore", async || {
+        let info = http
+            .call(
+                addr,
+                "DescribeAsyncRequestInfo",
+                json!({"AsyncRequestId": id}),
+            )
+            .await;
+        match info["Status"].as_str() {
+            Some("initial" | "running") => None,
+            _ => Some(info),
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_is_restored_as_it_was_at_each_quiet_second() {
+    let mongo = MongoServer::start_with(&["--noop-heartbeat-seconds", "1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with_admin(&mongo, dir.path());
+    let http = root_http();
+    let client = mongo.client();
+    let orders = client.database("shop").collection::<Document>("orders");
+    orders
+        .insert_many((0..200i64).map(|n| doc! {"_id": n - 1_000, "qty": n, "tags": []}))
+        .await
+        .unwrap();
+    tailer_began(&http, &server).await;
+    take_backup(&http, server.addr, INSTANCE).await;
+
+    // Burst, quiet second, index, burst, quiet second.
+    burst(&client, 0).await;
+    let first = quiet_second().await;
+    let at_first = snapshot(&client).await.unwrap()["shop.orders"].clone();
+    after(first).await;
+    orders
+        .create_index(mongodb::IndexModel::builder().keys(doc! {"qty": 1}).build())
+        .await
+        .unwrap();
+    burst(&client, 1_000).await;
+    let second = quiet_second().await;
+    let at_second = snapshot(&client).await.unwrap()["shop.orders"].clone();
+    after(second).await;
+    burst(&client, 2_000).await;
+    let live = snapshot(&client).await.unwrap()["shop.orders"].clone();
+    assert!(
+        at_first.indexes.len() < at_second.indexes.len(),
+        "the index came between the two times"
+    );
+
+    window_reaching(&http, server.addr, parse_time(&api_time(second)), 0).await;
+    for (at, expected, name) in [
+        (first, &at_first, "orders_first"),
+        (second, &at_second, "orders_second"),
+    ] {
+        let asked = http
+            .call(
+                server.addr,
+                "RestoreDBInstance",
+                json!({
+                    "InstanceId": INSTANCE,
+                    "RestoreTime": api_time(at),
+                    "Databases": [{"Db": "shop", "Collections": [
+                        {"OldCollection": "orders", "NewCollection": name}
+                    ]}],
+                }),
+            )
+            .await;
+        let info = wait_flow(&http, server.addr, &asked["FlowId"]).await;
+        assert_eq!(info["Status"], "success", "{info}");
+        assert_eq!(info["Progress"], 100, "{info}");
+        let restored = snapshot(&client).await.unwrap()[&format!("shop.{name}")].clone();
+        assert_eq!(
+            restored.documents.len(),
+            expected.documents.len(),
+            "documents of {name}"
+        );
+        assert!(
+            restored.documents == expected.documents,
+            "{name} differs byte for byte"
+        );
+        assert_eq!(restored.indexes, expected.indexes, "indexes of {name}");
+    }
+    // The source was never touched, and no staging collection is left.
+    assert!(
+        snapshot(&client).await.unwrap()["shop.orders"] == live,
+        "the source collection changed"
+    );
+    let names = client
+        .database("shop")
+        .list_collection_names()
+        .await
+        .unwrap();
+    assert!(
+        names.iter().all(|n| !n.starts_with("mongobak_restore_")),
+        "{names:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_that_cannot_be_done_is_refused_before_any_work() {
+    let mongo = MongoServer::start_with(&["--noop-heartbeat-seconds", "1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with_admin(&mongo, dir.path());
+    let http = root_http();
+    let client = mongo.client();
+    let shop = client.database("shop");
+    shop.collection::<Document>("orders")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    shop.collection::<Document>("taken")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    tailer_began(&http, &server).await;
+    let restore = |time: &str, db: &str, old: &str, new: &str| {
+        json!({
+            "InstanceId": INSTANCE,
+            "RestoreTime": time,
+            "Databases": [{"Db": db, "Collections": [{"OldCollection": old, "NewCollection": new}]}],
+        })
+    };
+    let refused = async |body: Value, code: &str, needle: &str| {
+        let answer = http.call(server.addr, "RestoreDBInstance", body).await;
+        assert_eq!(code_of(&answer), Some(code), "{answer}");
+        let message = answer["Error"]["Message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{needle:?} in {answer}");
+    };
+    let now = api_time(Timestamp::now());
+    // No base yet: no window.
+    refused(
+        restore(&now, "shop", "orders", "o2"),
+        "InvalidParameterValue.QueryTimeOutOfRange",
+        "no restorable window",
+    )
+    .await;
+    take_backup(&http, server.addr, INSTANCE).await;
+    let window = window_reaching(&http, server.addr, DateTime::MIN, 1).await;
+    let start = window[0]["StartTime"].as_str().unwrap().to_string();
+    let inside = window[0]["EndTime"].as_str().unwrap().to_string();
+    refused(
+        restore("2020-01-01 00:00:00", "shop", "orders", "o2"),
+        "InvalidParameterValue.QueryTimeOutOfRange",
+        &start,
+    )
+    .await;
+    refused(
+        restore("2099-01-01 00:00:00", "shop", "orders", "o2"),
+        "InvalidParameterValue.QueryTimeOutOfRange",
+        "later than the oplog saved",
+    )
+    .await;
+    for bad in ["2026-13-01 00:00:00", "yesterday", "2026-12-06T10:00:00"] {
+        refused(
+            restore(bad, "shop", "orders", "o2"),
+            "InvalidParameterValue.TimeFormatErr",
+            "RestoreTime",
+        )
+        .await;
+    }
+    refused(
+        restore(&inside, "shop", "orders", "taken"),
+        "InvalidParameterValue",
+        "exists",
+    )
+    .await;
+    refused(
+        restore(&inside, "shop", "nothing", "n2"),
+        "InvalidParameterValue",
+        "no collection shop.nothing",
+    )
+    .await;
+    for (db, old, new, needle) in [
+        ("sh.op", "orders", "o2", "Databases.0.Db"),
+        ("shop", "a$b", "o2", "OldCollection"),
+        ("shop", "orders", "system.x", "NewCollection"),
+        ("shop", "orders", "", "NewCollection"),
+    ] {
+        refused(
+            restore(&inside, db, old, new),
+            "InvalidParameterValue",
+            needle,
+        )
+        .await;
+    }
+    refused(
+        json!({"InstanceId": INSTANCE, "RestoreTime": inside}),
+        "MissingParameter",
+        "Databases",
+    )
+    .await;
+    refused(
+        json!({"InstanceId": INSTANCE, "RestoreTime": inside, "Databases": []}),
+        "InvalidParameterValue",
+        "Databases",
+    )
+    .await;
+    refused(
+        restore(&inside, "shop", "orders", "o2")
+            .as_object()
+            .map(|o| {
+                let mut o = o.clone();
+                o.insert("InstanceId".into(), json!("cmgo-zzzzzzzz"));
+                Value::Object(o)
+            })
+            .unwrap(),
+        "InvalidParameterValue.NotFoundInstance",
+        "cmgo-zzzzzzzz",
+    )
+    .await;
+    // Nothing was queued, nothing written.
+    let names = shop.list_collection_names().await.unwrap();
+    assert!(!names.iter().any(|n| n == "o2" || n == "n2"), "{names:?}");
+    let unknown = http
+        .call(
+            server.addr,
+            "DescribeAsyncRequestInfo",
+            json!({"AsyncRequestId": "100000001"}),
+        )
+        .await;
+    assert_eq!(
+        code_of(&unknown),
+        Some("InvalidParameterValue"),
+        "{unknown}"
     );
 }

@@ -13,6 +13,9 @@
 //!   instance's rule and deletes expired backups.
 //! * [`OplogBackup`] (`pitr`): continuous oplog backup, one leased tailer
 //!   per replica set sealing the source's oplog into slices.
+//! * [`RestoreRunner`] (`restores`): point-in-time restores, leased
+//!   tasks that rebuild collections as of a time from a base backup and
+//!   the saved oplog, renamed into place only when complete.
 //! * [`gc`]: finds and deletes stored data no catalog entry accounts for.
 //! * [`Notifier`] (`notify`): reports failed automatic backups to a
 //!   webhook.
@@ -28,6 +31,7 @@ pub mod gc;
 mod janitor;
 mod notify;
 mod pitr;
+mod restores;
 pub mod runner;
 mod scheduler;
 
@@ -36,5 +40,6 @@ pub use downloads::{DownloadRunner, DownloadRunnerConfig};
 pub use janitor::{Janitor, JanitorConfig, JanitorReport};
 pub use notify::{BackupFailedEvent, Notifier, OplogGapEvent};
 pub use pitr::{OplogBackup, OplogBackupConfig};
+pub use restores::{RestoreRunner, RestoreRunnerConfig};
 pub use runner::{Duty, Runner, Step, WorkError, Worker};
 pub use scheduler::{Scheduler, SchedulerConfig, TickReport};

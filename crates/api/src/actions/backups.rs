@@ -1,5 +1,6 @@
-//! The backup catalog: CreateBackupDBInstance, DescribeAsyncRequestInfo,
-//! DescribeDBBackups, DeleteDBBackups and ModifyBackupExpireTime
+//! The backup catalog: CreateBackupDBInstance, DescribeAsyncRequestInfo
+//! (of a backup, or of a restore by its FlowId), DescribeDBBackups,
+//! DeleteDBBackups and ModifyBackupExpireTime
 //! (fields per the SDK's models, parameters per the README's API
 //! reference, codes per `docs/protocol.md` §4 and `crate::error`).
 //!
@@ -115,8 +116,27 @@ pub(super) async fn describe_async_request_info(
         .backups()
         .by_async_request(&id)
         .await
-        .map_err(crate::catalog_error)?
-        .ok_or_else(not_found)?;
+        .map_err(crate::catalog_error)?;
+    let Some(backup) = backup else {
+        // A restore's FlowId, if it is one.
+        let task = match id.parse::<i64>() {
+            Ok(flow_id) => ctx
+                .catalog()
+                .restores()
+                .by_flow(flow_id)
+                .await
+                .map_err(crate::catalog_error)?,
+            Err(_) => None,
+        };
+        let task = task.ok_or_else(not_found)?;
+        authorize_instance(ctx, &task.instance_id)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFoundInstance => not_found(),
+                _ => e,
+            })?;
+        return super::restores::describe_restore(ctx, task);
+    };
     // Requests of other accounts' instances are not found either.
     authorize_instance(ctx, &backup.instance_id)
         .await

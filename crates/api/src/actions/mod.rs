@@ -14,6 +14,7 @@ mod backups;
 mod downloads;
 mod instances;
 mod namespaces;
+mod restores;
 
 pub(crate) use instances::RenderedInstances;
 mod rules;
@@ -50,6 +51,8 @@ pub enum Action {
     DescribeBackupRules,
     /// Change an instance's automatic backup rule.
     SetBackupRules,
+    /// Restore collections as they were at a point in time.
+    RestoreDBInstance,
 }
 
 impl Action {
@@ -66,6 +69,7 @@ impl Action {
         Action::DescribeBackupDownloadTask,
         Action::DescribeBackupRules,
         Action::SetBackupRules,
+        Action::RestoreDBInstance,
     ];
 
     /// The wire name.
@@ -82,6 +86,7 @@ impl Action {
             Action::DescribeBackupDownloadTask => "DescribeBackupDownloadTask",
             Action::DescribeBackupRules => "DescribeBackupRules",
             Action::SetBackupRules => "SetBackupRules",
+            Action::RestoreDBInstance => "RestoreDBInstance",
         }
     }
 
@@ -100,7 +105,8 @@ impl Action {
             | Action::DeleteDBBackups
             | Action::ModifyBackupExpireTime
             | Action::CreateBackupDownloadTask
-            | Action::SetBackupRules => true,
+            | Action::SetBackupRules
+            | Action::RestoreDBInstance => true,
         }
     }
 
@@ -148,6 +154,11 @@ pub mod caps {
     pub const BACKUP_IDS: usize = 100;
     /// `CreateBackupDownloadTask.BackupSets`: one per replica set or shard.
     pub const BACKUP_SETS: usize = 100;
+    /// `RestoreDBInstance.Databases`.
+    pub const RESTORE_DATABASES: usize = 100;
+    /// `RestoreDBInstance.Databases.N.Collections`; all of a restore's
+    /// collections together may be at most TencentDB's 2000 as well.
+    pub const RESTORE_COLLECTIONS: usize = 2000;
 }
 
 /// One capped list parameter: the action, the parameter, its cap.
@@ -204,6 +215,16 @@ pub const LIST_CAPS: &[ListCap] = &[
         parameter: "Status",
         max: caps::STATUS,
     },
+    ListCap {
+        action: Action::RestoreDBInstance,
+        parameter: "Databases",
+        max: caps::RESTORE_DATABASES,
+    },
+    ListCap {
+        action: Action::RestoreDBInstance,
+        parameter: "Databases.N.Collections",
+        max: caps::RESTORE_COLLECTIONS,
+    },
 ];
 
 /// Everything a handler needs about the call besides its parameters.
@@ -244,6 +265,7 @@ pub(crate) async fn dispatch(
         }
         Action::DescribeBackupRules => rules::describe_backup_rules(ctx, params).await,
         Action::SetBackupRules => rules::set_backup_rules(ctx, params).await,
+        Action::RestoreDBInstance => restores::restore_db_instance(ctx, params).await,
     }
 }
 

@@ -34,7 +34,7 @@ pub(super) async fn describe_db_instance_namespace(
     let db_name = p.opt_string("DbName")?.filter(|name| !name.is_empty());
     p.finish()?;
     if let Some(name) = &db_name {
-        check_db_name(name)?;
+        check_db_name("DbName", name)?;
     }
     let instance = authorize_instance(ctx, &instance_id).await?;
     let deployment = deployment(&instance);
@@ -57,10 +57,10 @@ pub(super) async fn describe_db_instance_namespace(
 
 /// Refuses a name MongoDB would refuse for a database: longer than 63
 /// bytes, or holding one of `/\. "$` or NUL.
-fn check_db_name(name: &str) -> Result<(), ApiError> {
+pub(super) fn check_db_name(param: &str, name: &str) -> Result<(), ApiError> {
     if name.len() > MAX_DB_NAME_BYTES {
         return Err(ApiError::invalid_value(
-            "DbName",
+            param,
             format_args!(
                 "a database name has at most {MAX_DB_NAME_BYTES} bytes, this one {}",
                 name.len()
@@ -74,7 +74,7 @@ fn check_db_name(name: &str) -> Result<(), ApiError> {
             c => format!("`{c}`"),
         };
         return Err(ApiError::invalid_value(
-            "DbName",
+            param,
             format_args!(
                 "it holds {shown}; a database name holds none of `/`, `\\`, `.`, `\"`, `$`, a space or NUL"
             ),
@@ -84,7 +84,7 @@ fn check_db_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// What the probe needs of an instance: its mongos and its replica sets.
-fn deployment(instance: &Instance) -> Deployment {
+pub(super) fn deployment(instance: &Instance) -> Deployment {
     Deployment {
         mongos_uri: instance.mongos_uri.clone(),
         replica_sets: instance
@@ -99,7 +99,7 @@ fn deployment(instance: &Instance) -> Deployment {
 /// `FailedOperation` for a deployment that could not be read, naming the
 /// instance and the replica set (or mongos) at fault; the driver's error,
 /// which may name hosts, goes to the log only.
-fn unreadable(instance: &Instance, error: DumpError) -> ApiError {
+pub(super) fn unreadable(instance: &Instance, error: DumpError) -> ApiError {
     tracing::warn!(instance = %instance.id, error = %error, "cannot list the instance's namespaces");
     let cause = match &error {
         DumpError::Connect { replica_set, .. } => format!("{replica_set} could not be reached"),
@@ -148,7 +148,7 @@ mod tests {
             "with-dash_and_underscore",
             &"x".repeat(63),
         ] {
-            assert!(check_db_name(good).is_ok(), "{good}");
+            assert!(check_db_name("DbName", good).is_ok(), "{good}");
         }
         for bad in [
             "a/b",
@@ -162,11 +162,11 @@ mod tests {
             // 64 bytes in 22 characters.
             &"订".repeat(22),
         ] {
-            let e = check_db_name(bad).unwrap_err();
+            let e = check_db_name("DbName", bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidParameterValue, "{bad:?}");
             assert!(e.message().contains("`DbName`"), "{e}");
         }
-        let e = check_db_name("a\0b").unwrap_err();
+        let e = check_db_name("DbName", "a\0b").unwrap_err();
         assert!(
             e.message().contains("NUL") && !e.message().contains('\0'),
             "{e}"

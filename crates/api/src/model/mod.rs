@@ -17,6 +17,7 @@ mod backups;
 mod downloads;
 mod instances;
 mod namespaces;
+mod restores;
 mod rules;
 
 use serde::de::DeserializeOwned;
@@ -40,6 +41,9 @@ pub use instances::{
     RelatedInstanceInfo, ShardInfo, TagInfo,
 };
 pub use namespaces::{DescribeDBInstanceNamespaceRequest, DescribeDBInstanceNamespaceResponse};
+pub use restores::{
+    RestoreCollection, RestoreDBInstanceRequest, RestoreDBInstanceResponse, RestoreDatabases,
+};
 pub use rules::{
     BackupTotalSize, DescribeBackupRulesRequest, DescribeBackupRulesResponse, RestoreWindowSpan,
     SetBackupRulesRequest, SetBackupRulesResponse,
@@ -74,6 +78,7 @@ macro_rules! actions {
 actions! {
     DescribeDBInstances: DescribeDBInstancesRequest => DescribeDBInstancesResponse,
     DescribeDBInstanceNamespace: DescribeDBInstanceNamespaceRequest => DescribeDBInstanceNamespaceResponse,
+    RestoreDBInstance: RestoreDBInstanceRequest => RestoreDBInstanceResponse,
     CreateBackupDBInstance: CreateBackupDBInstanceRequest => CreateBackupDBInstanceResponse,
     DescribeAsyncRequestInfo: DescribeAsyncRequestInfoRequest => DescribeAsyncRequestInfoResponse,
     DescribeDBBackups: DescribeDBBackupsRequest => DescribeDBBackupsResponse,
