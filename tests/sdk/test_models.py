@@ -146,6 +146,29 @@ def poll(what: str, answer, done):
         time.sleep(POLL_INTERVAL)
 
 
+def restorable_time(c, mongo) -> str:
+    """A second the backup instance can be restored to: a backup taken now
+    (continuous oplog backup runs by then) opens the window, and a write
+    after it seals a later second."""
+    created = raw(c, "CreateBackupDBInstance", InstanceId=BACKUP_INSTANCE, BackupMethod=0)
+    poll(
+        "the base backup",
+        lambda: raw(c, "DescribeAsyncRequestInfo", AsyncRequestId=created["AsyncRequestId"]),
+        lambda i: i["Status"] == "success",
+    )
+    client_ = mongo.client()
+    try:
+        client_.shop.walked.insert_one({"after": "the base"})
+    finally:
+        client_.close()
+    rules = poll(
+        "a restorable window",
+        lambda: raw(c, "DescribeBackupRules", InstanceId=BACKUP_INSTANCE),
+        lambda r: r["RestoreWindow"],
+    )
+    return rules["RestoreWindow"][-1]["EndTime"]
+
+
 def test_every_answer_matches_the_sdk_models(backup_server, mongo):
     c = client(backup_server)
     answers = {}
@@ -193,6 +216,19 @@ def test_every_answer_matches_the_sdk_models(backup_server, mongo):
         lambda t: t["Tasks"] and t["Tasks"][0]["Status"] in (2, 3),
     )
     assert answers["DescribeBackupDownloadTask"]["Tasks"][0]["Status"] == 2
+    answers["RestoreDBInstance"] = restored = raw(
+        c,
+        "RestoreDBInstance",
+        InstanceId=BACKUP_INSTANCE,
+        RestoreTime=restorable_time(c, mongo),
+        Databases=[{"Db": "shop", "Collections": [{"OldCollection": "orders", "NewCollection": "orders_walked"}]}],
+    )
+    restore_info = poll(
+        "the restore",
+        lambda: raw(c, "DescribeAsyncRequestInfo", AsyncRequestId=str(restored["FlowId"])),
+        lambda i: i["Status"] not in ("initial", "running"),
+    )
+    assert restore_info["Status"] == "success", restore_info
     answers["SetBackupRules"] = raw(c, "SetBackupRules", InstanceId=BACKUP_INSTANCE, BackupTime=3)
     answers["DescribeBackupRules"] = raw(c, "DescribeBackupRules", InstanceId=BACKUP_INSTANCE)
     answers["DeleteDBBackups"] = raw(c, "DeleteDBBackups", InstanceId=BACKUP_INSTANCE, BackupIds=[backup_id])

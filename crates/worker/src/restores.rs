@@ -282,7 +282,7 @@ impl RestoreRunner {
                 collection.replay(&entry).await?;
             }
             done += 1;
-            if done % 256 == 0 {
+            if done.is_multiple_of(256) {
                 lease.renew(percent(done)).await?;
             }
         }
@@ -326,7 +326,7 @@ impl RestoreRunner {
                 for (collection, _, _) in collections.iter_mut() {
                     collection.replay(&entry).await?;
                 }
-                if done % 256 == 0 {
+                if done.is_multiple_of(256) {
                     lease.renew(percent(done)).await?;
                 }
             }

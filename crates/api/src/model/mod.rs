@@ -78,7 +78,6 @@ macro_rules! actions {
 actions! {
     DescribeDBInstances: DescribeDBInstancesRequest => DescribeDBInstancesResponse,
     DescribeDBInstanceNamespace: DescribeDBInstanceNamespaceRequest => DescribeDBInstanceNamespaceResponse,
-    RestoreDBInstance: RestoreDBInstanceRequest => RestoreDBInstanceResponse,
     CreateBackupDBInstance: CreateBackupDBInstanceRequest => CreateBackupDBInstanceResponse,
     DescribeAsyncRequestInfo: DescribeAsyncRequestInfoRequest => DescribeAsyncRequestInfoResponse,
     DescribeDBBackups: DescribeDBBackupsRequest => DescribeDBBackupsResponse,
@@ -88,6 +87,7 @@ actions! {
     DescribeBackupDownloadTask: DescribeBackupDownloadTaskRequest => DescribeBackupDownloadTaskResponse,
     DescribeBackupRules: DescribeBackupRulesRequest => DescribeBackupRulesResponse,
     SetBackupRules: SetBackupRulesRequest => SetBackupRulesResponse,
+    RestoreDBInstance: RestoreDBInstanceRequest => RestoreDBInstanceResponse,
 }
 
 /// A number that names no value of a status.
