@@ -23,6 +23,7 @@ mod failure;
 mod gc;
 mod instances;
 mod output;
+mod point_in_time;
 mod private;
 mod progress;
 mod restore;
@@ -69,7 +70,8 @@ enum Command {
     /// Check a downloaded archive offline: its checksum (when a .sha256
     /// lies beside it) and its whole structure; print the counts.
     Verify(restore::VerifyArgs),
-    /// Restore an archive (mongobak's or mongodump's) into a MongoDB.
+    /// Restore an archive (mongobak's or mongodump's) into a MongoDB, or
+    /// (--instance) an instance's collections to a point in time.
     Restore(restore::RestoreArgs),
     /// Delete stored data no backup or download task accounts for.
     Gc(gc::GcArgs),

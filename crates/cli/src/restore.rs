@@ -1,5 +1,7 @@
 //! `mongobak verify` and `mongobak restore`: what a user does with a
-//! downloaded file, offline and into a MongoDB server.
+//! downloaded file, offline and into a MongoDB server. (`mongobak restore
+//! --instance` restores to a point in time through the API instead: see
+//! [`crate::point_in_time`].)
 //!
 //! Both read plain or gzipped mongodump archives (mongobak's downloads, or
 //! files made by the real mongodump). `verify` checks the checksum when a
@@ -29,12 +31,21 @@ pub struct VerifyArgs {
     file: PathBuf,
 }
 
-/// `mongobak restore`.
+/// `mongobak restore`: an archive into a MongoDB, or, with `--instance`,
+/// collections of a registered instance to a point in time through the
+/// API.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The archive to restore (plain or gzipped).
-    #[arg(long, value_name = "FILE")]
-    file: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "instance",
+        conflicts_with = "instance"
+    )]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    point_in_time: crate::point_in_time::PointInTimeArgs,
     /// The MongoDB to restore into.
     #[arg(
         long,
@@ -133,13 +144,25 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
 
 /// Runs `mongobak restore`.
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let size = std::fs::metadata(&args.file)
-        .with_context(|| format!("cannot open {}", args.file.display()))?
+    let file = match (args.file.clone(), args.point_in_time.instance.clone()) {
+        (_, Some(instance)) => {
+            return crate::point_in_time::run(args.point_in_time, instance, args.quiet).await
+        }
+        (Some(file), None) => file,
+        (None, None) => {
+            anyhow::bail!("name an archive with --file, or an instance with --instance")
+        }
+    };
+    restore_file(args, file).await
+}
+
+async fn restore_file(args: RestoreArgs, file: PathBuf) -> anyhow::Result<()> {
+    let size = std::fs::metadata(&file)
+        .with_context(|| format!("cannot open {}", file.display()))?
         .len();
     // The restore detects gzip itself and counts the file's own bytes, so
     // progress runs against the file size.
-    let input =
-        File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+    let input = File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
     let client = mongodb::Client::with_uri_str(&args.uri)
         .await
         .context("the --uri is not a valid MongoDB connection string")?;
@@ -152,8 +175,8 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         ..RestoreOptions::default()
     };
     let progress = Arc::new(Progress::default());
-    let name = args.file.file_name().map_or_else(
-        || args.file.display().to_string(),
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
     let meter = crate::progress::Progress::new(args.quiet).bytes("restoring", &name, size);
@@ -174,7 +197,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     meter.set_position(progress.input_bytes());
     meter.finish();
     let report =
-        result.map_err(|e| anyhow::anyhow!("restore of {} failed: {e}", args.file.display()))?;
+        result.map_err(|e| anyhow::anyhow!("restore of {} failed: {e}", file.display()))?;
     if !args.quiet {
         for ns in &report.namespaces {
             match &ns.skipped {

@@ -153,6 +153,56 @@ async fn a_backup_after_the_tailer_began_opens_the_restore_window() {
         table.contains(window[0]["StartTime"].as_str().unwrap()),
         "{table}"
     );
+
+    // `mongobak restore --instance` restores through the API and waits.
+    let at = window[0]["EndTime"].as_str().unwrap();
+    let restored = client_command(
+        server.addr,
+        dir.path(),
+        &[
+            "restore",
+            "--instance",
+            INSTANCE,
+            "--at",
+            at,
+            "--collection",
+            "app.orders=orders_cli",
+            "--quiet",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert!(restored.status.success(), "{restored:?}");
+    let shown: Value = serde_json::from_slice(&restored.stdout).unwrap();
+    assert!(shown["FlowId"].as_i64().unwrap() >= 100_000_000, "{shown}");
+    assert_eq!(shown["RestoreTime"], at, "{shown}");
+    let copied = mongo
+        .client()
+        .database("app")
+        .collection::<Document>("orders_cli")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(copied, 1);
+    // The same target again is refused, with the API's message.
+    let again = client_command(
+        server.addr,
+        dir.path(),
+        &[
+            "restore",
+            "--instance",
+            INSTANCE,
+            "--at",
+            at,
+            "--collection",
+            "app.orders=orders_cli",
+        ],
+    )
+    .await;
+    assert!(!again.status.success(), "{again:?}");
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("NewCollection"), "{stderr}");
 }
 
 /// One burst of every kind of write on `shop.orders`, keyed from `from`.
