@@ -83,7 +83,7 @@ impl Default for OplogBackupConfig {
             await_time: Duration::from_secs(1),
             lease_interval: Duration::from_secs(5),
             truncation_check: Duration::from_secs(30),
-            discovery_interval: Duration::from_secs(10),
+            discovery_interval: Duration::from_secs(2),
             timezone: TimeZone::get("Asia/Shanghai").unwrap_or(TimeZone::UTC),
             notifier: Notifier::default(),
         }
@@ -287,15 +287,25 @@ impl Target {
         }))
     }
 
-    /// Opens the tail after the saved position (the newest entry for a
-    /// first start), recording a gap when that position is lost. `None`
+    /// Opens the tail after the saved position (for a first start, the
+    /// end of the latest backup, or the newest entry), recording a gap when
+    /// a saved position is lost. `None`
     /// when the catalog refused the move (another node holds the duty).
     async fn open(&self) -> Result<Option<Following>, WorkError> {
         let catalog = &self.shared.catalog;
         let saved = catalog.oplog().position(&self.replica_set_id).await?;
-        let after = saved
-            .as_ref()
-            .map_or(OplogTime::ZERO, |position| to_time(position.sealed));
+        let after = match &saved {
+            Some(position) => to_time(position.sealed),
+            // A first start picks up where the latest backup ended, if the
+            // source still has the oplog from there: that backup is a base
+            // at once. Otherwise it starts at the newest entry.
+            None => catalog
+                .oplog()
+                .bases(&self.replica_set_id)
+                .await?
+                .last()
+                .map_or(OplogTime::ZERO, |base| to_time(base.end)),
+        };
         let (tail, start) = OplogTail::open(
             &self.replica_set_id,
             &self.uri,
@@ -304,7 +314,7 @@ impl Target {
         )
         .await?;
         let now = Timestamp::now();
-        let position = match saved {
+        let (position, start) = match saved {
             None => {
                 let start = to_ts(tail.started_after());
                 let position = catalog
@@ -316,9 +326,10 @@ impl Target {
                     return Ok(None);
                 }
                 tracing::info!(replica_set = %self.replica_set_id, position = %start, "continuous oplog backup begins");
-                position
+                // Nothing was saved before: nothing can have been lost.
+                (position, TailStart::Continues)
             }
-            Some(position) => position,
+            Some(position) => (position, start),
         };
         let after = match start {
             TailStart::Continues => position.sealed,

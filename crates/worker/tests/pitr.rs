@@ -525,3 +525,93 @@ fn the_janitor_deletes_the_slices_no_restore_in_the_window_needs() {
         assert_eq!(janitor.round(later).await.unwrap().slices_deleted, 0);
     });
 }
+
+#[test]
+fn a_first_start_picks_up_where_the_latest_backup_ended() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(MongoServer::start_with(&["--noop-heartbeat-seconds", "1"]));
+    let fixture = runtime.block_on(fixture(&server.uri()));
+    let client = runtime.block_on(async { server.client() });
+    // A backup ended here, before continuous backup ever ran; writes follow.
+    let backup_end = runtime.block_on(async {
+        burst(&client, 0, 20).await;
+        let end = newest_position(&client).await;
+        let backups = fixture.catalog.backups();
+        let backup = backups
+            .create(
+                &NewBackup {
+                    instance_id: INSTANCE.into(),
+                    method: 0,
+                    backup_type: BackupType::Manual,
+                    remark: String::new(),
+                    retention_days: 30,
+                    name: "before".into(),
+                    long_term: false,
+                },
+                Timestamp::now(),
+            )
+            .await
+            .unwrap();
+        backups
+            .claim_queued(Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
+        backups
+            .record_oplog_ends(backup.id, &[(fixture.replica_set.clone(), end)])
+            .await
+            .unwrap();
+        backups
+            .complete(
+                backup.id,
+                Timestamp::now(),
+                BackupSizes::default(),
+                std::slice::from_ref(&fixture.replica_set),
+                7,
+            )
+            .await
+            .unwrap();
+        burst(&client, 1_000, 20).await;
+        end
+    });
+    let stop = CancellationToken::new();
+    let capture = node(&fixture, "a", stop.clone());
+    runtime.block_on(async {
+        begun(&fixture).await;
+        let position = fixture
+            .catalog
+            .oplog()
+            .position(&fixture.replica_set)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            position.kept_from, backup_end,
+            "the tailer began at the backup's end"
+        );
+        let last_write = newest_position(&client).await;
+        let sealed = sealed_at_least(&fixture, last_write, Duration::from_secs(30)).await;
+        let (saved, _) = sealed_entries(&fixture, backup_end).await;
+        let expected = source_entries(&client, backup_end, sealed).await;
+        assert!(saved == expected, "the writes after the backup are saved");
+        // Once a later second is sealed (the heartbeat sees to it), the
+        // window opens at the backup.
+        let window = eventually(Duration::from_secs(30), "a window", async || {
+            let window = fixture
+                .catalog
+                .oplog()
+                .window(&fixture.replica_set)
+                .await
+                .unwrap();
+            (!window.spans.is_empty()).then_some(window)
+        })
+        .await;
+        assert_eq!(
+            window.spans[0].from.as_second(),
+            i64::from(backup_end.seconds),
+            "the backup is a base at once: {window:?}"
+        );
+    });
+    stop.cancel();
+    capture.shutdown_timeout(Duration::from_secs(10));
+}
