@@ -241,7 +241,11 @@ impl Worker for Tailer {
             }
         }
         if self.following.is_none() {
-            self.following = target.open().await?;
+            // Connecting may wait long for a source that does not answer.
+            self.following = tokio::select! {
+                opened = target.open() => opened?,
+                () = stop.cancelled() => return Ok(Step::Done),
+            };
             if self.following.is_none() {
                 return Ok(Step::Idle(target.shared.config.lease_interval));
             }

@@ -126,7 +126,12 @@ impl RestoreRunner {
             last: Instant::now(),
             stop,
         };
-        let outcome = self.restore(&task, &mut lease).await;
+        // A source that does not answer can hold a step up for long: a
+        // stop does not wait for it (the task is redone after a restart).
+        let outcome = tokio::select! {
+            outcome = self.restore(&task, &mut lease) => outcome,
+            () = stop.cancelled() => Err(Stop::Abandoned),
+        };
         let now = Timestamp::now();
         let restores = self.catalog.restores();
         match outcome {
