@@ -39,7 +39,7 @@ pub struct PointInTimeArgs {
     /// write in or before that second, none after.
     #[arg(long, value_name = "TIME", requires = "instance")]
     pub at: Option<String>,
-    /// `db.collection=new`, `db.collection` (as collection_bak<MMDDhhmmss>)
+    /// `db.collection=new`, `db.collection` (as `collection_bak<MMDDhhmmss>`)
     /// or `db` (every collection); repeatable.
     #[arg(long, value_name = "DB.COLL[=NEW]", requires = "instance")]
     pub collection: Vec<String>,

@@ -275,22 +275,30 @@ fn api_time(at: Timestamp) -> String {
         .to_string()
 }
 
-async fn wait_flow(http: &Http, addr: SocketAddr, flow_id: &Value) -> Value {
+async fn wait_flow(http: &Http, server: &Mongobak, flow_id: &Value) -> Value {
     let id = flow_id.as_i64().expect("FlowId is a number").to_string();
-    eventually(Duration::from_secs(120), "the restore", async || {
+    let mut last = Value::Null;
+    let done = mongobak_testkit::wait::within(Duration::from_secs(180), async || {
         let info = http
             .call(
-                addr,
+                server.addr,
                 "DescribeAsyncRequestInfo",
                 json!({"AsyncRequestId": id}),
             )
             .await;
+        last = info.clone();
         match info["Status"].as_str() {
             Some("initial" | "running") => None,
             _ => Some(info),
         }
     })
-    .await
+    .await;
+    done.unwrap_or_else(|| {
+        panic!(
+            "the restore did not end within 180 s: {last}\n{}",
+            server.log_tail()
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,7 +354,7 @@ async fn a_collection_is_restored_as_it_was_at_each_quiet_second() {
                 }),
             )
             .await;
-        let info = wait_flow(&http, server.addr, &asked["FlowId"]).await;
+        let info = wait_flow(&http, &server, &asked["FlowId"]).await;
         assert_eq!(info["Status"], "success", "{info}");
         assert_eq!(info["Progress"], 100, "{info}");
         let restored = snapshot(&client).await.unwrap()[&format!("shop.{name}")].clone();
@@ -503,5 +511,183 @@ async fn a_restore_that_cannot_be_done_is_refused_before_any_work() {
         code_of(&unknown),
         Some("InvalidParameterValue"),
         "{unknown}"
+    );
+}
+
+/// A `mongobak serve` with an admin listener for a sharded instance of
+/// `INSTANCE` whose shards are `shards`.
+fn serve_sharded(shards: &[&MongoServer], dir: &Path) -> Mongobak {
+    let config_path = dir.join("mongobak.toml");
+    let admin_port = mongobak_testkit::free_port();
+    let uris: Vec<String> = shards.iter().map(|s| format!("{:?}", s.uri())).collect();
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:{admin_port}"
+data_dir = "{data_dir}"
+
+[[accounts]]
+app_id = 1250000001
+uin = "{UIN}"
+secret_id = "{SECRET_ID}"
+secret_key = "{SECRET_KEY}"
+
+[[instances]]
+id = "{INSTANCE}"
+name = "{INSTANCE}"
+region = "{REGION}"
+owner_uin = "{UIN}"
+sharded = true
+replica_sets = [{uris}]
+"#,
+        data_dir = dir.join("data").display(),
+        uris = uris.join(", "),
+    );
+    std::fs::write(&config_path, config).unwrap();
+    Mongobak::start(&config_path, &dir.join("serve.log"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shard_is_restored_to_the_same_second() {
+    let shards = [
+        MongoServer::start_with(&["--noop-heartbeat-seconds", "1"]).await,
+        MongoServer::start_with(&["--noop-heartbeat-seconds", "1"]).await,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_sharded(&[&shards[0], &shards[1]], dir.path());
+    let http = root_http();
+    let clients: Vec<Client> = shards.iter().map(MongoServer::client).collect();
+    for (n, client) in clients.iter().enumerate() {
+        let base = 10_000 * (n as i64 + 1);
+        client
+            .database("shop")
+            .collection::<Document>("orders")
+            .insert_many((0..100i64).map(|k| doc! {"_id": base + k, "qty": k}))
+            .await
+            .unwrap();
+    }
+    take_backup(&http, server.addr, INSTANCE).await;
+    for (n, client) in clients.iter().enumerate() {
+        burst(client, 100_000 * (n as i64 + 1)).await;
+    }
+    let at = quiet_second().await;
+    let mut expected = Vec::new();
+    for client in &clients {
+        expected.push(snapshot(client).await.unwrap()["shop.orders"].clone());
+    }
+    after(at).await;
+    for (n, client) in clients.iter().enumerate() {
+        burst(client, 100_000 * (n as i64 + 1) + 50_000).await;
+    }
+    window_reaching(&http, server.addr, parse_time(&api_time(at)), 0).await;
+    let asked = http
+        .call(
+            server.addr,
+            "RestoreDBInstance",
+            json!({
+                "InstanceId": INSTANCE,
+                "RestoreTime": api_time(at),
+                "Databases": [{"Db": "shop", "Collections": [
+                    {"OldCollection": "orders", "NewCollection": "orders_then"}
+                ]}],
+            }),
+        )
+        .await;
+    let info = wait_flow(&http, &server, &asked["FlowId"]).await;
+    assert_eq!(info["Status"], "success", "{info}");
+    for (n, client) in clients.iter().enumerate() {
+        let restored = snapshot(client).await.unwrap()["shop.orders_then"].clone();
+        assert!(
+            restored.documents == expected[n].documents,
+            "shard {n}: {} documents restored, {} expected",
+            restored.documents.len(),
+            expected[n].documents.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_cut_by_kill_9_is_redone_and_never_shows_half_a_collection() {
+    let mongo = MongoServer::start_with(&["--noop-heartbeat-seconds", "1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve_with_admin(&mongo, dir.path());
+    let http = root_http();
+    let client = mongo.client();
+    let orders = client.database("shop").collection::<Document>("orders");
+    // Enough to take the restore a few seconds: a base to insert and an
+    // oplog to replay (the base's documents are out of the bursts' way).
+    orders
+        .insert_many(
+            (0..30_000i64).map(|n| doc! {"_id": 1_000_000 + n, "qty": n, "pad": "x".repeat(200)}),
+        )
+        .await
+        .unwrap();
+    tailer_began(&http, &server).await;
+    take_backup(&http, server.addr, INSTANCE).await;
+    for round in 0..8 {
+        burst(&client, round * 1_000).await;
+    }
+    let at = quiet_second().await;
+    let expected = snapshot(&client).await.unwrap()["shop.orders"].clone();
+    after(at).await;
+    window_reaching(&http, server.addr, parse_time(&api_time(at)), 0).await;
+    let asked = http
+        .call(
+            server.addr,
+            "RestoreDBInstance",
+            json!({
+                "InstanceId": INSTANCE,
+                "RestoreTime": api_time(at),
+                "Databases": [{"Db": "shop", "Collections": [
+                    {"OldCollection": "orders", "NewCollection": "orders_then"}
+                ]}],
+            }),
+        )
+        .await;
+    let flow = asked["FlowId"].as_i64().expect("a FlowId").to_string();
+    // Killed in the middle of it: once the staging collection is being
+    // filled.
+    let staging = client
+        .database("shop")
+        .collection::<Document>(&format!("mongobak_restore_{flow}_0"));
+    mongobak_testkit::wait::eventually_every(
+        Duration::from_secs(60),
+        Duration::from_millis(10),
+        "the restore under way",
+        async || (staging.estimated_document_count().await.ok()? > 0).then_some(()),
+    )
+    .await;
+    server.kill();
+    let names = client
+        .database("shop")
+        .list_collection_names()
+        .await
+        .unwrap();
+    assert!(
+        !names.iter().any(|n| n == "orders_then"),
+        "a half-written target is visible: {names:?}"
+    );
+
+    // The same data folder again: the task is redone once its lease lapsed.
+    let server = Mongobak::start(
+        &dir.path().join("mongobak.toml"),
+        &dir.path().join("serve2.log"),
+    );
+    let info = wait_flow(&http, &server, &json!(flow.parse::<i64>().unwrap())).await;
+    assert_eq!(info["Status"], "success", "{info}");
+    let restored = snapshot(&client).await.unwrap()["shop.orders_then"].clone();
+    assert!(
+        restored.documents == expected.documents,
+        "the redone restore differs"
+    );
+    assert_eq!(restored.indexes, expected.indexes);
+    let names = client
+        .database("shop")
+        .list_collection_names()
+        .await
+        .unwrap();
+    assert!(
+        names.iter().all(|n| !n.starts_with("mongobak_restore_")),
+        "{names:?}"
     );
 }
