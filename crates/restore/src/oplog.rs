@@ -41,7 +41,6 @@
 use std::collections::HashMap;
 
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::options::{ReplaceOptions, UpdateOptions};
 use mongodb::Client;
 
 use crate::error::RestoreError;
@@ -622,11 +621,57 @@ fn command(db: &str, o: &Document) -> Result<(Vec<String>, Action), String> {
 }
 
 /// Applies oplog entries in order; see the module docs.
+///
+/// Translated writes go to the server in batches: consecutive inserts,
+/// updates and replacements of one collection as one ordered `update`
+/// command, consecutive deletes as one ordered `delete` command, so that
+/// a replay costs a round trip per batch rather than per entry. A command,
+/// a write of another collection or of the other kind, a full batch, and
+/// [`flush`](Self::flush) send what waits first, so the order of the
+/// oplog is kept. An error names the entry it came from.
 pub(crate) struct Applier<'a> {
     client: &'a Client,
     filter: &'a NsFilter,
     pub(crate) report: OplogReport,
     pub(crate) warnings: Vec<String>,
+    pending: Option<Batch>,
+}
+
+/// Statements in one batch at most.
+const BATCH_STATEMENTS: usize = 1000;
+/// Bytes of statements in one batch at most (one larger statement goes
+/// alone), under the server's 16 MiB message limit.
+const BATCH_BYTES: usize = 8 << 20;
+
+/// Translated writes of one collection waiting to be sent together.
+struct Batch {
+    db: String,
+    coll: String,
+    /// `update` or `delete`: the command, and the field its statements go in.
+    command: &'static str,
+    statements: Vec<Document>,
+    /// The entry of each statement, for errors.
+    origins: Vec<Origin>,
+    bytes: usize,
+}
+
+/// Where a statement came from.
+#[derive(Clone)]
+struct Origin {
+    position: String,
+    op: String,
+    namespace: String,
+}
+
+impl Origin {
+    fn failure(&self, reason: String) -> RestoreError {
+        RestoreError::Oplog {
+            position: self.position.clone(),
+            op: self.op.clone(),
+            namespace: self.namespace.clone(),
+            reason,
+        }
+    }
 }
 
 impl<'a> Applier<'a> {
@@ -640,6 +685,7 @@ impl<'a> Applier<'a> {
                 ..OplogReport::default()
             },
             warnings: Vec::new(),
+            pending: None,
         }
     }
 
@@ -649,15 +695,15 @@ impl<'a> Applier<'a> {
         entry: &Document,
         position: u64,
     ) -> Result<(), RestoreError> {
-        let failure = |reason: String| RestoreError::Oplog {
+        let origin = Origin {
             position: match entry.get_timestamp("ts") {
                 Ok(ts) => format!("ts ({}, {})", ts.time, ts.increment),
                 Err(_) => format!("#{position}"),
             },
             op: entry.get_str("op").unwrap_or("?").to_string(),
             namespace: entry.get_str("ns").unwrap_or("?").to_string(),
-            reason,
         };
+        let failure = |reason: String| origin.failure(reason);
         let leaves = translate(entry).map_err(failure)?;
         for leaf in leaves {
             self.report.entries += 1;
@@ -699,11 +745,139 @@ impl<'a> Applier<'a> {
                     Err(e) => return Err(failure(e.to_string())),
                 }
             }
-            self.write(write).await.map_err(failure)?;
-            if crud {
-                self.report.method = Some(OplogMethod::Translated);
+            match write {
+                Write::Command {
+                    db,
+                    command,
+                    tolerated,
+                } => {
+                    self.flush().await?;
+                    self.command(&db, command, tolerated)
+                        .await
+                        .map_err(failure)?;
+                }
+                write => {
+                    self.report.method = Some(OplogMethod::Translated);
+                    self.queue(write, &origin).await?;
+                }
             }
             self.report.applied += 1;
+        }
+        Ok(())
+    }
+
+    /// Adds a translated write to the waiting batch, sending the batch
+    /// first when the write cannot join it, and after when it is full.
+    async fn queue(&mut self, write: Write, origin: &Origin) -> Result<(), RestoreError> {
+        let (db, coll, command, statements) = match write {
+            Write::Upsert { db, coll, id, doc } => (
+                db,
+                coll,
+                "update",
+                vec![doc! {"q": {"_id": id}, "u": doc, "upsert": true}],
+            ),
+            Write::Replace { db, coll, id, doc } => {
+                (db, coll, "update", vec![doc! {"q": {"_id": id}, "u": doc}])
+            }
+            Write::Update {
+                db,
+                coll,
+                id,
+                updates,
+            } => (
+                db,
+                coll,
+                "update",
+                updates
+                    .into_iter()
+                    .map(|u| doc! {"q": {"_id": id.clone()}, "u": u})
+                    .collect(),
+            ),
+            Write::Delete { db, coll, id } => (
+                db,
+                coll,
+                "delete",
+                vec![doc! {"q": {"_id": id}, "limit": 1}],
+            ),
+            Write::Command { .. } => unreachable!("commands are not batched"),
+        };
+        let joins = self
+            .pending
+            .as_ref()
+            .is_some_and(|b| b.db == db && b.coll == coll && b.command == command);
+        if !joins {
+            self.flush().await?;
+        }
+        let batch = self.pending.get_or_insert_with(|| Batch {
+            db,
+            coll,
+            command,
+            statements: Vec::new(),
+            origins: Vec::new(),
+            bytes: 0,
+        });
+        for statement in statements {
+            batch.bytes += statement_size(&statement);
+            batch.statements.push(statement);
+            batch.origins.push(origin.clone());
+        }
+        if batch.statements.len() >= BATCH_STATEMENTS || batch.bytes >= BATCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the waiting batch, if any. Call once after the last entry.
+    pub(crate) async fn flush(&mut self) -> Result<(), RestoreError> {
+        let Some(batch) = self.pending.take() else {
+            return Ok(());
+        };
+        let field = match batch.command {
+            "update" => "updates",
+            _ => "deletes",
+        };
+        let command = doc! {
+            batch.command: &batch.coll,
+            field: batch.statements,
+            "ordered": true,
+        };
+        let first = batch.origins.first().cloned();
+        let reply = self
+            .client
+            .database(&batch.db)
+            .run_command(command)
+            .await
+            .map_err(|e| match &first {
+                Some(origin) => origin.failure(e.to_string()),
+                None => RestoreError::Oplog {
+                    position: "?".into(),
+                    op: "?".into(),
+                    namespace: format!("{}.{}", batch.db, batch.coll),
+                    reason: e.to_string(),
+                },
+            })?;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            if let Some(Bson::Document(error)) = errors.first() {
+                let index = match error.get("index") {
+                    Some(Bson::Int32(n)) => *n as usize,
+                    Some(Bson::Int64(n)) => *n as usize,
+                    _ => 0,
+                };
+                let reason = error
+                    .get_str("errmsg")
+                    .unwrap_or("a write failed")
+                    .to_string();
+                let origin = batch.origins.get(index).or(first.as_ref());
+                return Err(match origin {
+                    Some(origin) => origin.failure(reason),
+                    None => RestoreError::Oplog {
+                        position: "?".into(),
+                        op: "?".into(),
+                        namespace: format!("{}.{}", batch.db, batch.coll),
+                        reason,
+                    },
+                });
+            }
         }
         Ok(())
     }
@@ -726,51 +900,20 @@ impl<'a> Applier<'a> {
             .map(drop)
     }
 
-    async fn write(&self, write: Write) -> Result<(), String> {
-        let collection =
-            |db: &str, coll: &str| self.client.database(db).collection::<Document>(coll);
-        let result = match write {
-            Write::Upsert { db, coll, id, doc } => collection(&db, &coll)
-                .replace_one(doc! {"_id": id}, doc)
-                .with_options(ReplaceOptions::builder().upsert(true).build())
-                .await
-                .map(drop),
-            Write::Delete { db, coll, id } => collection(&db, &coll)
-                .delete_one(doc! {"_id": id})
-                .await
-                .map(drop),
-            Write::Replace { db, coll, id, doc } => collection(&db, &coll)
-                .replace_one(doc! {"_id": id}, doc)
-                .await
-                .map(drop),
-            Write::Update {
-                db,
-                coll,
-                id,
-                updates,
-            } => {
-                let collection = collection(&db, &coll);
-                for update in updates {
-                    collection
-                        .update_one(doc! {"_id": id.clone()}, update)
-                        .with_options(UpdateOptions::builder().upsert(false).build())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok(())
-            }
-            Write::Command {
-                db,
-                command,
-                tolerated,
-            } => match self.client.database(&db).run_command(command).await {
-                Ok(_) => Ok(()),
-                Err(e) if code(&e).is_some_and(|c| tolerated.contains(&c)) => Ok(()),
-                Err(e) => Err(e),
-            },
-        };
-        result.map_err(|e| e.to_string())
+    /// Runs a command of the oplog; the codes in `tolerated` mean the
+    /// target is already in the state the command leads to.
+    async fn command(&self, db: &str, command: Document, tolerated: &[i32]) -> Result<(), String> {
+        match self.client.database(db).run_command(command).await {
+            Ok(_) => Ok(()),
+            Err(e) if code(&e).is_some_and(|c| tolerated.contains(&c)) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
     }
+}
+
+/// The BSON size of a statement, roughly (for batch limits).
+fn statement_size(statement: &Document) -> usize {
+    mongodb::bson::to_vec(statement).map_or(0, |bytes| bytes.len())
 }
 
 /// The server's error code of a command or write error.

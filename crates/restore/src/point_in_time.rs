@@ -166,12 +166,13 @@ impl<'a> CollectionAtTime<'a> {
     }
 
     /// Builds the base's secondary indexes (specifications as canonical
-    /// Extended JSON).
+    /// Extended JSON), after the entries replayed so far.
     pub async fn create_indexes(
-        &self,
+        &mut self,
         options: &serde_json::Value,
         indexes: &[serde_json::Value],
     ) -> Result<(), RestoreError> {
+        self.applier.flush().await?;
         let specs = self.spec(options, indexes)?.secondary_indexes();
         if specs.is_empty() {
             return Ok(());
@@ -193,7 +194,8 @@ impl<'a> CollectionAtTime<'a> {
     }
 
     /// Applies `entry` if it concerns the source collection; returns
-    /// whether it did.
+    /// whether it did. Writes are sent in batches: [`exists`](Self::exists)
+    /// and [`create_indexes`](Self::create_indexes) send what waits.
     pub async fn replay(&mut self, entry: &RawDocumentBuf) -> Result<bool, RestoreError> {
         // Most entries are of other collections: look before decoding.
         let ns = entry.get_str("ns").unwrap_or("");
@@ -227,9 +229,11 @@ impl<'a> CollectionAtTime<'a> {
         Ok(true)
     }
 
-    /// Whether the staging collection exists: false when the source did
-    /// not exist at the time (never created, or dropped or renamed away).
-    pub async fn exists(&self) -> Result<bool, RestoreError> {
+    /// Whether the staging collection exists, once every entry replayed
+    /// so far is applied: false when the source did not exist at the time
+    /// (never created, or dropped or renamed away).
+    pub async fn exists(&mut self) -> Result<bool, RestoreError> {
+        self.applier.flush().await?;
         let names = self
             .client
             .database(&self.db)

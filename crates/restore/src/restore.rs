@@ -101,6 +101,7 @@ pub async fn replay_oplog(
     for (position, entry) in entries.into_iter().enumerate() {
         applier.apply(&entry, position as u64).await?;
     }
+    applier.flush().await?;
     Ok((applier.report, applier.warnings))
 }
 
@@ -180,6 +181,9 @@ impl<'a> Restore<'a> {
         }
         if done {
             self.finish_data().await?;
+        }
+        if let Some(applier) = self.applier.as_mut() {
+            applier.flush().await?;
         }
         self.progress
             .set_input_bytes(self.counter.load(Ordering::Relaxed));

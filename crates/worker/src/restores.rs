@@ -193,7 +193,7 @@ impl RestoreRunner {
         for client in &clients {
             for (k, target) in targets.iter().enumerate() {
                 let staging = staging_name(task, k);
-                let collection =
+                let mut collection =
                     CollectionAtTime::new(client, &target.db, &target.source, &staging);
                 if !collection.exists().await?
                     && task.attempts > 1
@@ -291,7 +291,7 @@ impl RestoreRunner {
                 lease.renew(percent(done)).await?;
             }
         }
-        for (collection, entry, _) in &collections {
+        for (collection, entry, _) in collections.iter_mut() {
             if let Some(entry) = entry {
                 collection
                     .create_indexes(&entry.options, &entry.indexes)
@@ -332,7 +332,7 @@ impl RestoreRunner {
                 }
             }
         }
-        for (collection, _, target) in &collections {
+        for (collection, _, target) in collections.iter_mut() {
             if !collection.exists().await? {
                 return Err(Stop::Failed(format!(
                     "{}.{} did not exist at that time on {replica_set_id}",
