@@ -4,7 +4,10 @@
 //! window that DescribeBackupRules and `mongobak backup window` show, and
 //! RestoreDBInstance rebuilds a collection exactly as it was at a second
 //! between bursts of writes (documents byte for byte, indexes as of then),
-//! refusing before any work what it cannot do.
+//! on every shard of a sharded instance, after a restore cut by kill -9,
+//! and after the node that tailed the oplog was killed mid-burst in a
+//! two-node cluster on PostgreSQL; and refuses before any work what it
+//! cannot do.
 
 mod common;
 
@@ -689,5 +692,89 @@ async fn a_restore_cut_by_kill_9_is_redone_and_never_shows_half_a_collection() {
     assert!(
         names.iter().all(|n| !n.starts_with("mongobak_restore_")),
         "{names:?}"
+    );
+}
+
+/// How many times `node` opened a tail of the instance's oplog.
+fn tails_opened(node: &Mongobak) -> usize {
+    node.log_lines()
+        .iter()
+        .filter(|line| message(line) == "oplog tail opened")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tailing_node_killed_mid_burst_is_replaced_without_a_gap() {
+    let mongo = MongoServer::start_with(&["--noop-heartbeat-seconds", "1"]).await;
+    let database = mongobak_testkit::postgres::TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("mongobak.toml");
+    let extra = format!("[metadata]\nurl = \"{}\"\n", database.url);
+    std::fs::write(
+        &config_path,
+        config(&dir.path().join("data"), INSTANCE, &mongo.uri(), &extra),
+    )
+    .unwrap();
+    let mut nodes: Vec<Mongobak> = (0..2)
+        .map(|n| Mongobak::start(&config_path, &dir.path().join(format!("node{n}.log"))))
+        .collect();
+    let http = root_http();
+    let client = mongo.client();
+    client
+        .database("shop")
+        .collection::<Document>("orders")
+        .insert_many((0..100i64).map(|n| doc! {"_id": -n - 1, "qty": n}))
+        .await
+        .unwrap();
+    let holder = eventually(Duration::from_secs(60), "a node tailing", async || {
+        nodes.iter().position(|node| tails_opened(node) > 0)
+    })
+    .await;
+    let other = 1 - holder;
+    take_backup(&http, nodes[other].addr, INSTANCE).await;
+
+    // The tailing node dies in the middle of a burst of writes.
+    let writer = tokio::spawn({
+        let client = client.clone();
+        async move {
+            for round in 0..6 {
+                burst(&client, round * 1_000).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!writer.is_finished(), "the burst ended before the kill");
+    nodes[holder].kill();
+    writer.await.unwrap();
+    let at = quiet_second().await;
+    let expected = snapshot(&client).await.unwrap()["shop.orders"].clone();
+    after(at).await;
+
+    // The other node takes the tailer over and saves everything.
+    let survivor = &nodes[other];
+    let window = window_reaching(&http, survivor.addr, parse_time(&api_time(at)), 0).await;
+    assert!(tails_opened(survivor) > 0, "the survivor never tailed");
+    assert_eq!(window.len(), 1, "a gap appeared: {window:?}");
+    let asked = http
+        .call(
+            survivor.addr,
+            "RestoreDBInstance",
+            json!({
+                "InstanceId": INSTANCE,
+                "RestoreTime": api_time(at),
+                "Databases": [{"Db": "shop", "Collections": [
+                    {"OldCollection": "orders", "NewCollection": "orders_then"}
+                ]}],
+            }),
+        )
+        .await;
+    let info = wait_flow(&http, survivor, &asked["FlowId"]).await;
+    assert_eq!(info["Status"], "success", "{info}");
+    let restored = snapshot(&client).await.unwrap()["shop.orders_then"].clone();
+    assert!(
+        restored.documents == expected.documents,
+        "{} documents restored, {} expected",
+        restored.documents.len(),
+        expected.documents.len()
     );
 }
