@@ -181,6 +181,18 @@ impl OplogStore<'_> {
         })
     }
 
+    /// The seconds every replica set of `instance` can be restored to.
+    pub async fn instance_spans(
+        &self,
+        instance: &crate::Instance,
+    ) -> Result<Vec<RestorableSpan>, CatalogError> {
+        let mut windows = Vec::new();
+        for replica_set_id in instance.replica_set_ids() {
+            windows.push(self.window(&replica_set_id).await?);
+        }
+        Ok(common_spans(&windows))
+    }
+
     /// Stored bytes of the instance's oplog slices.
     pub async fn stored_bytes(&self, instance_id: &str) -> Result<u64, CatalogError> {
         let bytes: Option<i64> = sqlx::query_scalar(

@@ -13,8 +13,7 @@ use std::collections::HashSet;
 
 use jiff::Timestamp;
 use mongobak_catalog::{
-    common_spans, Instance, NewRestore, RestoreKind, RestorePlan, RestoreStatus, RestoreTarget,
-    RestoreTask,
+    Instance, NewRestore, RestoreKind, RestorePlan, RestoreStatus, RestoreTarget, RestoreTask,
 };
 use mongobak_dump::format::{CollectionKind, ReplicaSetManifest};
 use mongobak_dump::probe;
@@ -139,17 +138,12 @@ async fn check_window(
     instance: &Instance,
     at: Timestamp,
 ) -> Result<(), ApiError> {
-    let oplog = ctx.catalog().oplog();
-    let mut windows = Vec::new();
-    for replica_set_id in instance.replica_set_ids() {
-        windows.push(
-            oplog
-                .window(&replica_set_id)
-                .await
-                .map_err(crate::catalog_error)?,
-        );
-    }
-    let spans = common_spans(&windows);
+    let spans = ctx
+        .catalog()
+        .oplog()
+        .instance_spans(instance)
+        .await
+        .map_err(crate::catalog_error)?;
     if spans.iter().any(|span| span.contains(at)) {
         return Ok(());
     }

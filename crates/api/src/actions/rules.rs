@@ -13,7 +13,7 @@
 use jiff::Timestamp;
 
 use mongobak_catalog::rule::parse_days_csv;
-use mongobak_catalog::{common_spans, days_csv, BackupRule, Instance, LongTermInterval};
+use mongobak_catalog::{days_csv, BackupRule, Instance, LongTermInterval};
 
 use super::backups::check_backup_method;
 use super::{authorize_instance, to_fields, CallContext, Fields};
@@ -72,21 +72,17 @@ pub(super) async fn describe_backup_rules(
 }
 
 /// The seconds the instance can be restored to, in the API's time zone.
-pub(super) async fn restore_window(
+async fn restore_window(
     ctx: &CallContext<'_>,
     instance: &Instance,
 ) -> Result<Vec<RestoreWindowSpan>, ApiError> {
-    let oplog = ctx.catalog().oplog();
-    let mut windows = Vec::new();
-    for replica_set_id in instance.replica_set_ids() {
-        windows.push(
-            oplog
-                .window(&replica_set_id)
-                .await
-                .map_err(crate::catalog_error)?,
-        );
-    }
-    Ok(common_spans(&windows)
+    let spans = ctx
+        .catalog()
+        .oplog()
+        .instance_spans(instance)
+        .await
+        .map_err(crate::catalog_error)?;
+    Ok(spans
         .into_iter()
         .map(|span| RestoreWindowSpan {
             start_time: ctx.api.format_time(span.from),
