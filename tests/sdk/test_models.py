@@ -219,11 +219,12 @@ def test_every_answer_matches_the_sdk_models(backup_server, mongo):
         lambda t: t["Tasks"] and t["Tasks"][0]["Status"] in (2, 3),
     )
     assert answers["DescribeBackupDownloadTask"]["Tasks"][0]["Status"] == 2
+    at = restorable_time(c, mongo)
     answers["RestoreDBInstance"] = restored = raw(
         c,
         "RestoreDBInstance",
         InstanceId=BACKUP_INSTANCE,
-        RestoreTime=restorable_time(c, mongo),
+        RestoreTime=at,
         Databases=[{"Db": "shop", "Collections": [{"OldCollection": "orders", "NewCollection": "orders_walked"}]}],
     )
     restore_info = poll(
@@ -232,6 +233,22 @@ def test_every_answer_matches_the_sdk_models(backup_server, mongo):
         lambda i: i["Status"] not in ("initial", "running"),
     )
     assert restore_info["Status"] == "success", restore_info
+    answers["FlashBackDBInstance"] = flashed = raw(
+        c,
+        "FlashBackDBInstance",
+        InstanceId=BACKUP_INSTANCE,
+        TargetFlashbackTime=at,
+        TargetDatabases=[{"DBName": "shop", "Collections": [
+            {"CollectionName": "orders", "TargetResultCollectionName": "orders_flashed",
+             "KeyValues": [{"Key": "_id", "Value": "1"}]}
+        ]}],
+    )
+    flash_info = poll(
+        "the flashback",
+        lambda: raw(c, "DescribeAsyncRequestInfo", AsyncRequestId=str(flashed["FlowId"])),
+        lambda i: i["Status"] not in ("initial", "running"),
+    )
+    assert flash_info["Status"] == "success", flash_info
     answers["SetBackupRules"] = raw(c, "SetBackupRules", InstanceId=BACKUP_INSTANCE, BackupTime=3)
     answers["DescribeBackupRules"] = raw(c, "DescribeBackupRules", InstanceId=BACKUP_INSTANCE)
     answers["DeleteDBBackups"] = raw(c, "DeleteDBBackups", InstanceId=BACKUP_INSTANCE, BackupIds=[backup_id])

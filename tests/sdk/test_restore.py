@@ -1,6 +1,7 @@
-"""RestoreDBInstance through the official Python SDK: a collection restored
-as it was at a second of the restorable window, followed by its FlowId
-through DescribeAsyncRequestInfo; a sub-account without the action and a
+"""RestoreDBInstance and FlashBackDBInstance through the official Python
+SDK: a collection restored as it was at a second of the restorable window,
+and the documents of some keys, each followed by its FlowId through
+DescribeAsyncRequestInfo; a sub-account without the action and a
 sub-account limited to another instance are refused."""
 
 import time
@@ -30,6 +31,17 @@ def restore_server(tmp_path_factory, mongo):
     srv = start_server(tmp_path_factory.mktemp("mongobak-restore"), default_body() + instance_toml(INSTANCE, mongo.uri))
     yield srv
     srv.stop()
+
+
+def succeeded(c, what, flow_id):
+    """Waits for the FlowId's end through DescribeAsyncRequestInfo, which
+    must be a success."""
+    info = poll(
+        what,
+        lambda: raw(c, "DescribeAsyncRequestInfo", AsyncRequestId=str(flow_id)),
+        lambda i: i["Status"] not in ("initial", "running"),
+    )
+    assert info["Status"] == "success", info
 
 
 def window_end(c, mongo) -> str:
@@ -74,12 +86,7 @@ def test_a_collection_restores_through_the_sdk_models(restore_server, mongo):
     request.Databases = [database]
     answer = c.RestoreDBInstance(request)
     assert isinstance(answer.FlowId, int) and answer.FlowId >= 100000000, answer
-    info = poll(
-        "the restore",
-        lambda: raw(c, "DescribeAsyncRequestInfo", AsyncRequestId=str(answer.FlowId)),
-        lambda i: i["Status"] not in ("initial", "running"),
-    )
-    assert info["Status"] == "success", info
+    succeeded(c, "the restore", answer.FlowId)
     client_ = mongo.client()
     try:
         source = sorted(client_.shop.orders.find(), key=lambda d: str(d["_id"]))
@@ -101,6 +108,45 @@ def test_a_collection_restores_through_the_sdk_models(restore_server, mongo):
     )
 
 
+def test_keys_flash_back_through_the_sdk_models(restore_server, mongo):
+    c = client(restore_server)
+    at = window_end(c, mongo)
+    client_ = mongo.client()
+    try:
+        some = list(client_.shop.orders.find().sort("_id", 1).limit(3))
+    finally:
+        client_.close()
+    assert some, "the seeded orders"
+    request = models.FlashBackDBInstanceRequest()
+    request.InstanceId = INSTANCE
+    request.TargetFlashbackTime = at
+    database = models.FlashbackDatabase()
+    database.DBName = "shop"
+    collection = models.FlashbackCollection()
+    collection.CollectionName = "orders"
+    collection.TargetResultCollectionName = "orders_keys"
+    collection.FilterKey = "_id"
+    keys = []
+    for document in some:
+        key = models.FBKeyValue()
+        key.Key = "_id"
+        key.Value = str(document["_id"])
+        keys.append(key)
+    collection.KeyValues = keys
+    database.Collections = [collection]
+    request.TargetDatabases = [database]
+    answer = c.FlashBackDBInstance(request)
+    assert isinstance(answer.FlowId, int) and answer.FlowId >= 100000000, answer
+    succeeded(c, "the flashback", answer.FlowId)
+    client_ = mongo.client()
+    try:
+        flashed = list(client_.shop.orders_keys.find().sort("_id", 1))
+    finally:
+        client_.close()
+    # Nothing wrote to orders since the backup: the keys' documents as they are.
+    assert flashed == some
+
+
 def test_sub_accounts_without_the_action_are_refused(restore_server):
     body = dict(
         InstanceId=INSTANCE,
@@ -111,3 +157,10 @@ def test_sub_accounts_without_the_action_are_refused(restore_server):
     expect_error("InvalidParameter.PermissionDenied", call, client(restore_server, KEY_A_DENIED), "RestoreDBInstance", **body)
     # Allowed mongodb:Describe* on cmgo-ord3* only: not this action.
     expect_error("InvalidParameter.PermissionDenied", call, client(restore_server, KEY_A_ONE), "RestoreDBInstance", **body)
+    flashback = dict(
+        InstanceId=INSTANCE,
+        TargetFlashbackTime="2026-01-01 00:00:00",
+        TargetDatabases=[{"DBName": "shop", "Collections": [{"CollectionName": "orders", "KeyValues": [{"Value": "1"}]}]}],
+    )
+    expect_error("InvalidParameter.PermissionDenied", call, client(restore_server, KEY_A_DENIED), "FlashBackDBInstance", **flashback)
+    expect_error("InvalidParameter.PermissionDenied", call, client(restore_server, KEY_A_ONE), "FlashBackDBInstance", **flashback)

@@ -59,6 +59,9 @@ pub enum ErrorKind {
     /// `FailedOperation`: the deployment itself could not be read (a live
     /// listing found it unreachable, or it refused).
     FailedOperation,
+    /// `FailedOperation.FlashbackByKeyNotOpen`: flashback by key needs the
+    /// continuous oplog backup, which is off (`[pitr] enabled = false`).
+    FlashbackByKeyNotOpen,
     /// `InternalError`: a server fault; details are logged, not returned.
     InternalError,
     /// `InternalError.CheckAppIdFailed`: the caller's AppId cannot be verified.
@@ -123,6 +126,7 @@ impl ErrorKind {
             SignatureFailure => "AuthFailure.SignatureFailure",
             TokenFailure => "AuthFailure.TokenFailure",
             FailedOperation => "FailedOperation",
+            FlashbackByKeyNotOpen => "FailedOperation.FlashbackByKeyNotOpen",
             InternalError => "InternalError",
             CheckAppIdFailed => "InternalError.CheckAppIdFailed",
             InvalidAction => "InvalidAction",

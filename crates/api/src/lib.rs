@@ -90,6 +90,9 @@ pub struct ApiConfig {
     /// Retention of an instance without a backup rule (DescribeBackupRules
     /// shows it as `BackupSaveTime`).
     pub default_retention_days: i64,
+    /// Whether continuous oplog backup runs (`[pitr] enabled`): without
+    /// it FlashBackDBInstance is refused.
+    pub point_in_time: bool,
 }
 
 /// How DescribeBackupDownloadTask makes download URLs.
@@ -131,6 +134,7 @@ impl Default for ApiConfig {
             timezone: TimeZone::get("Asia/Shanghai").unwrap_or(TimeZone::UTC),
             downloads: DownloadSettings::default(),
             default_retention_days: 7,
+            point_in_time: true,
         }
     }
 }

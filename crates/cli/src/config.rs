@@ -575,6 +575,7 @@ impl Config {
                     ..DownloadSettings::default()
                 },
                 default_retention_days: backups.default_retention_days,
+                point_in_time: pitr.is_some(),
             },
             server: ServerConfig {
                 max_body_bytes: server.max_body_bytes.unwrap_or(10 * 1024 * 1024),

@@ -7,7 +7,8 @@
 //! on every shard of a sharded instance, after a restore cut by kill -9,
 //! and after the node that tailed the oplog was killed mid-burst in a
 //! two-node cluster on PostgreSQL; and refuses before any work what it
-//! cannot do.
+//! cannot do. FlashBackDBInstance brings back the documents of given keys
+//! as they were at a second, into the same instance or another.
 
 mod common;
 
@@ -40,9 +41,14 @@ async fn lag(http: &Http, admin: SocketAddr) -> Option<f64> {
 
 /// A `mongobak serve` with an admin listener, for `mongo`'s instance.
 fn serve_with_admin(mongo: &MongoServer, dir: &Path) -> Mongobak {
+    serve_with_admin_and(mongo, dir, "")
+}
+
+/// [`serve_with_admin`] with `extra` configuration (sections of its own).
+fn serve_with_admin_and(mongo: &MongoServer, dir: &Path, extra: &str) -> Mongobak {
     let config_path = dir.join("mongobak.toml");
     let admin_port = mongobak_testkit::free_port();
-    let config = config(&dir.join("data"), INSTANCE, &mongo.uri(), "").replacen(
+    let config = config(&dir.join("data"), INSTANCE, &mongo.uri(), extra).replacen(
         "[server]\n",
         &format!("[server]\nadmin_listen = \"127.0.0.1:{admin_port}\"\n"),
         1,
@@ -377,15 +383,7 @@ async fn a_collection_is_restored_as_it_was_at_each_quiet_second() {
         snapshot(&client).await.unwrap()["shop.orders"] == live,
         "the source collection changed"
     );
-    let names = client
-        .database("shop")
-        .list_collection_names()
-        .await
-        .unwrap();
-    assert!(
-        names.iter().all(|n| !n.starts_with("mongobak_restore_")),
-        "{names:?}"
-    );
+    no_staging_left(&client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -684,15 +682,7 @@ async fn a_restore_cut_by_kill_9_is_redone_and_never_shows_half_a_collection() {
         "the redone restore differs"
     );
     assert_eq!(restored.indexes, expected.indexes);
-    let names = client
-        .database("shop")
-        .list_collection_names()
-        .await
-        .unwrap();
-    assert!(
-        names.iter().all(|n| !n.starts_with("mongobak_restore_")),
-        "{names:?}"
-    );
+    no_staging_left(&client).await;
 }
 
 /// How many times `node` opened a tail of the instance's oplog.
@@ -776,5 +766,332 @@ async fn the_tailing_node_killed_mid_burst_is_replaced_without_a_gap() {
         "{} documents restored, {} expected",
         restored.documents.len(),
         expected.documents.len()
+    );
+}
+
+/// The documents of `collection` whose `_id` is one of `ids`, as the
+/// server stores them, in `_id` order.
+async fn documents_with_ids(
+    client: &Client,
+    collection: &str,
+    ids: &[mongodb::bson::Bson],
+) -> Vec<Vec<u8>> {
+    use futures::TryStreamExt;
+    let found: Vec<mongodb::bson::RawDocumentBuf> = client
+        .database("shop")
+        .collection::<mongodb::bson::RawDocumentBuf>(collection)
+        .find(doc! {"_id": {"$in": ids}})
+        .sort(doc! {"_id": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    found.into_iter().map(|d| d.into_bytes()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flashback_brings_back_the_documents_of_given_keys_as_they_were() {
+    use mongodb::bson::{oid::ObjectId, Bson};
+    let mongo = MongoServer::start_with(&["--noop-heartbeat-seconds", "1"]).await;
+    let other = MongoServer::start_with(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with_admin_and(
+        &mongo,
+        dir.path(),
+        &format!(
+            "[[instances]]\nid = \"cmgo-fbtarget\"\nregion = \"{REGION}\"\nreplica_sets = [{:?}]\n\n\
+             [[instances]]\nid = \"cmgo-notmine1\"\nregion = \"{REGION}\"\nowner_uin = \"100000000009\"\n\
+             replica_sets = [{:?}]\n",
+            other.uri(),
+            other.uri()
+        ),
+    );
+    let http = root_http();
+    let client = mongo.client();
+    let orders = client.database("shop").collection::<Document>("orders");
+    let oid = ObjectId::new();
+    orders
+        .insert_many(
+            (1..=50i64)
+                .map(|n| doc! {"_id": n, "sku": format!("s{n}"), "qty": n})
+                .chain([
+                    doc! {"_id": oid, "sku": "oid"},
+                    doc! {"_id": "k7", "sku": "str"},
+                ]),
+        )
+        .await
+        .unwrap();
+    tailer_began(&http, &server).await;
+    take_backup(&http, server.addr, INSTANCE).await;
+
+    // Before the time: 2 updated, 3 deleted, 100 inserted, 4 moved to
+    // another sku, and writes of keys not asked for.
+    orders
+        .update_one(
+            doc! {"_id": 2},
+            doc! {"$set": {"qty": 200}, "$push": {"log": "a"}},
+        )
+        .await
+        .unwrap();
+    orders.delete_one(doc! {"_id": 3}).await.unwrap();
+    orders
+        .insert_one(doc! {"_id": 100, "sku": "s100", "qty": 100})
+        .await
+        .unwrap();
+    orders
+        .update_one(doc! {"_id": 4}, doc! {"$set": {"sku": "moved"}})
+        .await
+        .unwrap();
+    orders
+        .update_many(
+            doc! {"_id": {"$gt": 10, "$lt": 40}},
+            doc! {"$inc": {"qty": 1}},
+        )
+        .await
+        .unwrap();
+    let at = quiet_second().await;
+    let asked: Vec<Bson> = [
+        Bson::Int64(2),
+        Bson::Int64(3),
+        Bson::Int64(100),
+        Bson::Int64(101),
+        Bson::ObjectId(oid),
+        Bson::String("k7".into()),
+    ]
+    .into();
+    let expected_by_id = documents_with_ids(&client, "orders", &asked).await;
+    assert_eq!(expected_by_id.len(), 4, "2, 100, the ObjectId and k7");
+    let all: Vec<Bson> = (1..=200i64).map(Bson::Int64).collect();
+    let expected_by_sku: Vec<Vec<u8>> = documents_with_ids(&client, "orders", &all)
+        .await
+        .into_iter()
+        .filter(|d| {
+            let sku = mongodb::bson::RawDocument::from_bytes(d)
+                .unwrap()
+                .get_str("sku")
+                .unwrap()
+                .to_string();
+            sku == "moved" || sku == "s5"
+        })
+        .collect();
+    assert_eq!(expected_by_sku.len(), 2, "4 and 5");
+    after(at).await;
+    // After the time: none of these is in the result.
+    orders
+        .update_one(doc! {"_id": 2}, doc! {"$set": {"qty": 999}})
+        .await
+        .unwrap();
+    orders
+        .insert_many([doc! {"_id": 101}, doc! {"_id": 3, "back": true}])
+        .await
+        .unwrap();
+    orders.delete_one(doc! {"_id": 100}).await.unwrap();
+    orders
+        .update_one(doc! {"_id": 6}, doc! {"$set": {"sku": "moved"}})
+        .await
+        .unwrap();
+    window_reaching(&http, server.addr, parse_time(&api_time(at)), 0).await;
+
+    let flashback = |target_instance: Option<&str>, collection: Value| {
+        let mut body = json!({
+            "InstanceId": INSTANCE,
+            "TargetFlashbackTime": api_time(at),
+            "TargetDatabases": [{"DBName": "shop", "Collections": [collection]}],
+        });
+        if let Some(target) = target_instance {
+            body["TargetInstanceId"] = json!(target);
+        }
+        body
+    };
+    // By `_id` (the default key), into the same instance; values are
+    // strings, matching the number or ObjectId they spell.
+    let key_values: Vec<Value> = ["2", "3", "100", "101", "999", "k7"]
+        .iter()
+        .map(|v| json!({"Key": "_id", "Value": v}))
+        .chain([json!({"Value": oid.to_hex()})])
+        .collect();
+    let by_id = http
+        .call(
+            server.addr,
+            "FlashBackDBInstance",
+            flashback(
+                None,
+                json!({
+                    "CollectionName": "orders",
+                    "TargetResultCollectionName": "orders_fb",
+                    "KeyValues": key_values,
+                }),
+            ),
+        )
+        .await;
+    let info = wait_flow(&http, &server, &by_id["FlowId"]).await;
+    assert_eq!(info["Status"], "success", "{info}");
+    assert_eq!(
+        documents_with_ids(&client, "orders_fb", &asked).await,
+        expected_by_id,
+        "the keys' documents as they were, byte for byte"
+    );
+    let result_count = client
+        .database("shop")
+        .collection::<Document>("orders_fb")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(result_count, 4, "just the keys that existed then");
+
+    // By another field, into another instance of the same account.
+    let by_sku = http
+        .call(
+            server.addr,
+            "FlashBackDBInstance",
+            flashback(
+                Some("cmgo-fbtarget"),
+                json!({
+                    "CollectionName": "orders",
+                    "TargetResultCollectionName": "by_sku",
+                    "FilterKey": "sku",
+                    "KeyValues": [{"Key": "sku", "Value": "moved"}, {"Value": "s5"}],
+                }),
+            ),
+        )
+        .await;
+    let info = wait_flow(&http, &server, &by_sku["FlowId"]).await;
+    assert_eq!(info["Status"], "success", "{info}");
+    assert_eq!(
+        documents_with_ids(&other.client(), "by_sku", &all).await,
+        expected_by_sku
+    );
+    // No staging collection is left on either instance.
+    no_staging_left(&client).await;
+    no_staging_left(&other.client()).await;
+
+    // Refused before any work.
+    let refused = async |body: Value, code: &str, needle: &str| {
+        let answer = http.call(server.addr, "FlashBackDBInstance", body).await;
+        assert_eq!(code_of(&answer), Some(code), "{answer}");
+        let message = answer["Error"]["Message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{needle:?} in {answer}");
+    };
+    let keyed = |name: &str, result: &str| {
+        json!({"CollectionName": name, "TargetResultCollectionName": result,
+               "KeyValues": [{"Value": "1"}]})
+    };
+    refused(
+        flashback(None, keyed("orders", "orders_fb")),
+        "InvalidParameterValue",
+        "TargetResultCollectionName",
+    )
+    .await;
+    refused(
+        flashback(None, keyed("nothing", "n2")),
+        "InvalidParameterValue",
+        "no collection shop.nothing",
+    )
+    .await;
+    refused(
+        flashback(Some("cmgo-notmine1"), keyed("orders", "n2")),
+        "InvalidParameterValue.NotFoundInstance",
+        "cmgo-notmine1",
+    )
+    .await;
+    refused(
+        flashback(
+            None,
+            json!({"CollectionName": "orders", "TargetResultCollectionName": "n2", "KeyValues": []}),
+        ),
+        "InvalidParameterValue",
+        "KeyValues",
+    )
+    .await;
+    refused(
+        flashback(
+            None,
+            json!({"CollectionName": "orders", "TargetResultCollectionName": "n2",
+                   "FilterKey": "sku", "KeyValues": [{"Key": "qty", "Value": "1"}]}),
+        ),
+        "InvalidParameterValue",
+        "KeyValues.0.Key",
+    )
+    .await;
+    refused(
+        flashback(
+            None,
+            json!({"CollectionName": "orders", "TargetResultCollectionName": "n2",
+                   "FilterKey": "$where", "KeyValues": [{"Value": "1"}]}),
+        ),
+        "InvalidParameterValue",
+        "FilterKey",
+    )
+    .await;
+    let mut early = flashback(None, keyed("orders", "n2"));
+    early["TargetFlashbackTime"] = json!("2020-01-01 00:00:00");
+    refused(
+        early,
+        "InvalidParameterValue.QueryTimeOutOfRange",
+        "TargetFlashbackTime",
+    )
+    .await;
+    let mut no_collections = flashback(None, keyed("orders", "n2"));
+    no_collections["TargetDatabases"][0]["Collections"] = json!([]);
+    refused(no_collections, "InvalidParameterValue", "Collections").await;
+    refused(
+        json!({"InstanceId": INSTANCE, "TargetFlashbackTime": api_time(at)}),
+        "MissingParameter",
+        "TargetDatabases",
+    )
+    .await;
+    let names = client
+        .database("shop")
+        .list_collection_names()
+        .await
+        .unwrap();
+    assert!(!names.iter().any(|n| n == "n2"), "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flashback_is_refused_without_continuous_oplog_backup() {
+    let mongo = MongoServer::start_with(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with_admin_and(&mongo, dir.path(), "[pitr]\nenabled = false\n");
+    let http = root_http();
+    let answer = http
+        .call(
+            server.addr,
+            "FlashBackDBInstance",
+            json!({
+                "InstanceId": INSTANCE,
+                "TargetFlashbackTime": api_time(Timestamp::now()),
+                "TargetDatabases": [{"DBName": "shop", "Collections": [
+                    {"CollectionName": "orders", "KeyValues": [{"Value": "1"}]}
+                ]}],
+            }),
+        )
+        .await;
+    assert_eq!(
+        code_of(&answer),
+        Some("FailedOperation.FlashbackByKeyNotOpen"),
+        "{answer}"
+    );
+    assert!(
+        answer["Error"]["Message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("[pitr] enabled = false"),
+        "{answer}"
+    );
+}
+
+/// Asserts that `shop` holds no staging collection of a restore or a
+/// flashback.
+async fn no_staging_left(client: &Client) {
+    let names = client
+        .database("shop")
+        .list_collection_names()
+        .await
+        .unwrap();
+    assert!(
+        names.iter().all(|n| !n.starts_with("mongobak_")),
+        "{names:?}"
     );
 }

@@ -51,12 +51,14 @@
 //! - `auth`: users and roles; `oplog`: replay; `filter`: namespaces;
 //! - [`point_in_time`]: one collection as it was at a time, from a base
 //!   backup's documents and the oplog after them (point-in-time restore);
+//! - [`keys`]: which documents and writes a flashback by key concerns;
 //! - `error`: [`RestoreError`].
 
 mod auth;
 mod error;
 mod filter;
 mod input;
+pub mod keys;
 mod metadata;
 mod oplog;
 pub mod point_in_time;

@@ -22,6 +22,10 @@
 //! it again, and a rename of the source away means it did not exist under
 //! its name after that. A collection renamed *into* the source's name is
 //! refused: its history is another collection's.
+//!
+//! A flashback by key ([`CollectionAtTime::with_keys`]) rebuilds just the
+//! documents of some keys when the key is `_id`: the base's other
+//! documents and the writes of other `_id`s are left out as they come.
 
 use std::sync::LazyLock;
 
@@ -31,6 +35,7 @@ use mongodb::Client;
 
 use crate::error::RestoreError;
 use crate::filter::NsFilter;
+use crate::keys::KeyMatcher;
 use crate::metadata::{CollectionSpec, Shape};
 use crate::oplog::{code, Applier};
 
@@ -62,6 +67,8 @@ pub struct CollectionAtTime<'a> {
     staging: String,
     applier: Applier<'a>,
     replayed: u64,
+    /// For a flashback by `_id`: the only keys rebuilt.
+    ids: Option<KeyMatcher>,
 }
 
 impl<'a> CollectionAtTime<'a> {
@@ -74,7 +81,17 @@ impl<'a> CollectionAtTime<'a> {
             staging: staging.to_string(),
             applier: Applier::new(client, &EVERY_NAMESPACE),
             replayed: 0,
+            ids: None,
         }
+    }
+
+    /// Rebuilds only the documents `keys` matches, when it matches by
+    /// `_id`: other documents of the base and writes of other `_id`s are
+    /// passed over. Keys of any other field change with the writes, so
+    /// such a rebuild keeps every document (pick the matches at the end).
+    pub fn with_keys(mut self, keys: &KeyMatcher) -> Self {
+        self.ids = keys.by_id().then(|| keys.clone());
+        self
     }
 
     /// `db.source`.
@@ -139,14 +156,18 @@ impl<'a> CollectionAtTime<'a> {
     /// Inserts documents of the base (unordered; a document already there
     /// is kept, as the oplog replay that follows settles it).
     pub async fn insert(&self, documents: &[RawDocumentBuf]) -> Result<(), RestoreError> {
-        if documents.is_empty() {
+        let kept: Vec<&RawDocumentBuf> = match &self.ids {
+            Some(ids) => documents.iter().filter(|d| ids.matches(d)).collect(),
+            None => documents.iter().collect(),
+        };
+        if kept.is_empty() {
             return Ok(());
         }
         let inserted = self
             .client
             .database(&self.db)
             .collection::<RawDocumentBuf>(&self.staging)
-            .insert_many(documents)
+            .insert_many(kept)
             .ordered(false)
             .await;
         match inserted {
@@ -221,9 +242,14 @@ impl<'a> CollectionAtTime<'a> {
                     reason,
                 }
             })?;
-        let Some(redirected) = redirected else {
+        let Some(mut redirected) = redirected else {
             return Ok(false);
         };
+        if let Some(ids) = &self.ids {
+            if !keep_keys(&mut redirected, ids) {
+                return Ok(false);
+            }
+        }
         self.applier.apply(&redirected, self.replayed).await?;
         self.replayed += 1;
         Ok(true)
@@ -279,6 +305,22 @@ impl<'a> CollectionAtTime<'a> {
             reason,
         })
     }
+}
+
+/// Leaves out of `entry` the writes `ids` does not concern (of a
+/// transaction, its operations of other keys); false when nothing is left.
+fn keep_keys(entry: &mut Document, ids: &KeyMatcher) -> bool {
+    if entry.get_str("op") != Ok("c") {
+        return ids.concerns(entry);
+    }
+    let Ok(o) = entry.get_document_mut("o") else {
+        return true;
+    };
+    let Ok(ops) = o.get_array_mut("applyOps") else {
+        return true;
+    };
+    ops.retain(|op| op.as_document().is_none_or(|op| ids.concerns(op)));
+    !ops.is_empty()
 }
 
 /// `entry` turned onto collection `db.to` if it concerns `db.from`, or
@@ -479,5 +521,35 @@ mod tests {
             .unwrap();
         assert_eq!(ops.len(), 1);
         assert_eq!(ops[0].as_document().unwrap().get_str("ns"), Ok("shop.st"));
+    }
+
+    #[test]
+    fn a_flashback_by_id_keeps_only_the_writes_of_its_keys() {
+        let ids = KeyMatcher::new("_id", &["1".into()]);
+        let mut tx = entry(
+            "c",
+            "admin.$cmd",
+            doc! {"applyOps": [
+                {"op": "i", "ns": "shop.st", "o": {"_id": 1}},
+                {"op": "u", "ns": "shop.st", "o": {"$set": {"a": 1}}, "o2": {"_id": 2}},
+            ]},
+        );
+        assert!(keep_keys(&mut tx, &ids));
+        let ops = tx.get_document("o").unwrap().get_array("applyOps").unwrap();
+        assert_eq!(ops.len(), 1);
+        let mut others = entry(
+            "c",
+            "admin.$cmd",
+            doc! {"applyOps": [{"op": "d", "ns": "shop.st", "o": {"_id": 2}}]},
+        );
+        assert!(!keep_keys(&mut others, &ids));
+        assert!(!keep_keys(
+            &mut entry("d", "shop.st", doc! {"_id": 3}),
+            &ids
+        ));
+        assert!(keep_keys(
+            &mut entry("c", "shop.$cmd", doc! {"drop": "st"}),
+            &ids
+        ));
     }
 }

@@ -99,6 +99,26 @@ fn request(cap: &ListCap, n: usize, backup: &Backup) -> Value {
             "Databases": [{"Db": "shop", "Collections":
                 list(json!({"OldCollection": "orders", "NewCollection": "orders_then"}))}],
         }),
+        (Action::FlashBackDBInstance, "TargetDatabases") => json!({
+            "InstanceId": INSTANCE,
+            "TargetFlashbackTime": "2026-01-01 00:00:00",
+            "TargetDatabases": list(json!({"DBName": "shop", "Collections": [
+                {"CollectionName": "orders", "KeyValues": [{"Value": "1"}]}
+            ]})),
+        }),
+        (Action::FlashBackDBInstance, "TargetDatabases.N.Collections") => json!({
+            "InstanceId": INSTANCE,
+            "TargetFlashbackTime": "2026-01-01 00:00:00",
+            "TargetDatabases": [{"DBName": "shop", "Collections":
+                list(json!({"CollectionName": "orders", "KeyValues": [{"Value": "1"}]}))}],
+        }),
+        (Action::FlashBackDBInstance, "TargetDatabases.N.Collections.N.KeyValues") => json!({
+            "InstanceId": INSTANCE,
+            "TargetFlashbackTime": "2026-01-01 00:00:00",
+            "TargetDatabases": [{"DBName": "shop", "Collections": [
+                {"CollectionName": "orders", "KeyValues": list(json!({"Value": "1"}))}
+            ]}],
+        }),
         (action, parameter) => panic!("no request for {}.{parameter}: add one here", action.name()),
     }
 }
@@ -113,7 +133,9 @@ async fn every_list_parameter_is_answered_at_its_cap_and_refused_over_it() {
         // Answered, or refused for something else than the list (a
         // restore time outside the window).
         let expected = match cap.action {
-            Action::RestoreDBInstance => Some("InvalidParameterValue.QueryTimeOutOfRange"),
+            Action::RestoreDBInstance | Action::FlashBackDBInstance => {
+                Some("InvalidParameterValue.QueryTimeOutOfRange")
+            }
             _ => None,
         };
         assert_eq!(

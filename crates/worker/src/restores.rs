@@ -1,5 +1,5 @@
-//! The restore workers: point-in-time restores (`RestoreDBInstance`) run as
-//! durable leased tasks.
+//! The restore workers: point-in-time restores (`RestoreDBInstance`) and
+//! flashbacks by key (`FlashBackDBInstance`) run as durable leased tasks.
 //!
 //! A worker claims a task with a lease and, for each replica set of the
 //! instance (every shard of a sharded one, all to the same time):
@@ -12,26 +12,38 @@
 //! 3. once every replica set is rebuilt, renames each staging collection
 //!    to its target name, and only then marks the task done.
 //!
+//! A flashback rebuilds the same way, only the keys asked for when they
+//! are `_id`s (`restore::keys`), then copies the matching documents of
+//! every replica set's staging collection into a staging collection of
+//! the target instance (its mongos, or its first replica set), renames
+//! that to the result name, and drops the rebuilt ones.
+//!
 //! The lease is renewed as the work goes; a worker that loses it stops.
 //! A worker that dies leaves its lease to lapse, and the next claim redoes
 //! the task from the start, discarding the staging collections first. So
-//! a target collection only ever appears complete; a task interrupted
-//! while renaming finds the targets it already renamed and counts them
-//! done (the API refused targets that existed when the task was asked
-//! for).
+//! a target collection only ever appears complete; a redo leaves alone the
+//! targets an earlier attempt already renamed into place (the API refused
+//! targets that existed when the task was asked for). A collection is
+//! rebuilt on the replica sets where it existed at the time (an unsharded
+//! collection lives on one shard), and the task fails only when it existed
+//! on none.
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use mongobak_blob::BlobStore;
 use mongobak_catalog::{
-    Base, Catalog, Instance, OplogTs, ReplicaSetId, RestoreTarget, RestoreTask, RESTORE_LEASE,
+    Base, Catalog, Instance, OplogTs, ReplicaSetId, RestoreKind, RestoreTarget, RestoreTask,
+    RESTORE_LEASE,
 };
 use mongobak_dump::format::{CollectionEntry, ReplicaSetManifest};
 use mongobak_dump::stored::slice::{read_slice, WrittenSlice};
 use mongobak_dump::{read_manifests, SegmentReader};
+use mongobak_restore::keys::KeyMatcher;
 use mongobak_restore::point_in_time::CollectionAtTime;
-use mongodb::bson::RawDocumentBuf;
+use mongodb::bson::{doc, RawDocumentBuf};
+use mongodb::options::ClientOptions;
 use mongodb::Client;
 use tokio_util::sync::CancellationToken;
 
@@ -170,55 +182,194 @@ impl RestoreRunner {
     }
 
     async fn restore(&self, task: &RestoreTask, lease: &mut Lease<'_>) -> Result<(), Stop> {
-        let instance = self
-            .catalog
-            .instances()
-            .get(&task.instance_id)
-            .await?
-            .ok_or_else(|| Stop::Failed("the instance is no longer registered".into()))?;
-        let targets = &task.plan.collections;
+        let instance = self.instance(&task.instance_id).await?;
         let end = OplogTs::end_of_second(
             u32::try_from(task.restore_time.as_second())
                 .map_err(|_| Stop::Failed("the restore time is out of range".into()))?,
         );
-        let sets = instance.replica_set_ids();
-        let mut clients = Vec::new();
-        for (n, replica_set_id) in sets.iter().enumerate() {
-            let client = connect(&instance, n).await?;
-            self.rebuild(task, replica_set_id, &client, end, lease, (n, sets.len()))
-                .await?;
-            clients.push(client);
+        match task.kind {
+            RestoreKind::Restore => self.restore_collections(task, &instance, end, lease).await,
+            RestoreKind::Flashback => self.flashback(task, &instance, end, lease).await,
         }
+    }
+
+    async fn instance(&self, id: &str) -> Result<Instance, Stop> {
+        self.catalog
+            .instances()
+            .get(id)
+            .await?
+            .ok_or_else(|| Stop::Failed(format!("instance {id} is no longer registered")))
+    }
+
+    /// RestoreDBInstance: each collection rebuilt on every replica set
+    /// where it existed at the time, then renamed to its target there.
+    async fn restore_collections(
+        &self,
+        task: &RestoreTask,
+        instance: &Instance,
+        end: OplogTs,
+        lease: &mut Lease<'_>,
+    ) -> Result<(), Stop> {
+        let targets = &task.plan.collections;
+        let rebuilt = self
+            .rebuild_everywhere(task, instance, Pending::UnpublishedHere, end, lease)
+            .await?;
         // Every replica set is rebuilt: the targets appear, each whole.
-        for client in &clients {
-            for (k, target) in targets.iter().enumerate() {
-                let staging = staging_name(task, k);
-                let mut collection =
-                    CollectionAtTime::new(client, &target.db, &target.source, &staging);
-                if !collection.exists().await?
-                    && task.attempts > 1
-                    && exists(client, target).await?
-                {
-                    // Renamed by an attempt that stopped while renaming.
-                    continue;
-                }
-                collection.publish(&target.target).await?;
+        for (client, here) in &rebuilt {
+            for &k in here {
+                let target = &targets[k];
+                CollectionAtTime::new(client, &target.db, &target.source, &staging_name(task, k))
+                    .publish(&target.target)
+                    .await?;
             }
         }
         Ok(())
     }
 
-    /// Rebuilds every target of `task` on one replica set, in its staging
-    /// collections.
+    /// FlashBackDBInstance: each collection rebuilt (just the keys asked
+    /// for, when by `_id`) on every replica set, then the matching
+    /// documents copied into a staging collection of the target instance,
+    /// renamed to the result name once complete.
+    async fn flashback(
+        &self,
+        task: &RestoreTask,
+        instance: &Instance,
+        end: OplogTs,
+        lease: &mut Lease<'_>,
+    ) -> Result<(), Stop> {
+        let targets = &task.plan.collections;
+        let target_instance = self.instance(&task.target_instance_id).await?;
+        let writer = connect_writer(&target_instance).await?;
+        // A redo leaves alone the results an earlier attempt renamed into
+        // place (the API refused results that existed).
+        let mut pending = Vec::new();
+        for (k, target) in targets.iter().enumerate() {
+            if task.attempts == 1 || !exists(&writer, &target.db, &target.target).await? {
+                pending.push(k);
+            }
+        }
+        let rebuilt = self
+            .rebuild_everywhere(task, instance, Pending::Only(&pending), end, lease)
+            .await?;
+        for &k in &pending {
+            let target = &targets[k];
+            let keys = key_matcher(target)?;
+            let result = CollectionAtTime::new(
+                &writer,
+                &target.db,
+                &target.target,
+                &result_staging_name(task, k),
+            );
+            result.discard().await?;
+            result.create(&serde_json::json!({}), &[]).await?;
+            let mut documents = 0;
+            for (client, here) in &rebuilt {
+                if here.contains(&k) {
+                    let staging = staging_name(task, k);
+                    documents +=
+                        copy_matches(client, &target.db, &staging, &keys, &result, lease).await?;
+                }
+            }
+            result.publish(&target.target).await?;
+            tracing::info!(flow_id = task.flow_id, collection = %target.source, result = %target.target, documents, "flashback result written");
+        }
+        for (client, here) in &rebuilt {
+            for &k in here {
+                let target = &targets[k];
+                CollectionAtTime::new(client, &target.db, &target.source, &staging_name(task, k))
+                    .discard()
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds targets of `task` on every replica set of `instance`, in
+    /// staging collections; answers each replica set's client with the
+    /// targets rebuilt there (those that existed there at the time). Fails
+    /// when a target existed on no replica set (and was not renamed into
+    /// place by an earlier attempt).
+    async fn rebuild_everywhere(
+        &self,
+        task: &RestoreTask,
+        instance: &Instance,
+        pending: Pending<'_>,
+        end: OplogTs,
+        lease: &mut Lease<'_>,
+    ) -> Result<Vec<(Client, Vec<usize>)>, Stop> {
+        let targets = &task.plan.collections;
+        let sets = instance.replica_set_ids();
+        let mut rebuilt = Vec::new();
+        let mut existed = vec![false; targets.len()];
+        if let Pending::Only(only) = pending {
+            for k in (0..targets.len()).filter(|k| !only.contains(k)) {
+                existed[k] = true;
+            }
+        }
+        for (n, replica_set_id) in sets.iter().enumerate() {
+            let client = connect(&instance.replica_set_uris[n], replica_set_id).await?;
+            let here = match pending {
+                Pending::Only(only) => only.to_vec(),
+                Pending::UnpublishedHere => {
+                    let mut here = Vec::new();
+                    for (k, target) in targets.iter().enumerate() {
+                        if task.attempts > 1 && exists(&client, &target.db, &target.target).await? {
+                            existed[k] = true;
+                        } else {
+                            here.push(k);
+                        }
+                    }
+                    here
+                }
+            };
+            let found = self
+                .rebuild(
+                    task,
+                    replica_set_id,
+                    &client,
+                    &here,
+                    end,
+                    lease,
+                    (n, sets.len()),
+                )
+                .await?;
+            let here: Vec<usize> = here
+                .into_iter()
+                .zip(found)
+                .filter_map(|(k, found)| found.then_some(k))
+                .collect();
+            for &k in &here {
+                existed[k] = true;
+            }
+            rebuilt.push((client, here));
+        }
+        if let Some(k) = existed.iter().position(|e| !e) {
+            let target = &targets[k];
+            return Err(Stop::Failed(format!(
+                "{}.{} did not exist at that time",
+                target.db, target.source
+            )));
+        }
+        Ok(rebuilt)
+    }
+
+    /// Rebuilds the targets of `task` numbered in `pending` on one replica
+    /// set, each in its staging collection; answers, for each, whether it
+    /// existed there at the time (when not, it has no staging collection).
+    #[allow(clippy::too_many_arguments)]
     async fn rebuild(
         &self,
         task: &RestoreTask,
         replica_set_id: &ReplicaSetId,
         client: &Client,
+        pending: &[usize],
         end: OplogTs,
         lease: &mut Lease<'_>,
         (n, of): (usize, usize),
-    ) -> Result<(), Stop> {
+    ) -> Result<Vec<bool>, Stop> {
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
         let window = self.catalog.oplog().window(replica_set_id).await?;
         let Some(base) = window.base_for(task.restore_time) else {
             return Err(Stop::Failed(format!(
@@ -232,9 +383,14 @@ impl RestoreRunner {
             Option<&CollectionEntry>,
             &RestoreTarget,
         )> = Vec::new();
-        for (k, target) in targets.iter().enumerate() {
+        for &k in pending {
+            let target = &targets[k];
             let staging = staging_name(task, k);
-            let collection = CollectionAtTime::new(client, &target.db, &target.source, &staging);
+            let mut collection =
+                CollectionAtTime::new(client, &target.db, &target.source, &staging);
+            if target.keys.is_some() {
+                collection = collection.with_keys(&key_matcher(target)?);
+            }
             collection.discard().await?;
             let entry = manifest
                 .collections
@@ -332,17 +488,13 @@ impl RestoreRunner {
                 }
             }
         }
-        for (collection, _, target) in collections.iter_mut() {
-            if !collection.exists().await? {
-                return Err(Stop::Failed(format!(
-                    "{}.{} did not exist at that time on {replica_set_id}",
-                    target.db, target.source
-                )));
-            }
+        let mut existed = Vec::with_capacity(collections.len());
+        for (collection, _, _) in collections.iter_mut() {
+            existed.push(collection.exists().await?);
         }
         lease.renew(percent(total)).await?;
         tracing::info!(flow_id = task.flow_id, replica_set = %replica_set_id, base = base.backup_id, slices = slices.len(), "replica set rebuilt");
-        Ok(())
+        Ok(existed)
     }
 
     async fn base_manifest(
@@ -368,29 +520,103 @@ impl RestoreRunner {
     }
 }
 
+/// Which targets a replica set rebuilds.
+#[derive(Debug, Clone, Copy)]
+enum Pending<'a> {
+    /// Those not yet renamed into place on that replica set by an earlier
+    /// attempt (a restore publishes on each replica set).
+    UnpublishedHere,
+    /// These (a flashback publishes on the target instance).
+    Only(&'a [usize]),
+}
+
 /// The staging collection of the `k`-th target of `task`.
 fn staging_name(task: &RestoreTask, k: usize) -> String {
     format!("mongobak_restore_{}_{k}", task.flow_id)
 }
 
-async fn connect(instance: &Instance, n: usize) -> Result<Client, Stop> {
-    let uri = &instance.replica_set_uris[n];
-    let client = Client::with_uri_str(uri).await.map_err(|_| {
-        Stop::Failed(format!(
-            "cannot connect to {}: its connection URI is refused",
-            instance.id.replica_set(n)
-        ))
-    })?;
-    Ok(client)
+/// The staging collection of a flashback's `k`-th result, on the target
+/// instance.
+fn result_staging_name(task: &RestoreTask, k: usize) -> String {
+    format!("mongobak_flashback_{}_{k}", task.flow_id)
 }
 
-async fn exists(client: &Client, target: &RestoreTarget) -> Result<bool, Stop> {
+/// The keys of a flashback's target.
+fn key_matcher(target: &RestoreTarget) -> Result<KeyMatcher, Stop> {
+    let keys = target
+        .keys
+        .as_ref()
+        .ok_or_else(|| Stop::Failed(format!("no keys are given for {}", target.source)))?;
+    Ok(KeyMatcher::new(&keys.field, &keys.values))
+}
+
+/// A client of one replica set (`name` in errors). Writes are sent once,
+/// not retried by the driver: a restore's writes are redone whole when
+/// they fail, and retryable writes cost some servers several times more.
+async fn connect(uri: &str, name: &(dyn std::fmt::Display + Sync)) -> Result<Client, Stop> {
+    let refused = || {
+        Stop::Failed(format!(
+            "cannot connect to {name}: its connection URI is refused"
+        ))
+    };
+    let mut options = ClientOptions::parse(uri).await.map_err(|_| refused())?;
+    options.retry_writes = Some(false);
+    Client::with_options(options).map_err(|_| refused())
+}
+
+/// Where a flashback writes its results: the target instance's mongos
+/// when it has one, else its first replica set.
+async fn connect_writer(instance: &Instance) -> Result<Client, Stop> {
+    match &instance.mongos_uri {
+        Some(uri) => connect(uri, &format!("the mongos of {}", instance.id)).await,
+        None => connect(&instance.replica_set_uris[0], &instance.id.replica_set(0)).await,
+    }
+}
+
+async fn exists(client: &Client, db: &str, name: &str) -> Result<bool, Stop> {
     let names = client
-        .database(&target.db)
+        .database(db)
         .list_collection_names()
+        .filter(doc! {"name": name})
         .await
-        .map_err(|e| Stop::Failed(format!("cannot list the collections of {}: {e}", target.db)))?;
-    Ok(names.contains(&target.target))
+        .map_err(|e| Stop::Failed(format!("cannot list the collections of {db}: {e}")))?;
+    Ok(!names.is_empty())
+}
+
+/// Copies the documents of `db.staging` that `keys` matches into
+/// `result`; answers how many.
+async fn copy_matches(
+    client: &Client,
+    db: &str,
+    staging: &str,
+    keys: &KeyMatcher,
+    result: &CollectionAtTime<'_>,
+    lease: &mut Lease<'_>,
+) -> Result<u64, Stop> {
+    let mut cursor = client
+        .database(db)
+        .collection::<RawDocumentBuf>(staging)
+        .find(doc! {})
+        .await
+        .map_err(|e| Stop::Failed(format!("cannot read {db}.{staging}: {e}")))?;
+    let mut batch = Vec::with_capacity(INSERT_BATCH);
+    let mut copied = 0;
+    while let Some(document) = cursor.next().await {
+        let document =
+            document.map_err(|e| Stop::Failed(format!("cannot read {db}.{staging}: {e}")))?;
+        if !keys.matches(&document) {
+            continue;
+        }
+        batch.push(document);
+        if batch.len() == INSERT_BATCH {
+            result.insert(&batch).await?;
+            copied += batch.len() as u64;
+            batch.clear();
+            lease.renew(100).await?;
+        }
+    }
+    result.insert(&batch).await?;
+    Ok(copied + batch.len() as u64)
 }
 
 /// A task's lease, renewed as the work goes.

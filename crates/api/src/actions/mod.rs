@@ -12,6 +12,7 @@
 
 mod backups;
 mod downloads;
+mod flashback;
 mod instances;
 mod namespaces;
 mod restores;
@@ -53,6 +54,8 @@ pub enum Action {
     SetBackupRules,
     /// Restore collections as they were at a point in time.
     RestoreDBInstance,
+    /// Restore the documents of given keys as they were at a point in time.
+    FlashBackDBInstance,
 }
 
 impl Action {
@@ -70,6 +73,7 @@ impl Action {
         Action::DescribeBackupRules,
         Action::SetBackupRules,
         Action::RestoreDBInstance,
+        Action::FlashBackDBInstance,
     ];
 
     /// The wire name.
@@ -87,6 +91,7 @@ impl Action {
             Action::DescribeBackupRules => "DescribeBackupRules",
             Action::SetBackupRules => "SetBackupRules",
             Action::RestoreDBInstance => "RestoreDBInstance",
+            Action::FlashBackDBInstance => "FlashBackDBInstance",
         }
     }
 
@@ -106,7 +111,8 @@ impl Action {
             | Action::ModifyBackupExpireTime
             | Action::CreateBackupDownloadTask
             | Action::SetBackupRules
-            | Action::RestoreDBInstance => true,
+            | Action::RestoreDBInstance
+            | Action::FlashBackDBInstance => true,
         }
     }
 
@@ -159,6 +165,15 @@ pub mod caps {
     /// `RestoreDBInstance.Databases.N.Collections`; all of a restore's
     /// collections together may be at most TencentDB's 2000 as well.
     pub const RESTORE_COLLECTIONS: usize = 2000;
+    /// `FlashBackDBInstance.TargetDatabases`.
+    pub const FLASHBACK_DATABASES: usize = 100;
+    /// `FlashBackDBInstance.TargetDatabases.N.Collections`; all of a
+    /// flashback's collections together may be at most this many as well.
+    pub const FLASHBACK_COLLECTIONS: usize = 100;
+    /// `FlashBackDBInstance.TargetDatabases.N.Collections.N.KeyValues`
+    /// (TencentDB's cap); all of a flashback's keys together may be at
+    /// most this many as well.
+    pub const FLASHBACK_KEYS: usize = 50_000;
 }
 
 /// One capped list parameter: the action, the parameter, its cap.
@@ -225,6 +240,21 @@ pub const LIST_CAPS: &[ListCap] = &[
         parameter: "Databases.N.Collections",
         max: caps::RESTORE_COLLECTIONS,
     },
+    ListCap {
+        action: Action::FlashBackDBInstance,
+        parameter: "TargetDatabases",
+        max: caps::FLASHBACK_DATABASES,
+    },
+    ListCap {
+        action: Action::FlashBackDBInstance,
+        parameter: "TargetDatabases.N.Collections",
+        max: caps::FLASHBACK_COLLECTIONS,
+    },
+    ListCap {
+        action: Action::FlashBackDBInstance,
+        parameter: "TargetDatabases.N.Collections.N.KeyValues",
+        max: caps::FLASHBACK_KEYS,
+    },
 ];
 
 /// Everything a handler needs about the call besides its parameters.
@@ -266,6 +296,7 @@ pub(crate) async fn dispatch(
         Action::DescribeBackupRules => rules::describe_backup_rules(ctx, params).await,
         Action::SetBackupRules => rules::set_backup_rules(ctx, params).await,
         Action::RestoreDBInstance => restores::restore_db_instance(ctx, params).await,
+        Action::FlashBackDBInstance => flashback::flash_back_db_instance(ctx, params).await,
     }
 }
 

@@ -80,8 +80,8 @@ pub(super) async fn restore_db_instance(
         }
     }
     let instance = authorize_instance(ctx, &instance_id).await?;
-    check_window(ctx, &instance, restore_time).await?;
-    let base = base_manifest(ctx, &instance, restore_time).await?;
+    check_window(ctx, &instance, restore_time, "RestoreTime").await?;
+    let base = base_manifest(ctx, &instance, restore_time, "RestoreTime").await?;
     let plan = plan(ctx, &instance, &databases, &base, restore_time).await?;
     let task = ctx
         .catalog()
@@ -104,7 +104,7 @@ pub(super) async fn restore_db_instance(
 }
 
 /// Refuses a collection name MongoDB would refuse, or a `system.` one.
-fn check_collection_name(param: &str, db: &str, name: &str) -> Result<(), ApiError> {
+pub(super) fn check_collection_name(param: &str, db: &str, name: &str) -> Result<(), ApiError> {
     if name.is_empty() {
         return Err(ApiError::invalid_value(
             param,
@@ -132,11 +132,13 @@ fn check_collection_name(param: &str, db: &str, name: &str) -> Result<(), ApiErr
     Ok(())
 }
 
-/// Refuses a time the instance cannot be restored to, naming what can.
-async fn check_window(
+/// Refuses a time (of parameter `param`) the instance cannot be restored
+/// to, naming what can.
+pub(super) async fn check_window(
     ctx: &CallContext<'_>,
     instance: &Instance,
     at: Timestamp,
+    param: &str,
 ) -> Result<(), ApiError> {
     let spans = ctx
         .catalog()
@@ -150,7 +152,7 @@ async fn check_window(
     let out_of_range = |detail: String| {
         Err(ApiError::bad_value(
             ErrorKind::QueryTimeOutOfRange,
-            "RestoreTime",
+            param,
             detail,
         ))
     };
@@ -185,12 +187,14 @@ async fn check_window(
     ))
 }
 
-/// The manifest of the first replica set's base for `at`: what
-/// collections existed then, as far as the base tells.
-async fn base_manifest(
+/// The manifest of the first replica set's base for `at` (the time of
+/// parameter `param`): what collections existed then, as far as the base
+/// tells.
+pub(super) async fn base_manifest(
     ctx: &CallContext<'_>,
     instance: &Instance,
     at: Timestamp,
+    param: &str,
 ) -> Result<ReplicaSetManifest, ApiError> {
     let replica_set_id = instance.id.replica_set(0);
     let window = ctx
@@ -202,7 +206,7 @@ async fn base_manifest(
     let base = window.base_for(at).ok_or_else(|| {
         ApiError::bad_value(
             ErrorKind::QueryTimeOutOfRange,
-            "RestoreTime",
+            param,
             format_args!("{replica_set_id} has no base backup for that time"),
         )
     })?;
@@ -242,18 +246,7 @@ async fn plan(
 ) -> Result<RestorePlan, ApiError> {
     let suffix = ctx.api.format_zoned(at, "%m%d%H%M%S");
     let live = deployment(instance);
-    let mut busy: HashSet<(String, String)> = HashSet::new();
-    for task in ctx
-        .catalog()
-        .restores()
-        .active_into(&instance.id)
-        .await
-        .map_err(crate::catalog_error)?
-    {
-        for target in task.plan.collections {
-            busy.insert((target.db, target.target));
-        }
-    }
+    let busy = busy_targets(ctx, instance).await?;
     let mut collections = Vec::new();
     let mut targets: HashSet<(String, String)> = HashSet::new();
     for (i, database) in databases.iter().enumerate() {
@@ -321,6 +314,27 @@ async fn plan(
         }
     }
     Ok(RestorePlan { collections })
+}
+
+/// The `(database, collection)` that queued and running restores and
+/// flashbacks are writing into on `instance`.
+pub(super) async fn busy_targets(
+    ctx: &CallContext<'_>,
+    instance: &Instance,
+) -> Result<HashSet<(String, String)>, ApiError> {
+    let mut busy = HashSet::new();
+    for task in ctx
+        .catalog()
+        .restores()
+        .active_into(&instance.id)
+        .await
+        .map_err(crate::catalog_error)?
+    {
+        for target in task.plan.collections {
+            busy.insert((target.db, target.target));
+        }
+    }
+    Ok(busy)
 }
 
 /// DescribeAsyncRequestInfo of a restore.

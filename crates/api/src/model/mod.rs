@@ -42,7 +42,9 @@ pub use instances::{
 };
 pub use namespaces::{DescribeDBInstanceNamespaceRequest, DescribeDBInstanceNamespaceResponse};
 pub use restores::{
-    RestoreCollection, RestoreDBInstanceRequest, RestoreDBInstanceResponse, RestoreDatabases,
+    FBKeyValue, FlashBackDBInstanceRequest, FlashBackDBInstanceResponse, FlashbackCollection,
+    FlashbackDatabase, RestoreCollection, RestoreDBInstanceRequest, RestoreDBInstanceResponse,
+    RestoreDatabases,
 };
 pub use rules::{
     BackupTotalSize, DescribeBackupRulesRequest, DescribeBackupRulesResponse, RestoreWindowSpan,
@@ -88,6 +90,7 @@ actions! {
     DescribeBackupRules: DescribeBackupRulesRequest => DescribeBackupRulesResponse,
     SetBackupRules: SetBackupRulesRequest => SetBackupRulesResponse,
     RestoreDBInstance: RestoreDBInstanceRequest => RestoreDBInstanceResponse,
+    FlashBackDBInstance: FlashBackDBInstanceRequest => FlashBackDBInstanceResponse,
 }
 
 /// A number that names no value of a status.
