@@ -7,8 +7,10 @@
 //! on every shard of a sharded instance, after a restore cut by kill -9,
 //! and after the node that tailed the oplog was killed mid-burst in a
 //! two-node cluster on PostgreSQL; and refuses before any work what it
-//! cannot do. FlashBackDBInstance brings back the documents of given keys
-//! as they were at a second, into the same instance or another.
+//! cannot do. A write is restorable within seconds (the RPO, printed), and
+//! times in a gap left by a node down while a small source oplog moved on
+//! are refused. FlashBackDBInstance brings back the documents of given
+//! keys as they were at a second, into the same instance or another.
 
 mod common;
 
@@ -1093,5 +1095,118 @@ async fn no_staging_left(client: &Client) {
     assert!(
         names.iter().all(|n| !n.starts_with("mongobak_")),
         "{names:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_restorable_within_seconds_and_times_in_a_gap_are_refused() {
+    let mongo = MongoServer::start_with(&[
+        "--noop-heartbeat-seconds",
+        "1",
+        "--oplog-max-entries",
+        "500",
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve_with_admin(&mongo, dir.path());
+    let http = root_http();
+    let client = mongo.client();
+    let orders = client.database("shop").collection::<Document>("orders");
+    orders.insert_one(doc! {"_id": 0}).await.unwrap();
+    tailer_began(&http, &server).await;
+    take_backup(&http, server.addr, INSTANCE).await;
+    window_reaching(&http, server.addr, DateTime::MIN, 0).await;
+
+    // RPO: from a write to a window that holds its second.
+    orders.insert_one(doc! {"_id": 1}).await.unwrap();
+    let written = std::time::Instant::now();
+    let second = parse_time(&api_time(Timestamp::now()));
+    window_reaching(&http, server.addr, second, 0).await;
+    let rpo = written.elapsed();
+    eprintln!("a write was restorable {:.1} s after it", rpo.as_secs_f64());
+    assert!(rpo < Duration::from_secs(10), "restorable after {rpo:?}");
+    let asked = http
+        .call(
+            server.addr,
+            "RestoreDBInstance",
+            json!({
+                "InstanceId": INSTANCE,
+                "RestoreTime": second.to_string().replace('T', " "),
+                "Databases": [{"Db": "shop", "Collections": [
+                    {"OldCollection": "orders", "NewCollection": "orders_rpo"}
+                ]}],
+            }),
+        )
+        .await;
+    let info = wait_flow(&http, &server, &asked["FlowId"]).await;
+    assert_eq!(info["Status"], "success", "{info}");
+    let restored = client
+        .database("shop")
+        .collection::<Document>("orders_rpo")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(restored, 2, "the write of that second is restored");
+
+    // The node is down while the source's small oplog moves past where
+    // the tail stood: a gap, then a new base backup, then a second span.
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let many: Vec<Document> = (10..1_010i64).map(|n| doc! {"_id": n}).collect();
+    for chunk in many.chunks(100) {
+        orders.insert_many(chunk.to_vec()).await.unwrap();
+    }
+    client
+        .database("admin")
+        .run_command(doc! {"secantusAdmin.pruneOplog": 1})
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let server = Mongobak::start(
+        &dir.path().join("mongobak.toml"),
+        &dir.path().join("serve2.log"),
+    );
+    let spans = eventually(Duration::from_secs(90), "a second span", async || {
+        let rules = http
+            .call(
+                server.addr,
+                "DescribeBackupRules",
+                json!({"InstanceId": INSTANCE}),
+            )
+            .await;
+        let spans = rules["RestoreWindow"].as_array()?.clone();
+        (spans.len() == 2).then_some(spans)
+    })
+    .await;
+    let gap_from = parse_time(spans[0]["EndTime"].as_str().unwrap());
+    let gap_to = parse_time(spans[1]["StartTime"].as_str().unwrap());
+    assert!(
+        gap_to.since(gap_from).unwrap().get_seconds() >= 2,
+        "the gap spans the time the node was down: {spans:?}"
+    );
+    let inside_gap = gap_from + jiff::Span::new().seconds(1);
+    let refused = http
+        .call(
+            server.addr,
+            "RestoreDBInstance",
+            json!({
+                "InstanceId": INSTANCE,
+                "RestoreTime": inside_gap.to_string().replace('T', " "),
+                "Databases": [{"Db": "shop", "Collections": [
+                    {"OldCollection": "orders", "NewCollection": "orders_gap"}
+                ]}],
+            }),
+        )
+        .await;
+    assert_eq!(
+        code_of(&refused),
+        Some("InvalidParameterValue.QueryTimeOutOfRange"),
+        "{refused}"
+    );
+    let message = refused["Error"]["Message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("outside the restorable window")
+            && message.contains(spans[1]["StartTime"].as_str().unwrap()),
+        "{message}"
     );
 }
