@@ -15,7 +15,13 @@ use jiff::{SignedDuration, Timestamp};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::store::{time_column, AnyQuery, CatalogError, DownloadStore};
+use crate::store::{time_column, CatalogError, DownloadStore, LeasedTasks};
+
+/// The download tasks' leases.
+const LEASED: LeasedTasks = LeasedTasks {
+    table: "download_tasks",
+    running: TaskStatus::Running as i64,
+};
 
 /// The API's `BackupDownloadTask.Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -483,11 +489,9 @@ impl DownloadStore<'_> {
         percent: i64,
         lease_until: Timestamp,
     ) -> Result<bool, CatalogError> {
-        let percent = percent.clamp(0, 99);
-        self.update_while_leased(id, worker, "percent = $3, lease_expires_at = $4", |q| {
-            q.bind(percent).bind(lease_until.as_second())
-        })
-        .await
+        LEASED
+            .heartbeat(self.catalog, id, worker, percent, lease_until)
+            .await
     }
 
     /// Marks the task done with its published file, if `worker` still
@@ -501,23 +505,25 @@ impl DownloadStore<'_> {
         file: &PublishedFile,
     ) -> Result<bool, CatalogError> {
         let file = file.clone();
-        self.update_while_leased(
-            id,
-            worker,
-            "status = $8, percent = 100, finished_at = $3, lease_owner = NULL, \
+        LEASED
+            .update_while_leased(
+                self.catalog,
+                id,
+                worker,
+                "status = $8, percent = 100, finished_at = $3, lease_owner = NULL, \
              lease_expires_at = NULL, file_path = $4, file_size = $5, file_sha256 = $6, \
              file_expires_at = COALESCE((SELECT CASE WHEN b.expires_at < $7 THEN b.expires_at END \
              FROM backups b WHERE b.id = download_tasks.backup_id), $7), failure = NULL",
-            |q| {
-                q.bind(now.as_second())
-                    .bind(file.path)
-                    .bind(file.size as i64)
-                    .bind(file.sha256)
-                    .bind(file.expires_at.as_second())
-                    .bind(TaskStatus::Done.code())
-            },
-        )
-        .await
+                |q| {
+                    q.bind(now.as_second())
+                        .bind(file.path)
+                        .bind(file.size as i64)
+                        .bind(file.sha256)
+                        .bind(file.expires_at.as_second())
+                        .bind(TaskStatus::Done.code())
+                },
+            )
+            .await
     }
 
     /// Records a failed try: waiting to retry after the policy's backoff
@@ -551,8 +557,9 @@ impl DownloadStore<'_> {
         let next = now + policy.backoff(attempts);
         let finished = (status == TaskStatus::Failed).then_some(now.as_second());
         let reason = reason.to_string();
-        let done = self
+        let done = LEASED
             .update_while_leased(
+                self.catalog,
                 id,
                 worker,
                 "status = $3, next_attempt_at = $4, failure = $5, finished_at = $6, \
@@ -566,27 +573,6 @@ impl DownloadStore<'_> {
             )
             .await?;
         Ok(done.then_some(status))
-    }
-
-    /// Runs `UPDATE download_tasks SET <set>` on task `id` only while
-    /// `worker` holds its lease (the task is running and leased to it).
-    /// Every change a worker makes goes through here, so one that lost
-    /// the lease cannot overwrite the work of the one that took over.
-    /// `set` numbers its parameters from `$3`; `bind` binds them in order.
-    /// Returns whether the change took effect.
-    async fn update_while_leased(
-        &self,
-        id: i64,
-        worker: &str,
-        set: &str,
-        bind: impl for<'q> FnOnce(AnyQuery<'q>) -> AnyQuery<'q>,
-    ) -> Result<bool, CatalogError> {
-        let sql = format!(
-            "UPDATE download_tasks SET {set} WHERE id = $1 AND lease_owner = $2 AND status = {}",
-            TaskStatus::Running.code()
-        );
-        let query = bind(sqlx::query(&sql).bind(id).bind(worker));
-        Ok(query.execute(self.catalog.pool()).await?.rows_affected() == 1)
     }
 
     /// Finished tasks whose file expired at `now` and is still stored.

@@ -11,7 +11,13 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::store::{time_column, AnyQuery, CatalogError, FromRow, RestoreStore};
+use crate::store::{time_column, CatalogError, FromRow, LeasedTasks, RestoreStore};
+
+/// The restore tasks' leases.
+const LEASED: LeasedTasks = LeasedTasks {
+    table: "restore_tasks",
+    running: RestoreStatus::Running as i64,
+};
 
 /// The FlowId of task `id`: nine digits or more, never one of the
 /// sixteen-digit IDs of backups' asynchronous requests.
@@ -262,11 +268,9 @@ impl RestoreStore<'_> {
         percent: i64,
         lease_until: Timestamp,
     ) -> Result<bool, CatalogError> {
-        let percent = percent.clamp(0, 99);
-        self.update_while_leased(id, worker, "percent = $3, lease_expires_at = $4", |q| {
-            q.bind(percent).bind(lease_until.as_second())
-        })
-        .await
+        LEASED
+            .heartbeat(self.catalog, id, worker, percent, lease_until)
+            .await
     }
 
     /// Marks the task succeeded, if `worker` still holds it.
@@ -276,16 +280,18 @@ impl RestoreStore<'_> {
         worker: &str,
         now: Timestamp,
     ) -> Result<bool, CatalogError> {
-        self.update_while_leased(
-            id,
-            worker,
-            "status = $4, percent = 100, finished_at = $3, lease_owner = NULL",
-            |q| {
-                q.bind(now.as_second())
-                    .bind(RestoreStatus::Succeeded as i64)
-            },
-        )
-        .await
+        LEASED
+            .update_while_leased(
+                self.catalog,
+                id,
+                worker,
+                "status = $4, percent = 100, finished_at = $3, lease_owner = NULL",
+                |q| {
+                    q.bind(now.as_second())
+                        .bind(RestoreStatus::Succeeded as i64)
+                },
+            )
+            .await
     }
 
     /// Marks the task failed with `reason`, if `worker` still holds it.
@@ -296,32 +302,19 @@ impl RestoreStore<'_> {
         now: Timestamp,
         reason: &str,
     ) -> Result<bool, CatalogError> {
-        self.update_while_leased(
-            id,
-            worker,
-            "status = $4, finished_at = $3, failure = $5, lease_owner = NULL",
-            |q| {
-                q.bind(now.as_second())
-                    .bind(RestoreStatus::Failed as i64)
-                    .bind(reason.to_string())
-            },
-        )
-        .await
-    }
-
-    async fn update_while_leased(
-        &self,
-        id: i64,
-        worker: &str,
-        set: &str,
-        bind: impl for<'q> FnOnce(AnyQuery<'q>) -> AnyQuery<'q>,
-    ) -> Result<bool, CatalogError> {
-        let sql = format!(
-            "UPDATE restore_tasks SET {set} WHERE id = $1 AND lease_owner = $2 AND status = {}",
-            RestoreStatus::Running as i64
-        );
-        let query = bind(sqlx::query(&sql).bind(id).bind(worker));
-        Ok(query.execute(self.catalog.pool()).await?.rows_affected() == 1)
+        LEASED
+            .update_while_leased(
+                self.catalog,
+                id,
+                worker,
+                "status = $4, finished_at = $3, failure = $5, lease_owner = NULL",
+                |q| {
+                    q.bind(now.as_second())
+                        .bind(RestoreStatus::Failed as i64)
+                        .bind(reason.to_string())
+                },
+            )
+            .await
     }
 }
 

@@ -136,6 +136,61 @@ stores! {
 /// A query of the catalog's driver, with its parameters bound.
 pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
+/// A table of leased tasks (download and restore tasks): a worker holds a
+/// running row (`lease_owner`) until `lease_expires_at`, and changes it
+/// only while it holds it.
+pub(crate) struct LeasedTasks {
+    /// The table.
+    pub table: &'static str,
+    /// The status code of a running task.
+    pub running: i64,
+}
+
+impl LeasedTasks {
+    /// Runs `UPDATE <table> SET <set>` on task `id` only while `worker`
+    /// holds its lease (the task is running and leased to it). Every
+    /// change a worker makes goes through here, so one that lost the lease
+    /// cannot overwrite the work of the one that took over. `set` numbers
+    /// its parameters from `$3`; `bind` binds them in order. Returns
+    /// whether the change took effect.
+    pub(crate) async fn update_while_leased(
+        &self,
+        catalog: &Catalog,
+        id: i64,
+        worker: &str,
+        set: &str,
+        bind: impl for<'q> FnOnce(AnyQuery<'q>) -> AnyQuery<'q>,
+    ) -> Result<bool, CatalogError> {
+        let sql = format!(
+            "UPDATE {} SET {set} WHERE id = $1 AND lease_owner = $2 AND status = {}",
+            self.table, self.running
+        );
+        let query = bind(sqlx::query(&sql).bind(id).bind(worker));
+        Ok(query.execute(catalog.pool()).await?.rows_affected() == 1)
+    }
+
+    /// Renews `worker`'s lease of task `id` and records its progress
+    /// (0-99: 100 is for a finished task); false when the lease was lost.
+    pub(crate) async fn heartbeat(
+        &self,
+        catalog: &Catalog,
+        id: i64,
+        worker: &str,
+        percent: i64,
+        lease_until: Timestamp,
+    ) -> Result<bool, CatalogError> {
+        let percent = percent.clamp(0, 99);
+        self.update_while_leased(
+            catalog,
+            id,
+            worker,
+            "percent = $3, lease_expires_at = $4",
+            |q| q.bind(percent).bind(lease_until.as_second()),
+        )
+        .await
+    }
+}
+
 /// A domain type read from one row of its table.
 pub(crate) trait FromRow: Sized {
     /// Decodes `row`; a value the domain does not know is

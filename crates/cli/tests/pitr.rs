@@ -352,19 +352,7 @@ async fn a_collection_is_restored_as_it_was_at_each_quiet_second() {
         (first, &at_first, "orders_first"),
         (second, &at_second, "orders_second"),
     ] {
-        let asked = http
-            .call(
-                server.addr,
-                "RestoreDBInstance",
-                json!({
-                    "InstanceId": INSTANCE,
-                    "RestoreTime": api_time(at),
-                    "Databases": [{"Db": "shop", "Collections": [
-                        {"OldCollection": "orders", "NewCollection": name}
-                    ]}],
-                }),
-            )
-            .await;
+        let asked = ask_restore(&http, &server, &api_time(at), name).await;
         let info = wait_flow(&http, &server, &asked["FlowId"]).await;
         assert_eq!(info["Status"], "success", "{info}");
         assert_eq!(info["Progress"], 100, "{info}");
@@ -583,19 +571,7 @@ async fn every_shard_is_restored_to_the_same_second() {
         burst(client, 100_000 * (n as i64 + 1) + 50_000).await;
     }
     window_reaching(&http, server.addr, parse_time(&api_time(at)), 0).await;
-    let asked = http
-        .call(
-            server.addr,
-            "RestoreDBInstance",
-            json!({
-                "InstanceId": INSTANCE,
-                "RestoreTime": api_time(at),
-                "Databases": [{"Db": "shop", "Collections": [
-                    {"OldCollection": "orders", "NewCollection": "orders_then"}
-                ]}],
-            }),
-        )
-        .await;
+    let asked = ask_restore(&http, &server, &api_time(at), "orders_then").await;
     let info = wait_flow(&http, &server, &asked["FlowId"]).await;
     assert_eq!(info["Status"], "success", "{info}");
     for (n, client) in clients.iter().enumerate() {
@@ -634,19 +610,7 @@ async fn a_restore_cut_by_kill_9_is_redone_and_never_shows_half_a_collection() {
     let expected = snapshot(&client).await.unwrap()["shop.orders"].clone();
     after(at).await;
     window_reaching(&http, server.addr, parse_time(&api_time(at)), 0).await;
-    let asked = http
-        .call(
-            server.addr,
-            "RestoreDBInstance",
-            json!({
-                "InstanceId": INSTANCE,
-                "RestoreTime": api_time(at),
-                "Databases": [{"Db": "shop", "Collections": [
-                    {"OldCollection": "orders", "NewCollection": "orders_then"}
-                ]}],
-            }),
-        )
-        .await;
+    let asked = ask_restore(&http, &server, &api_time(at), "orders_then").await;
     let flow = asked["FlowId"].as_i64().expect("a FlowId").to_string();
     // Killed in the middle of it: once the staging collection is being
     // filled.
@@ -725,18 +689,25 @@ async fn the_tailing_node_killed_mid_burst_is_replaced_without_a_gap() {
     let other = 1 - holder;
     take_backup(&http, nodes[other].addr, INSTANCE).await;
 
-    // The tailing node dies in the middle of a burst of writes.
+    // The tailing node dies in the middle of a burst of writes: once two
+    // of its ten rounds are written.
+    let rounds = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
     let writer = tokio::spawn({
         let client = client.clone();
+        let rounds = rounds.clone();
         async move {
-            for round in 0..6 {
+            for round in 0..10 {
                 burst(&client, round * 1_000).await;
+                rounds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         }
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!writer.is_finished(), "the burst ended before the kill");
+    eventually(Duration::from_secs(60), "two rounds written", async || {
+        (rounds.load(std::sync::atomic::Ordering::SeqCst) >= 2).then_some(())
+    })
+    .await;
     nodes[holder].kill();
+    assert!(!writer.is_finished(), "the burst ended before the kill");
     writer.await.unwrap();
     let at = quiet_second().await;
     let expected = snapshot(&client).await.unwrap()["shop.orders"].clone();
@@ -747,19 +718,7 @@ async fn the_tailing_node_killed_mid_burst_is_replaced_without_a_gap() {
     let window = window_reaching(&http, survivor.addr, parse_time(&api_time(at)), 0).await;
     assert!(tails_opened(survivor) > 0, "the survivor never tailed");
     assert_eq!(window.len(), 1, "a gap appeared: {window:?}");
-    let asked = http
-        .call(
-            survivor.addr,
-            "RestoreDBInstance",
-            json!({
-                "InstanceId": INSTANCE,
-                "RestoreTime": api_time(at),
-                "Databases": [{"Db": "shop", "Collections": [
-                    {"OldCollection": "orders", "NewCollection": "orders_then"}
-                ]}],
-            }),
-        )
-        .await;
+    let asked = ask_restore(&http, survivor, &api_time(at), "orders_then").await;
     let info = wait_flow(&http, survivor, &asked["FlowId"]).await;
     assert_eq!(info["Status"], "success", "{info}");
     let restored = snapshot(&client).await.unwrap()["shop.orders_then"].clone();
@@ -1125,19 +1084,13 @@ async fn a_write_is_restorable_within_seconds_and_times_in_a_gap_are_refused() {
     let rpo = written.elapsed();
     eprintln!("a write was restorable {:.1} s after it", rpo.as_secs_f64());
     assert!(rpo < Duration::from_secs(10), "restorable after {rpo:?}");
-    let asked = http
-        .call(
-            server.addr,
-            "RestoreDBInstance",
-            json!({
-                "InstanceId": INSTANCE,
-                "RestoreTime": second.to_string().replace('T', " "),
-                "Databases": [{"Db": "shop", "Collections": [
-                    {"OldCollection": "orders", "NewCollection": "orders_rpo"}
-                ]}],
-            }),
-        )
-        .await;
+    let asked = ask_restore(
+        &http,
+        &server,
+        &second.to_string().replace('T', " "),
+        "orders_rpo",
+    )
+    .await;
     let info = wait_flow(&http, &server, &asked["FlowId"]).await;
     assert_eq!(info["Status"], "success", "{info}");
     let restored = client
@@ -1185,19 +1138,13 @@ async fn a_write_is_restorable_within_seconds_and_times_in_a_gap_are_refused() {
         "the gap spans the time the node was down: {spans:?}"
     );
     let inside_gap = gap_from + jiff::Span::new().seconds(1);
-    let refused = http
-        .call(
-            server.addr,
-            "RestoreDBInstance",
-            json!({
-                "InstanceId": INSTANCE,
-                "RestoreTime": inside_gap.to_string().replace('T', " "),
-                "Databases": [{"Db": "shop", "Collections": [
-                    {"OldCollection": "orders", "NewCollection": "orders_gap"}
-                ]}],
-            }),
-        )
-        .await;
+    let refused = ask_restore(
+        &http,
+        &server,
+        &inside_gap.to_string().replace('T', " "),
+        "orders_gap",
+    )
+    .await;
     assert_eq!(
         code_of(&refused),
         Some("InvalidParameterValue.QueryTimeOutOfRange"),
@@ -1209,4 +1156,21 @@ async fn a_write_is_restorable_within_seconds_and_times_in_a_gap_are_refused() {
             && message.contains(spans[1]["StartTime"].as_str().unwrap()),
         "{message}"
     );
+}
+
+/// Asks RestoreDBInstance for `shop.orders` as it was at `at` (API time)
+/// into `shop.<new>`; the answer.
+async fn ask_restore(http: &Http, server: &Mongobak, at: &str, new: &str) -> Value {
+    http.call(
+        server.addr,
+        "RestoreDBInstance",
+        json!({
+            "InstanceId": INSTANCE,
+            "RestoreTime": at,
+            "Databases": [{"Db": "shop", "Collections": [
+                {"OldCollection": "orders", "NewCollection": new}
+            ]}],
+        }),
+    )
+    .await
 }

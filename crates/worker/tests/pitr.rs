@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use mongobak_blob::BlobStore;
 use mongobak_catalog::{
-    BackupSizes, BackupStatus, BackupType, Catalog, ClusterType, Instance, InstanceId,
+    Backup, BackupSizes, BackupStatus, BackupType, Catalog, ClusterType, Instance, InstanceId,
     InstanceSource, NewBackup, OplogTs, ReplicaSetId,
 };
 use mongobak_dump::stored::slice::{read_slice, WrittenSlice};
@@ -216,6 +216,47 @@ async fn burst(client: &Client, from: i64, count: i64) {
             orders.delete_one(doc! {"_id": n}).await.unwrap();
         }
     }
+}
+
+/// Records a succeeded manual backup `name` whose replica set ends at
+/// `end` in its oplog: a base for point-in-time restore.
+async fn record_backup(fixture: &Fixture, name: &str, end: OplogTs) -> Backup {
+    let backups = fixture.catalog.backups();
+    let backup = backups
+        .create(
+            &NewBackup {
+                instance_id: INSTANCE.into(),
+                method: 0,
+                backup_type: BackupType::Manual,
+                remark: String::new(),
+                retention_days: 30,
+                name: name.into(),
+                long_term: false,
+            },
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    backups
+        .claim_queued(Timestamp::now())
+        .await
+        .unwrap()
+        .unwrap();
+    backups
+        .record_oplog_ends(backup.id, &[(fixture.replica_set.clone(), end)])
+        .await
+        .unwrap();
+    backups
+        .complete(
+            backup.id,
+            Timestamp::now(),
+            BackupSizes::default(),
+            std::slice::from_ref(&fixture.replica_set),
+            7,
+        )
+        .await
+        .unwrap();
+    backup
 }
 
 #[test]
@@ -438,41 +479,7 @@ fn the_janitor_deletes_the_slices_no_restore_in_the_window_needs() {
 
     runtime.block_on(async {
         // A backup whose replica set ends where the first burst was sealed.
-        let backups = fixture.catalog.backups();
-        let backup = backups
-            .create(
-                &NewBackup {
-                    instance_id: INSTANCE.into(),
-                    method: 0,
-                    backup_type: BackupType::Manual,
-                    remark: String::new(),
-                    retention_days: 30,
-                    name: "base".into(),
-                    long_term: false,
-                },
-                Timestamp::now(),
-            )
-            .await
-            .unwrap();
-        backups
-            .claim_queued(Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
-        backups
-            .record_oplog_ends(backup.id, &[(fixture.replica_set.clone(), base_end)])
-            .await
-            .unwrap();
-        backups
-            .complete(
-                backup.id,
-                Timestamp::now(),
-                BackupSizes::default(),
-                std::slice::from_ref(&fixture.replica_set),
-                7,
-            )
-            .await
-            .unwrap();
+        record_backup(&fixture, "base", base_end).await;
         let all = fixture
             .catalog
             .oplog()
@@ -536,41 +543,7 @@ fn a_first_start_picks_up_where_the_latest_backup_ended() {
     let backup_end = runtime.block_on(async {
         burst(&client, 0, 20).await;
         let end = newest_position(&client).await;
-        let backups = fixture.catalog.backups();
-        let backup = backups
-            .create(
-                &NewBackup {
-                    instance_id: INSTANCE.into(),
-                    method: 0,
-                    backup_type: BackupType::Manual,
-                    remark: String::new(),
-                    retention_days: 30,
-                    name: "before".into(),
-                    long_term: false,
-                },
-                Timestamp::now(),
-            )
-            .await
-            .unwrap();
-        backups
-            .claim_queued(Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
-        backups
-            .record_oplog_ends(backup.id, &[(fixture.replica_set.clone(), end)])
-            .await
-            .unwrap();
-        backups
-            .complete(
-                backup.id,
-                Timestamp::now(),
-                BackupSizes::default(),
-                std::slice::from_ref(&fixture.replica_set),
-                7,
-            )
-            .await
-            .unwrap();
+        record_backup(&fixture, "before", end).await;
         burst(&client, 1_000, 20).await;
         end
     });
