@@ -144,6 +144,8 @@ pub struct ServerSection {
     /// `/readyz` answers 503 when the data folder's file system has less
     /// free space than this many MiB (default 1024; 0: no check).
     pub min_free_disk_mib: Option<u64>,
+    /// Serve the web console at `/console/` (default true).
+    pub console: Option<bool>,
 }
 
 /// `[metadata]` and `[storage]`: one URL each.
@@ -588,6 +590,7 @@ impl Config {
                 max_connections: server.max_connections,
                 data_dir: Some(data_dir.clone()),
                 min_free_disk_bytes: min_free_disk_mib.saturating_mul(1 << 20),
+                console: server.console.unwrap_or(true),
             },
             backups,
             downloads,

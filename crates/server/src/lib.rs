@@ -11,6 +11,8 @@
 //!   backups and downloads), without instance IDs or account identifiers.
 //! * `GET /download/<task>/<file>`: a packaged download file behind a
 //!   signed, expiring URL, with `Range` support (the `download` module).
+//! * `GET /console/`: the web console, static files built into the binary
+//!   (the `console` module; off with `[server] console = false`).
 //!
 //! [`run`] serves a bound listener until a cancellation token fires, then
 //! lets in-flight requests finish (graceful shutdown), over plain HTTP or
@@ -19,6 +21,7 @@
 //! `/metrics`, with per-instance series, on a listener of its own. Tests
 //! bind `127.0.0.1:0` and call them in-process.
 
+mod console;
 mod download;
 mod listener;
 mod metrics;
@@ -62,6 +65,8 @@ pub struct ServerConfig {
     /// `/readyz` answers 503 when the data folder's file system has less
     /// free space than this, in bytes (0: no check).
     pub min_free_disk_bytes: u64,
+    /// Serve the web console at `/console/`.
+    pub console: bool,
 }
 
 /// Open connections at most when the configuration names no number.
@@ -81,6 +86,7 @@ impl Default for ServerConfig {
             max_connections: None,
             data_dir: None,
             min_free_disk_bytes: 0,
+            console: true,
         }
     }
 }
@@ -165,12 +171,16 @@ pub fn router(api: Arc<Api>, config: &ServerConfig) -> Router {
         metrics: metrics::Metrics::get(),
         free_space,
     };
-    Router::new()
+    let mut router = Router::new()
         .route("/", any(api_endpoint))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
-        .route("/download/{task_id}/{name}", get(download::download))
+        .route("/download/{task_id}/{name}", get(download::download));
+    if config.console {
+        router = router.merge(console::routes());
+    }
+    router
         .with_state(state)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
