@@ -1,10 +1,13 @@
 """The web console in a real browser (Debian's Chromium, driven by
-Playwright): sign in with API keys (wrong keys are told so), see the
-instance, take a backup and see it finish, package it for download, watch
-the task reach 100%, download the file and check its SHA-256 against the
-API's, edit the backup rule (a refused value shows at its field), a
-sub-account without CreateBackupDownloadTask sees the API's refusal, and
-every page is readable at phone width without horizontal scrolling.
+Playwright): sign in with API keys (wrong keys are told so, with the
+keyboard alone), see the instance, take a backup and see it finish,
+package it for download, watch the task reach 100%, download the file and
+check its SHA-256 against the API's, change a backup's expiry and delete
+it, edit the backup rule (a refused value shows at its field), restore a
+collection to a time in the window, a sub-account without
+CreateBackupDownloadTask sees the API's refusal, and every page is
+readable at phone width without horizontal scrolling. No page logs a
+JavaScript error.
 
 Screenshots of each page go to target/console-screenshots/ (CI keeps
 them); the README shows the downloads page.
@@ -112,7 +115,13 @@ def sign_in(page, server, key: Key, accepted=True):
 
 
 def test_wrong_keys_are_told_so(page, console_server):
-    sign_in(page, console_server, Key(ROOT.uin, ROOT.secret_id, "not-the-key"), accepted=False)
+    # With the keyboard alone: type, Tab, Enter.
+    page.goto(f"{console_server.url}/console/")
+    expect(page.get_by_label("SecretId")).to_be_focused()
+    page.keyboard.type(ROOT.secret_id)
+    page.keyboard.press("Tab")
+    page.keyboard.type("not-the-key")
+    page.keyboard.press("Enter")
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text("Wrong keys")
     expect(alert).to_contain_text("AuthFailure.SignatureFailure")
@@ -165,6 +174,30 @@ def test_a_backup_is_taken_packaged_and_downloaded(page, console_server, tmp_pat
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
     assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_a_backup_expiry_is_changed_and_the_backup_deleted(page, console_server):
+    api = client(console_server, ROOT)
+    created = raw(api, "CreateBackupDBInstance", InstanceId=INSTANCE, BackupMethod=0, BackupRemark="to delete")
+    deadline = time.monotonic() + 60
+    while raw(api, "DescribeAsyncRequestInfo", AsyncRequestId=created["AsyncRequestId"])["Status"] != "success":
+        assert time.monotonic() < deadline, "the backup did not finish"
+        time.sleep(0.2)
+    sign_in(page, console_server, ROOT)
+    page.goto(f"{console_server.url}/console/#/instances/{INSTANCE}/backups")
+    row = page.locator("tr[data-backup]", has_text="to delete")
+    row.get_by_role("button", name="Change expiry").click()
+    row.get_by_label("New expiry").fill("2099-01-02 03:04:05")
+    row.get_by_role("button", name="Save").click()
+    expect(page.locator(".status")).to_contain_text("2099-01-02 03:04:05")
+    expect(page.locator("tr[data-backup]", has_text="to delete")).to_contain_text("2099-01-02 03:04:05")
+    row = page.locator("tr[data-backup]", has_text="to delete")
+    row.get_by_role("button", name="Delete").click()
+    row.get_by_role("button", name="Delete for good").click()
+    expect(page.locator(".status")).to_contain_text("deleted")
+    expect(page.locator("tr[data-backup]", has_text="to delete")).to_have_count(0)
+    backups = raw(api, "DescribeDBBackups", InstanceId=INSTANCE)["BackupList"]
+    assert all(b["BackupDesc"] != "to delete" for b in backups), backups
 
 
 def test_a_refused_rule_value_shows_at_its_field(page, console_server):
