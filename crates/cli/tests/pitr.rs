@@ -900,6 +900,19 @@ async fn flashback_brings_back_the_documents_of_given_keys_as_they_were() {
         .await
         .unwrap();
     assert_eq!(result_count, 4, "just the keys that existed then");
+    // The fast path: of the base's 52 documents only the keys' were
+    // rebuilt (2, 3, the ObjectId and k7), and of the writes since only
+    // theirs (100's insert, 2's update, 3's delete).
+    let flow_id = by_id["FlowId"].as_i64().unwrap();
+    let rebuilt = server
+        .log_lines()
+        .into_iter()
+        .find(|line| {
+            message(line) == "replica set rebuilt" && line["fields"]["flow_id"] == flow_id
+        })
+        .expect("the rebuild's log line");
+    assert_eq!(rebuilt["fields"]["inserted"], 4, "{rebuilt}");
+    assert_eq!(rebuilt["fields"]["replayed"], 3, "{rebuilt}");
 
     // By another field, into another instance of the same account.
     let by_sku = http

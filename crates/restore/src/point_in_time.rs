@@ -67,6 +67,7 @@ pub struct CollectionAtTime<'a> {
     staging: String,
     applier: Applier<'a>,
     replayed: u64,
+    inserted: u64,
     /// For a flashback by `_id`: the only keys rebuilt.
     ids: Option<KeyMatcher>,
 }
@@ -81,6 +82,7 @@ impl<'a> CollectionAtTime<'a> {
             staging: staging.to_string(),
             applier: Applier::new(client, &EVERY_NAMESPACE),
             replayed: 0,
+            inserted: 0,
             ids: None,
         }
     }
@@ -106,6 +108,12 @@ impl<'a> CollectionAtTime<'a> {
     /// Oplog entries applied so far.
     pub fn replayed(&self) -> u64 {
         self.replayed
+    }
+
+    /// Documents of the base inserted so far (for a flashback by `_id`,
+    /// just those of its keys).
+    pub fn inserted(&self) -> u64 {
+        self.inserted
     }
 
     /// Drops the staging collection, left by an earlier attempt or no
@@ -155,7 +163,7 @@ impl<'a> CollectionAtTime<'a> {
 
     /// Inserts documents of the base (unordered; a document already there
     /// is kept, as the oplog replay that follows settles it).
-    pub async fn insert(&self, documents: &[RawDocumentBuf]) -> Result<(), RestoreError> {
+    pub async fn insert(&mut self, documents: &[RawDocumentBuf]) -> Result<(), RestoreError> {
         let kept: Vec<&RawDocumentBuf> = match &self.ids {
             Some(ids) => documents.iter().filter(|d| ids.matches(d)).collect(),
             None => documents.iter().collect(),
@@ -163,6 +171,7 @@ impl<'a> CollectionAtTime<'a> {
         if kept.is_empty() {
             return Ok(());
         }
+        self.inserted += kept.len() as u64;
         let inserted = self
             .client
             .database(&self.db)

@@ -254,7 +254,7 @@ impl RestoreRunner {
         for &k in &pending {
             let target = &targets[k];
             let keys = key_matcher(target)?;
-            let result = CollectionAtTime::new(
+            let mut result = CollectionAtTime::new(
                 &writer,
                 &target.db,
                 &target.target,
@@ -267,7 +267,8 @@ impl RestoreRunner {
                 if here.contains(&k) {
                     let staging = staging_name(task, k);
                     documents +=
-                        copy_matches(client, &target.db, &staging, &keys, &result, lease).await?;
+                        copy_matches(client, &target.db, &staging, &keys, &mut result, lease)
+                            .await?;
                 }
             }
             result.publish(&target.target).await?;
@@ -413,7 +414,7 @@ impl RestoreRunner {
         let total = (documents + oplog_entries).max(1);
         let mut done = 0u64;
         let percent = |done: u64| ((n as u64 * 100 + done * 100 / total) / of as u64) as i64;
-        for (collection, entry, _) in &collections {
+        for (collection, entry, _) in collections.iter_mut() {
             let Some(entry) = entry else { continue };
             collection.create(&entry.options, &entry.indexes).await?;
             let mut reader = SegmentReader::new(self.store.clone(), &entry.data);
@@ -493,7 +494,9 @@ impl RestoreRunner {
             existed.push(collection.exists().await?);
         }
         lease.renew(percent(total)).await?;
-        tracing::info!(flow_id = task.flow_id, replica_set = %replica_set_id, base = base.backup_id, slices = slices.len(), "replica set rebuilt");
+        let inserted: u64 = collections.iter().map(|(c, _, _)| c.inserted()).sum();
+        let replayed: u64 = collections.iter().map(|(c, _, _)| c.replayed()).sum();
+        tracing::info!(flow_id = task.flow_id, replica_set = %replica_set_id, base = base.backup_id, slices = slices.len(), inserted, replayed, "replica set rebuilt");
         Ok(existed)
     }
 
@@ -590,7 +593,7 @@ async fn copy_matches(
     db: &str,
     staging: &str,
     keys: &KeyMatcher,
-    result: &CollectionAtTime<'_>,
+    result: &mut CollectionAtTime<'_>,
     lease: &mut Lease<'_>,
 ) -> Result<u64, Stop> {
     let mut cursor = client
