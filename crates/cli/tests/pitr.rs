@@ -907,9 +907,7 @@ async fn flashback_brings_back_the_documents_of_given_keys_as_they_were() {
     let rebuilt = server
         .log_lines()
         .into_iter()
-        .find(|line| {
-            message(line) == "replica set rebuilt" && line["fields"]["flow_id"] == flow_id
-        })
+        .find(|line| message(line) == "replica set rebuilt" && line["fields"]["flow_id"] == flow_id)
         .expect("the rebuild's log line");
     assert_eq!(rebuilt["fields"]["inserted"], 4, "{rebuilt}");
     assert_eq!(rebuilt["fields"]["replayed"], 3, "{rebuilt}");
