@@ -242,6 +242,63 @@ pub async fn load(
     })
 }
 
+/// The writer alone (no tailer) on a fresh server.
+#[derive(Debug)]
+pub struct Alone {
+    /// Seconds it ran.
+    pub seconds: f64,
+    /// Writes done.
+    pub written: u64,
+    /// Writes per second over the same window as the load's.
+    pub rate: f64,
+    /// CPU seconds of the server.
+    pub server_cpu: f64,
+}
+
+/// Runs the writer (`tasks` at once) for `seconds` with nothing tailing
+/// the server: the rate the source sustains alone.
+pub async fn alone(
+    client: &Client,
+    server_pid: u32,
+    seconds: u64,
+    tasks: usize,
+) -> anyhow::Result<Alone> {
+    let ticks = clock_ticks_per_sec();
+    let coll = client.database(LOAD_DB).collection::<Document>(LOAD_COLL);
+    let done = Arc::new(Done::default());
+    let server_cpu = process_cpu(server_pid, ticks).unwrap_or(0.0);
+    let start = Instant::now();
+    let writers = tokio::spawn(writer::run(
+        coll,
+        tasks,
+        1,
+        Until::Deadline(start + Duration::from_secs(seconds)),
+        done.clone(),
+    ));
+    let mut samples = Vec::new();
+    while !writers.is_finished() {
+        let at = start.elapsed().as_secs_f64();
+        samples.push((at, done.total.load(Ordering::Relaxed) as f64));
+        let next = start + SAMPLE_EVERY.mul_f64((at / SAMPLE_EVERY.as_secs_f64()).floor() + 1.0);
+        tokio::time::sleep_until(next.into()).await;
+    }
+    writers.await.context("the writer panicked")??;
+    let seconds = start.elapsed().as_secs_f64();
+    let server_cpu = process_cpu(server_pid, ticks).unwrap_or(0.0) - server_cpu;
+    let window = (seconds * 0.1, seconds);
+    let rate = slope(
+        samples
+            .into_iter()
+            .filter(|(at, _)| *at >= window.0 && *at <= window.1),
+    );
+    Ok(Alone {
+        seconds,
+        written: done.total.load(Ordering::Relaxed),
+        rate,
+        server_cpu,
+    })
+}
+
 /// Least-squares slope of `points` (0 with fewer than two).
 fn slope(points: impl Iterator<Item = (f64, f64)>) -> f64 {
     let points: Vec<(f64, f64)> = points.collect();

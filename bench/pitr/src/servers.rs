@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bench_support::process::{die_with_parent, first_line, ChildGuard, Server};
+use bench_support::process::{die_with_parent, first_line, ChildGuard, Server, SERVER_PID};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,19 +77,39 @@ pub fn find_mongobak(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Starts the source: a single-node replica set with its data in `dir`,
-/// a no-op in its oplog every second (as MongoDB writes every 10 s, so
-/// that the lag of an idle moment stays meaningful), and an oplog kept
-/// long enough for everything the run writes.
-pub fn start_source(binary: &Path, dir: &Path, log: &Path) -> anyhow::Result<Server> {
-    Server::start_on_free_port(binary, &dir.join("secantus-data"), dir, log, |command| {
+/// Oplog entries the servers of the capture half and the one the changes
+/// are made on keep: more than a run writes, so nothing is pruned.
+pub const OPLOG_KEEP_ALL: &str = "2000000";
+
+/// Starts a fresh SecantusDB server named `name`: a single-node replica
+/// set with its data in `dir/name` and its log in `dir/name.log`, a no-op
+/// in its oplog every second (as MongoDB writes every 10 s, so that the
+/// lag of an idle moment stays meaningful), its oplog capped at
+/// `oplog_max_entries`. The pid is kept for the clean-up on a signal.
+pub fn start_server(
+    binary: &Path,
+    dir: &Path,
+    name: &str,
+    oplog_max_entries: &str,
+) -> anyhow::Result<Server> {
+    let log = dir.join(format!("{name}.log"));
+    let server = Server::start_on_free_port(binary, &dir.join(name), dir, &log, |command| {
         command.args([
             "--noop-heartbeat-seconds",
             "1",
             "--oplog-max-entries",
-            "2000000",
+            oplog_max_entries,
         ]);
-    })
+    })?;
+    SERVER_PID.store(server.pid(), Ordering::SeqCst);
+    Ok(server)
+}
+
+/// Stops a server started by [`start_server`].
+pub fn stop_server(server: Server) -> anyhow::Result<()> {
+    let stopped = server.stop();
+    SERVER_PID.store(0, Ordering::SeqCst);
+    stopped
 }
 
 /// Writes the configuration of `mongobak serve`: its data (SQLite
