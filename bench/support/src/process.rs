@@ -159,6 +159,74 @@ impl Server {
         Ok(Server { child, addr })
     }
 
+    /// Starts `binary` as [`Server::start`] does, for a server that does
+    /// not print its address (`secantusd-py`): on a port of 127.0.0.1 that
+    /// was free a moment ago, waiting until it accepts connections (a few
+    /// tries with another port if the server exits at start, the port
+    /// having been taken meanwhile). Its stdout goes to `log` as well.
+    pub fn start_on_free_port(
+        binary: &Path,
+        data: &Path,
+        cwd: &Path,
+        log: &Path,
+        configure: impl Fn(&mut Command),
+    ) -> anyhow::Result<Server> {
+        let mut last_exit = None;
+        for _attempt in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let log_file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .with_context(|| format!("cannot open {}", log.display()))?;
+            let mut command = Command::new(binary);
+            command
+                .args(["--host", "127.0.0.1", "--port"])
+                .arg(port.to_string())
+                .args(["--log-level", "WARNING"])
+                .arg("--storage-path")
+                .arg(data)
+                .current_dir(cwd)
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone()?)
+                .stderr(log_file);
+            configure(&mut command);
+            die_with_parent(&mut command);
+            let mut child = ChildGuard(Some(
+                command
+                    .spawn()
+                    .with_context(|| format!("cannot start {}", binary.display()))?,
+            ));
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let deadline = Instant::now() + SERVER_STARTUP_TIMEOUT;
+            loop {
+                if let Some(status) = child.0.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    child.0 = None;
+                    last_exit = Some(status);
+                    break;
+                }
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    return Ok(Server { child, addr });
+                }
+                if Instant::now() >= deadline {
+                    bail!(
+                        "the server did not accept connections on {addr} within {} s; see {}",
+                        SERVER_STARTUP_TIMEOUT.as_secs(),
+                        log.display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        bail!(
+            "the server exited at start three times (last: {}); see {}",
+            last_exit.map_or_else(|| "?".to_string(), |s| s.to_string()),
+            log.display()
+        )
+    }
+
     /// The server's URI, connecting to it directly.
     pub fn uri(&self) -> String {
         format!("mongodb://{}/?directConnection=true", self.addr)

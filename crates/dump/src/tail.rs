@@ -5,13 +5,17 @@
 //! A tailable, awaiting cursor on `local.oplog.rs` from the saved position
 //! is the whole story on MongoDB. Some servers (SecantusDB among them) drop
 //! the entries committed while such a cursor is being opened, so
-//! [`OplogTail::open`] reads what is there once more with a plain query
-//! after the cursor is open, hands that over first, and passes over the
-//! cursor's copies of the same entries (told apart by their exact bytes).
-//! After that the cursor is trusted: a server only shows a tailing cursor
-//! entries up to the point where every earlier write is visible.
+//! [`OplogTail::open`] opens a plain query of the same entries after the
+//! cursor is open (the re-read). [`OplogTail::next_batch`] hands over the
+//! re-read first, read as it goes (at most a batch at a time, so a tail
+//! opened far behind holds no more than a batch and the server's cursor
+//! buffer in memory), then the tailable cursor, passing over the cursor's
+//! copies of the entries the re-read handed over (told apart by their
+//! exact bytes). After that the cursor is trusted: a server only shows a
+//! tailing cursor entries up to the point where every earlier write is
+//! visible.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
@@ -73,14 +77,22 @@ pub enum TailStart {
     },
 }
 
-/// An open tail of one replica set's oplog.
+/// An open tail of one replica set's oplog: the plain re-read of what was
+/// committed at open, consumed lazily by [`next_batch`](Self::next_batch),
+/// then the tailable cursor.
 pub struct OplogTail {
     source: ReplicaSetSource,
+    /// The tailable cursor, read once the re-read is exhausted.
     cursor: Cursor<RawDocumentBuf>,
-    /// Entries read by the plain query at open, handed over first.
-    backlog: VecDeque<OplogEntry>,
-    /// How many times each backlog entry (by a hash of its bytes) may
-    /// still come again through the cursor, to be passed over.
+    /// The plain query opened after the tailable cursor, handed over first;
+    /// `None` once exhausted.
+    reread: Option<Cursor<RawDocumentBuf>>,
+    /// Entries handed over from the re-read so far.
+    reread_count: u64,
+    /// How many times each entry handed over from the re-read (by a hash
+    /// of its bytes) may still come again through the tailable cursor, to
+    /// be passed over. Complete by the time the tailable cursor is read,
+    /// since that only starts once the re-read is exhausted.
     repeats: HashMap<u64, u32>,
     /// Wait of one empty poll of the cursor.
     await_time: Duration,
@@ -129,23 +141,17 @@ impl OplogTail {
             .batch_size(1000)
             .await
             .map_err(source.mongo_error("opening a tailable cursor on the oplog"))?;
-        // Everything committed by now, whatever the cursor's opening missed.
-        let mut reread = oplog
+        // Everything committed by now, whatever the cursor's opening missed;
+        // read by `next_batch` as it goes.
+        let reread = oplog
             .find(filter)
             .sort(doc! {"$natural": 1})
+            .batch_size(1000)
             .await
             .map_err(source.mongo_error("reading the oplog"))?;
-        let mut backlog = VecDeque::new();
-        let mut repeats = HashMap::new();
-        while let Some(raw) = reread.next().await {
-            let raw = raw.map_err(source.mongo_error("reading the oplog"))?;
-            *repeats.entry(hash_of(&raw)).or_insert(0) += 1;
-            backlog.push_back(OplogEntry::parse(raw).map_err(|detail| source.corrupt(detail))?);
-        }
         tracing::info!(
             replica_set = replica_set_id,
             after = ?after,
-            backlog = backlog.len(),
             lost = matches!(start, TailStart::Lost { .. }),
             "oplog tail opened"
         );
@@ -153,8 +159,9 @@ impl OplogTail {
             OplogTail {
                 source,
                 cursor,
-                backlog,
-                repeats,
+                reread: Some(reread),
+                reread_count: 0,
+                repeats: HashMap::new(),
                 await_time,
                 started_after: after,
             },
@@ -171,10 +178,12 @@ impl OplogTail {
 
     /// The next entries, in order: at most `max` of them, waiting up to
     /// about the cursor's await time when there are none (then empty).
+    /// Entries come from the re-read until it is exhausted, then from the
+    /// tailable cursor.
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<OplogEntry>, DumpError> {
-        if !self.backlog.is_empty() {
-            let take = max.min(self.backlog.len());
-            return Ok(self.backlog.drain(..take).collect());
+        let batch = self.next_reread(max).await?;
+        if !batch.is_empty() {
+            return Ok(batch);
         }
         let mut batch = Vec::new();
         // The first entry may take a whole await; the rest of the batch
@@ -203,6 +212,31 @@ impl OplogTail {
             }
             batch.push(OplogEntry::parse(next).map_err(|detail| self.source.corrupt(detail))?);
         }
+        Ok(batch)
+    }
+
+    /// At most `max` entries of the re-read, each recorded in `repeats`;
+    /// empty once it is exhausted.
+    async fn next_reread(&mut self, max: usize) -> Result<Vec<OplogEntry>, DumpError> {
+        let Some(reread) = self.reread.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let mut batch = Vec::new();
+        while batch.len() < max {
+            let Some(raw) = reread.next().await else {
+                tracing::info!(
+                    replica_set = %self.source.id,
+                    entries = self.reread_count + batch.len() as u64,
+                    "oplog re-read done; tailing"
+                );
+                self.reread = None;
+                break;
+            };
+            let raw = raw.map_err(self.source.mongo_error("reading the oplog"))?;
+            *self.repeats.entry(hash_of(&raw)).or_insert(0) += 1;
+            batch.push(OplogEntry::parse(raw).map_err(|detail| self.source.corrupt(detail))?);
+        }
+        self.reread_count += batch.len() as u64;
         Ok(batch)
     }
 
