@@ -622,19 +622,24 @@ fn command(db: &str, o: &Document) -> Result<(Vec<String>, Action), String> {
 
 /// Applies oplog entries in order; see the module docs.
 ///
-/// Translated writes go to the server in batches: consecutive inserts,
-/// updates and replacements of one collection as one ordered `update`
-/// command, consecutive deletes as one ordered `delete` command, so that
-/// a replay costs a round trip per batch rather than per entry. A command,
-/// a write of another collection or of the other kind, a full batch, and
-/// [`flush`](Self::flush) send what waits first, so the order of the
-/// oplog is kept. An error names the entry it came from.
+/// Translated writes go to the server in batches, so that a replay costs a
+/// round trip per batch rather than per entry: consecutive writes of any
+/// kind and collection as one ordered `bulkWrite` command where the server
+/// has it (MongoDB 8.0 and later, SecantusDB); elsewhere consecutive
+/// inserts, updates and replacements of one collection as one ordered
+/// `update` command and consecutive deletes as one ordered `delete`. A
+/// command, a full batch, and [`flush`](Self::flush) (and, without
+/// `bulkWrite`, a write of another collection or kind) send what waits
+/// first, so the order of the oplog is kept. An error names the entry it
+/// came from.
 pub(crate) struct Applier<'a> {
     client: &'a Client,
     filter: &'a NsFilter,
     pub(crate) report: OplogReport,
     pub(crate) warnings: Vec<String>,
     pending: Option<Batch>,
+    /// Whether the server has `bulkWrite`: unknown until the first batch.
+    bulk_write: Option<bool>,
 }
 
 /// Statements in one batch at most.
@@ -643,16 +648,67 @@ const BATCH_STATEMENTS: usize = 1000;
 /// alone), under the server's 16 MiB message limit.
 const BATCH_BYTES: usize = 8 << 20;
 
-/// Translated writes of one collection waiting to be sent together.
+/// Translated writes waiting to be sent together: of one collection and
+/// kind, unless the server is known to have `bulkWrite`.
 struct Batch {
-    db: String,
-    coll: String,
-    /// `update` or `delete`: the command, and the field its statements go in.
-    command: &'static str,
+    /// The namespace of each statement.
+    namespaces: Vec<(String, String)>,
+    /// `update` or `delete` of each statement: the command, and the kind
+    /// of its `bulkWrite` operation.
+    kinds: Vec<&'static str>,
     statements: Vec<Document>,
     /// The entry of each statement, for errors.
     origins: Vec<Origin>,
     bytes: usize,
+}
+
+impl Batch {
+    /// Whether a statement of `kind` on `db.coll` is of the same
+    /// collection and kind as the batch's.
+    fn same(&self, db: &str, coll: &str, kind: &str) -> bool {
+        self.kinds.first().is_none_or(|k| *k == kind)
+            && self
+                .namespaces
+                .first()
+                .is_none_or(|(d, c)| d == db && c == coll)
+    }
+
+    /// The batch as one ordered `bulkWrite` command (only the errors
+    /// answered).
+    fn bulk_write(&self) -> Document {
+        let mut namespaces: Vec<String> = Vec::new();
+        let mut ops = Vec::with_capacity(self.statements.len());
+        for ((db, coll), (kind, statement)) in self
+            .namespaces
+            .iter()
+            .zip(self.kinds.iter().zip(&self.statements))
+        {
+            let ns = format!("{db}.{coll}");
+            let index = match namespaces.iter().position(|n| *n == ns) {
+                Some(index) => index,
+                None => {
+                    namespaces.push(ns);
+                    namespaces.len() - 1
+                }
+            } as i32;
+            let filter = statement
+                .get("q")
+                .cloned()
+                .unwrap_or(Bson::Document(doc! {}));
+            ops.push(match *kind {
+                "update" => doc! {
+                    "update": index,
+                    "filter": filter,
+                    "updateMods": statement.get("u").cloned().unwrap_or(Bson::Document(doc! {})),
+                    "upsert": statement.get_bool("upsert").unwrap_or(false),
+                    "multi": false,
+                },
+                _ => doc! {"delete": index, "filter": filter, "multi": false},
+            });
+        }
+        let ns_info: Vec<Document> = namespaces.into_iter().map(|ns| doc! {"ns": ns}).collect();
+        doc! {"bulkWrite": 1, "ops": ops, "nsInfo": ns_info, "ordered": true, "errorsOnly": true}
+    }
 }
 
 /// Where a statement came from.
@@ -686,6 +742,7 @@ impl<'a> Applier<'a> {
             },
             warnings: Vec::new(),
             pending: None,
+            bulk_write: None,
         }
     }
 
@@ -804,20 +861,21 @@ impl<'a> Applier<'a> {
         let joins = self
             .pending
             .as_ref()
-            .is_some_and(|b| b.db == db && b.coll == coll && b.command == command);
+            .is_some_and(|b| self.bulk_write == Some(true) || b.same(&db, &coll, command));
         if !joins {
             self.flush().await?;
         }
         let batch = self.pending.get_or_insert_with(|| Batch {
-            db,
-            coll,
-            command,
+            namespaces: Vec::new(),
+            kinds: Vec::new(),
             statements: Vec::new(),
             origins: Vec::new(),
             bytes: 0,
         });
         for statement in statements {
             batch.bytes += statement_size(&statement);
+            batch.namespaces.push((db.clone(), coll.clone()));
+            batch.kinds.push(command);
             batch.statements.push(statement);
             batch.origins.push(origin.clone());
         }
@@ -832,51 +890,53 @@ impl<'a> Applier<'a> {
         let Some(batch) = self.pending.take() else {
             return Ok(());
         };
-        let field = match batch.command {
+        if self.bulk_write != Some(false) {
+            match self
+                .client
+                .database("admin")
+                .run_command(batch.bulk_write())
+                .await
+            {
+                Ok(reply) => {
+                    self.bulk_write = Some(true);
+                    return bulk_write_result(&batch, &reply);
+                }
+                // Before MongoDB 8.0: one command per collection and kind
+                // (a batch is of one collection and kind until bulkWrite
+                // is known to work).
+                Err(e) if self.bulk_write.is_none() && code(&e) == Some(COMMAND_NOT_FOUND) => {
+                    tracing::info!(
+                        "no bulkWrite on the target: oplog writes go in batches of one collection"
+                    );
+                    self.bulk_write = Some(false);
+                }
+                Err(e) => return Err(batch_failure(&batch, 0, e.to_string())),
+            }
+        }
+        let (db, coll) = batch.namespaces[0].clone();
+        let command = batch.kinds[0];
+        let field = match command {
             "update" => "updates",
             _ => "deletes",
         };
-        let command = doc! {
-            batch.command: &batch.coll,
-            field: batch.statements,
-            "ordered": true,
-        };
-        let first = batch.origins.first().cloned();
         let reply = self
             .client
-            .database(&batch.db)
-            .run_command(command)
+            .database(&db)
+            .run_command(doc! {
+                command: &coll,
+                field: &batch.statements,
+                "ordered": true,
+            })
             .await
-            .map_err(|e| match &first {
-                Some(origin) => origin.failure(e.to_string()),
-                None => RestoreError::Oplog {
-                    position: "?".into(),
-                    op: "?".into(),
-                    namespace: format!("{}.{}", batch.db, batch.coll),
-                    reason: e.to_string(),
-                },
-            })?;
+            .map_err(|e| batch_failure(&batch, 0, e.to_string()))?;
         if let Ok(errors) = reply.get_array("writeErrors") {
             if let Some(Bson::Document(error)) = errors.first() {
-                let index = match error.get("index") {
-                    Some(Bson::Int32(n)) => *n as usize,
-                    Some(Bson::Int64(n)) => *n as usize,
-                    _ => 0,
-                };
-                let reason = error
-                    .get_str("errmsg")
-                    .unwrap_or("a write failed")
-                    .to_string();
-                let origin = batch.origins.get(index).or(first.as_ref());
-                return Err(match origin {
-                    Some(origin) => origin.failure(reason),
-                    None => RestoreError::Oplog {
-                        position: "?".into(),
-                        op: "?".into(),
-                        namespace: format!("{}.{}", batch.db, batch.coll),
-                        reason,
-                    },
-                });
+                let reason = error.get_str("errmsg").unwrap_or("a write failed");
+                return Err(batch_failure(
+                    &batch,
+                    index_of(error.get("index")),
+                    reason.into(),
+                ));
             }
         }
         Ok(())
@@ -908,6 +968,71 @@ impl<'a> Applier<'a> {
             Err(e) if code(&e).is_some_and(|c| tolerated.contains(&c)) => Ok(()),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+/// The outcome of a batch's `bulkWrite`: its first error (it is ordered, so
+/// nothing after it was applied), named by the statement's entry.
+fn bulk_write_result(batch: &Batch, reply: &Document) -> Result<(), RestoreError> {
+    let errors = match reply.get("nErrors") {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        _ => 0,
+    };
+    if let Ok(concern) = reply.get_document("writeConcernError") {
+        let reason = concern.get_str("errmsg").unwrap_or("write concern failed");
+        return Err(batch_failure(batch, 0, reason.into()));
+    }
+    if errors == 0 {
+        return Ok(());
+    }
+    let first = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .ok()
+        .and_then(|results| {
+            results.iter().filter_map(Bson::as_document).find(|r| {
+                let ok = match r.get("ok") {
+                    Some(Bson::Double(ok)) => *ok,
+                    Some(Bson::Int32(ok)) => f64::from(*ok),
+                    Some(Bson::Int64(ok)) => *ok as f64,
+                    _ => 0.0,
+                };
+                ok != 1.0
+            })
+        });
+    let (index, reason) = match first {
+        Some(result) => (
+            index_of(result.get("idx")),
+            result
+                .get_str("errmsg")
+                .unwrap_or("a write failed")
+                .to_string(),
+        ),
+        None => (0, "a write failed".to_string()),
+    };
+    Err(batch_failure(batch, index, reason))
+}
+
+/// A batch's failure at statement `index`, named by its entry.
+fn batch_failure(batch: &Batch, index: usize, reason: String) -> RestoreError {
+    match batch.origins.get(index).or(batch.origins.first()) {
+        Some(origin) => origin.failure(reason),
+        None => RestoreError::Oplog {
+            position: "?".into(),
+            op: "?".into(),
+            namespace: "?".into(),
+            reason,
+        },
+    }
+}
+
+fn index_of(value: Option<&Bson>) -> usize {
+    match value {
+        Some(Bson::Int32(n)) => usize::try_from(*n).unwrap_or(0),
+        Some(Bson::Int64(n)) => usize::try_from(*n).unwrap_or(0),
+        Some(Bson::Double(n)) => *n as usize,
+        _ => 0,
     }
 }
 
@@ -1167,5 +1292,58 @@ mod tests {
         ));
         assert_eq!(leaves[2].action, Action::Ignore);
         assert_eq!(leaves[1].op, doc! {"op": "d", "ns": "a.b", "o": {"_id": 2}});
+    }
+
+    #[test]
+    fn a_batch_becomes_one_ordered_bulk_write_across_collections() {
+        let origin = Origin {
+            position: "ts (1, 1)".into(),
+            op: "u".into(),
+            namespace: "shop.orders".into(),
+        };
+        let batch = Batch {
+            namespaces: vec![
+                ("shop".into(), "orders".into()),
+                ("shop".into(), "items".into()),
+                ("shop".into(), "orders".into()),
+            ],
+            kinds: vec!["update", "delete", "update"],
+            statements: vec![
+                doc! {"q": {"_id": 1}, "u": {"a": 1}, "upsert": true},
+                doc! {"q": {"_id": 2}, "limit": 1},
+                doc! {"q": {"_id": 3}, "u": {"$set": {"b": 2}}},
+            ],
+            origins: vec![origin.clone(), origin.clone(), origin],
+            bytes: 0,
+        };
+        let command = batch.bulk_write();
+        assert_eq!(
+            command.get_array("nsInfo").unwrap(),
+            &vec![
+                Bson::Document(doc! {"ns": "shop.orders"}),
+                Bson::Document(doc! {"ns": "shop.items"})
+            ]
+        );
+        let ops = command.get_array("ops").unwrap();
+        assert_eq!(
+            ops[0].as_document().unwrap(),
+            &doc! {"update": 0, "filter": {"_id": 1}, "updateMods": {"a": 1}, "upsert": true, "multi": false}
+        );
+        assert_eq!(
+            ops[1].as_document().unwrap(),
+            &doc! {"delete": 1, "filter": {"_id": 2}, "multi": false}
+        );
+        assert_eq!(ops[2].as_document().unwrap().get_i32("update"), Ok(0));
+        assert_eq!(command.get_bool("ordered"), Ok(true));
+        // The first error names its statement's entry.
+        let reply = doc! {"ok": 1, "nErrors": 1, "cursor": {"firstBatch": [
+            {"ok": 0, "idx": 1, "code": 2, "errmsg": "bad"}
+        ]}};
+        let error = bulk_write_result(&batch, &reply).unwrap_err().to_string();
+        assert!(
+            error.contains("bad") && error.contains("ts (1, 1)"),
+            "{error}"
+        );
+        assert!(bulk_write_result(&batch, &doc! {"ok": 1, "nErrors": 0}).is_ok());
     }
 }
