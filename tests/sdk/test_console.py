@@ -4,7 +4,8 @@ keyboard alone), see the instance, take a backup and see it finish,
 package it for download, watch the task reach 100%, download the file and
 check its SHA-256 against the API's, change a backup's expiry and delete
 it, edit the backup rule (a refused value shows at its field), restore a
-collection to a time in the window, a sub-account without
+collection to a time in the window and flash back two of its keys, a
+sub-account without
 CreateBackupDownloadTask sees the API's refusal, and every page is
 readable at phone width without horizontal scrolling. No page logs a
 JavaScript error.
@@ -94,6 +95,15 @@ def page(browser, console_server):
     yield page
     context.close()
     assert not errors, "\n".join(errors)
+
+
+def documents(mongo, collection):
+    """The documents of `shop.<collection>`, in `_id` order."""
+    mongo_client = mongo.client()
+    try:
+        return sorted(mongo_client.shop[collection].find(), key=lambda d: d["_id"])
+    finally:
+        mongo_client.close()
 
 
 def shot(page, name):
@@ -241,9 +251,9 @@ def test_a_collection_is_restored_to_a_time_in_the_window(page, console_server, 
     mongo_client = mongo.client()
     try:
         mongo_client.shop.console_marks.insert_one({"after": "the base"})
-        orders = sorted(mongo_client.shop.orders.find(), key=lambda d: d["_id"])
     finally:
         mongo_client.close()
+    orders = documents(mongo, "orders")
 
     sign_in(page, console_server, ROOT)
     page.goto(f"{console_server.url}/console/#/instances/{INSTANCE}/restore")
@@ -255,12 +265,19 @@ def test_a_collection_is_restored_to_a_time_in_the_window(page, console_server, 
     shot(page, "restore")
     page.get_by_role("button", name="Restore").click()
     expect(page.locator(".status")).to_contain_text("succeeded", timeout=TIMEOUT_MS)
-    mongo_client = mongo.client()
-    try:
-        restored = sorted(mongo_client.shop.orders_console.find(), key=lambda d: d["_id"])
-    finally:
-        mongo_client.close()
+    restored = documents(mongo, "orders_console")
     assert restored == orders and restored
+
+    # Flashback of two keys (values as text, matching the numbers).
+    keys = [orders[0]["_id"], orders[1]["_id"]]
+    page.get_by_label("Collection", exact=True).select_option("orders")
+    page.get_by_label("Key values").fill("\n".join(str(k) for k in keys))
+    page.get_by_label("Result collection").fill("orders_keys")
+    shot(page, "flashback")
+    page.get_by_role("button", name="Flash back").click()
+    expect(page.locator(".status")).to_contain_text("Flashback", timeout=TIMEOUT_MS)
+    expect(page.locator(".status")).to_contain_text("succeeded", timeout=TIMEOUT_MS)
+    assert documents(mongo, "orders_keys") == orders[:2]
 
 
 def test_every_page_fits_a_phone(browser, console_server):

@@ -1,7 +1,8 @@
 // Point-in-time restore of an instance: its restorable window, a time
-// inside it, the collections of a database (read from the live instance)
-// and the names of their restored copies; then the FlowId followed to its
-// end.
+// inside it and a database (its collections read from the live instance);
+// then either whole collections restored under new names
+// (RestoreDBInstance), or the documents of some keys of one collection
+// (FlashBackDBInstance); each FlowId followed to its end.
 
 import { call } from "../lib/api.js";
 import { busy, errorBox, h, replace } from "../lib/dom.js";
@@ -25,6 +26,18 @@ export function render(main, { instanceId }) {
   const database = h("select", { id: "restore-db", name: "db", required: true });
   const collections = h("fieldset", { class: "collections" }, h("legend", {}, "Collections"));
   const submit = h("button", { type: "submit", class: "primary" }, "Restore");
+  const flashCollection = h("select", { id: "flashback-collection", name: "collection", required: true });
+  const flashKey = h("input", { id: "flashback-key", name: "key", value: "_id", required: true, spellcheck: "false" });
+  const flashValues = h("textarea", { id: "flashback-values", name: "values", rows: 4, required: true, spellcheck: "false", placeholder: "one value per line" });
+  const flashResult = h("input", {
+    id: "flashback-result",
+    name: "result",
+    required: true,
+    spellcheck: "false",
+    oninput: (event) => (event.target.dataset.edited = "yes"),
+  });
+  const flashTarget = h("input", { id: "flashback-target", name: "target", placeholder: "this instance", spellcheck: "false" });
+  const flashSubmit = h("button", { type: "submit", class: "primary" }, "Flash back");
 
   /** Names the copies after the time, but for names the user typed. */
   function renameCopies() {
@@ -32,13 +45,18 @@ export function render(main, { instanceId }) {
       const name = row.querySelector(".new-name");
       if (!name.dataset.edited) name.value = copyName(row.dataset.collection, time.value.trim());
     }
+    if (!flashResult.dataset.edited && flashCollection.value) {
+      flashResult.value = copyName(flashCollection.value, time.value.trim());
+    }
   }
   time.addEventListener("input", renameCopies);
+  flashCollection.addEventListener("change", renameCopies);
 
   async function showCollections() {
     replace(collections, h("legend", {}, "Collections"), h("p", { class: "loading" }, "Loading…"));
     try {
       const { Collections } = await call("DescribeDBInstanceNamespace", { InstanceId: instanceId, DbName: database.value });
+      replace(flashCollection, Collections.map((name) => h("option", { value: name }, name)));
       replace(
         collections,
         h("legend", {}, `Collections of ${database.value}`),
@@ -59,6 +77,7 @@ export function render(main, { instanceId }) {
           ),
         ),
       );
+      renameCopies();
     } catch (error) {
       replace(collections, h("legend", {}, "Collections"), errorBox(error));
     }
@@ -92,16 +111,78 @@ export function render(main, { instanceId }) {
         });
       },
     },
-    h("label", { for: "restore-time" }, "Restore to"),
-    time,
-    h("label", { for: "restore-db" }, "Database"),
-    database,
     collections,
     submit,
   );
   database.addEventListener("change", showCollections);
 
-  replace(main, h("h1", {}, "Restore to a point in time"), windowBox, h("section", { class: "panel" }, form), notice);
+  const flashForm = h(
+    "form",
+    {
+      class: "restore flashback",
+      onsubmit: (event) => {
+        event.preventDefault();
+        const field = flashKey.value.trim();
+        const values = flashValues.value.split("\n").map((v) => v.trim()).filter(Boolean);
+        const params = {
+          InstanceId: instanceId,
+          TargetFlashbackTime: time.value.trim(),
+          TargetDatabases: [
+            {
+              DBName: database.value,
+              Collections: [
+                {
+                  CollectionName: flashCollection.value,
+                  TargetResultCollectionName: flashResult.value.trim(),
+                  FilterKey: field,
+                  KeyValues: values.map((value) => ({ Key: field, Value: value })),
+                },
+              ],
+            },
+          ],
+        };
+        if (flashTarget.value.trim()) params.TargetInstanceId = flashTarget.value.trim();
+        busy(flashSubmit, async () => {
+          try {
+            const { FlowId } = await call("FlashBackDBInstance", params);
+            replace(notice, h("div", {}, `Flashback ${FlowId} queued.`));
+            await follow(FlowId, notice, () => `Flashback ${FlowId}`, () => left);
+          } catch (error) {
+            replace(notice, errorBox(error));
+          }
+        });
+      },
+    },
+    h("p", { class: "hint" }, "The documents whose key has one of these values, as they were at that time, into a new collection. A value matches a string equal to it and the ObjectId or number it spells."),
+    h("label", { for: "flashback-collection" }, "Collection"),
+    flashCollection,
+    h("label", { for: "flashback-key" }, "Key field"),
+    flashKey,
+    h("label", { for: "flashback-values" }, "Key values"),
+    flashValues,
+    h("label", { for: "flashback-result" }, "Result collection"),
+    flashResult,
+    h("label", { for: "flashback-target" }, "Into instance"),
+    flashTarget,
+    flashSubmit,
+  );
+
+  replace(
+    main,
+    h("h1", {}, "Restore to a point in time"),
+    windowBox,
+    h(
+      "section",
+      { class: "panel when" },
+      h("label", { for: "restore-time" }, "Restore to"),
+      time,
+      h("label", { for: "restore-db" }, "Database"),
+      database,
+    ),
+    h("section", { class: "panel" }, h("h2", {}, "Whole collections"), form),
+    h("section", { class: "panel" }, h("h2", {}, "Documents by key (flashback)"), flashForm),
+    notice,
+  );
 
   // The window grows as the oplog is saved: shown anew every few seconds.
   function showWindow() {
