@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bench_support::process::{die_with_parent, first_line, ChildGuard, Server, SERVER_PID};
+use bench_support::process::{first_line, ChildGuard, Server, SERVER_PID};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -171,12 +171,7 @@ impl Mongobak {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file);
-        die_with_parent(&mut command);
-        let mut child = ChildGuard(Some(
-            command
-                .spawn()
-                .with_context(|| format!("cannot start {}", binary.display()))?,
-        ));
+        let mut child = ChildGuard::spawn(&mut command, binary)?;
         let stdout = child
             .0
             .as_mut()

@@ -45,6 +45,15 @@ pub fn die_with_parent(command: &mut Command) {
 pub struct ChildGuard(pub Option<Child>);
 
 impl ChildGuard {
+    /// Spawns `command` (running `binary`), to die with this process.
+    pub fn spawn(command: &mut Command, binary: &Path) -> anyhow::Result<ChildGuard> {
+        die_with_parent(command);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        Ok(ChildGuard(Some(child)))
+    }
+
     /// The child's process id (0 once reaped).
     pub fn pid(&self) -> u32 {
         self.0.as_ref().map_or(0, Child::id)
@@ -124,12 +133,7 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(log_file);
         configure(&mut command);
-        die_with_parent(&mut command);
-        let mut child = ChildGuard(Some(
-            command
-                .spawn()
-                .with_context(|| format!("cannot start {}", binary.display()))?,
-        ));
+        let mut child = ChildGuard::spawn(&mut command, binary)?;
         let stdout = child
             .0
             .as_mut()
@@ -193,12 +197,7 @@ impl Server {
                 .stdout(log_file.try_clone()?)
                 .stderr(log_file);
             configure(&mut command);
-            die_with_parent(&mut command);
-            let mut child = ChildGuard(Some(
-                command
-                    .spawn()
-                    .with_context(|| format!("cannot start {}", binary.display()))?,
-            ));
+            let mut child = ChildGuard::spawn(&mut command, binary)?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let deadline = Instant::now() + SERVER_STARTUP_TIMEOUT;
             loop {
